@@ -1,0 +1,61 @@
+"""Atomic file output: write to a temporary file beside the target, then rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from cnncli.errors import CnnError
+
+
+def check_writable_dir(directory: Path, what: str = "output folder") -> None:
+    """Fail early, before any work, when ``directory`` cannot take new files."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise CnnError(f"cannot write {what} '{directory}': '{probe}' is not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise CnnError(f"cannot write {what} '{directory}': permission denied")
+
+
+@contextmanager
+def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
+
+    On any exception the temporary file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    suffix = suffix if suffix is not None else target.suffix
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    except OSError as exc:
+        raise CnnError(f"cannot write '{target}': {exc.strerror or exc}") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise CnnError(f"cannot write '{target}': {exc.strerror or exc}") from None
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_atomic(target: Path | str, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result onto ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_bytes_atomic(target: Path | str, data: bytes) -> Path:
+    return write_atomic(target, lambda p: p.write_bytes(data))

@@ -1,0 +1,183 @@
+"""The `cnn` command line: parse, call the library, render. Exit codes are mapped here only.
+
+0 ok; 2 bad usage (click usage errors and ``BadArgument``); 1 anything else the user can fix
+(``CnnError``). Heavy libraries are imported inside the commands so `cnn --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cnncli import __version__
+from cnncli.errors import BadArgument, CnnError
+from cnncli.output import FORMATS
+
+
+class CnnGroup(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BadArgument as exc:
+            raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
+        except CnnError as exc:
+            raise click.ClickException(str(exc)) from None
+        except click.UsageError as exc:
+            exc.ctx = None  # one line: "Error: ..." without the usage block
+            raise
+
+
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+    help="Output format for stdout.",
+)
+
+
+def shape_options(f):
+    f = click.option(
+        "--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
+        help="Set an input's shape (repeatable).",
+    )(f)
+    f = click.option("--batch", type=int, default=1, show_default=True, help="Value for a symbolic leading (batch) dim.")(f)
+    return f
+
+
+def parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    from cnncli.graph import parse_shape_text
+
+    out = {}
+    for item in items:
+        name, sep, text = item.rpartition("=")
+        if not sep or not name:
+            raise BadArgument("--input-shape", f"'{item}' is not NAME=SHAPE, e.g. input=1x3x224x224")
+        out[name] = parse_shape_text(text)
+    return out
+
+
+def load_graph(model: str, batch: int, input_shapes: tuple[str, ...]):
+    """Load MODEL (path or '-') and analyse its shapes; warn about absent external data."""
+    from cnncli.console import warn
+    from cnncli.graph import analyse
+    from cnncli.loading import load_model
+
+    shapes = parse_input_shapes(input_shapes)
+    if batch < 1:
+        raise BadArgument("--batch", f"must be at least 1, not {batch}")
+    loaded = load_model(model)
+    if loaded.missing_external:
+        warn(
+            f"external data file '{loaded.missing_external[0]}' is missing; "
+            "analysing from shapes alone (weights are not needed for costs)"
+        )
+    return loaded, analyse(loaded.model, batch=batch, input_shapes=shapes)
+
+
+@click.group(cls=CnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cnn")
+def cli() -> None:
+    """What each layer of an ONNX CNN costs, and what each feature map has learned."""
+
+
+@cli.command()
+@click.argument("model")
+@shape_options
+@format_option
+@click.option("--by", type=click.Choice(["layer", "op"]), default="layer", show_default=True, help="One row per layer, or per op type.")
+@click.option("--sort", "sort_by", metavar="COLUMN", help="Sort rows by a column (numbers largest first).")
+@click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep only the first N rows (after --sort).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png", help="Save a per-layer cost plot.")
+def stats(model, batch, input_shapes, fmt, by, sort_by, top, plot_path):
+    """Per-layer MACs, params, CPR, activation memory and receptive field of MODEL (a path, or - for stdin)."""
+    from pathlib import Path
+
+    from cnncli.atomic import check_writable_dir
+    from cnncli.console import warn
+    from cnncli.output import Document, render
+    from cnncli.stats import LayerRow, OpRow, by_op, compute_stats, sort_rows
+
+    row_type = OpRow if by == "op" else LayerRow
+    if sort_by is not None:
+        sort_rows([], row_type, sort_by)  # validates the column name before any work
+    if plot_path:
+        if not plot_path.lower().endswith(".png"):
+            raise BadArgument("--plot", f"'{plot_path}' should end in .png")
+        check_writable_dir(Path(plot_path).parent or Path("."), "plot")
+    loaded, graph = load_graph(model, batch, input_shapes)
+    result = compute_stats(graph)
+    if result.unknown_ops:
+        warn(f"cannot cost op types {', '.join(result.unknown_ops)}: their rows are unknown and totals incomplete")
+    rows = by_op(result.layers) if by == "op" else result.layers
+    if sort_by:
+        rows = sort_rows(rows, row_type, sort_by)
+    if top:
+        rows = rows[:top]
+    if plot_path:
+        from cnncli.plot import save_png, stats_figure
+
+        save_png(stats_figure(result.layers, title=Path(loaded.name).name), plot_path)
+    meta = {"model": loaded.name, "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]}
+    title = f"{loaded.name}  ({_inputs_text(graph)})"
+    render(
+        Document(rows=rows, row_type=row_type, rows_key="ops" if by == "op" else "layers", meta=meta, totals=result.totals, title=title),
+        fmt,
+        sys.stdout,
+    )
+
+
+def _inputs_text(graph) -> str:
+    return ", ".join(s.name + " " + "x".join(map(str, s.shape)) for s in graph.inputs)
+
+
+def _parse_dims(param: str, text: str) -> tuple[int, ...]:
+    from cnncli.graph import parse_shape_text
+
+    try:
+        return parse_shape_text(text)
+    except BadArgument as exc:
+        raise BadArgument(param, str(exc)) from None
+
+
+@cli.command()
+@click.argument("model", required=False)
+@shape_options
+@format_option
+@click.option("--input", "input_hw", metavar="HxW", help="Calculator: image size (or CxHxW).")
+@click.option("--units", type=click.IntRange(min=1), help="Calculator: number of hidden units.")
+@click.option("--kernel", metavar="KxK", help="Calculator: window size of a locally connected unit.")
+def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
+    """Weights of each conv layer fully connected vs locally connected vs shared.
+
+    Give MODEL, or the calculator form: --input 100x100 --units 100000 --kernel 3x3.
+    """
+    from cnncli.connectivity import ConnectivityRow, calculator, model_connectivity
+    from cnncli.output import Document, render
+
+    calc = [input_hw, units, kernel]
+    if model is not None and any(v is not None for v in calc):
+        raise click.UsageError("give either MODEL or --input/--units/--kernel, not both")
+    if model is None:
+        if any(v is None for v in calc):
+            raise click.UsageError("give MODEL, or all of --input, --units and --kernel")
+        dims = _parse_dims("--input", input_hw)
+        if len(dims) not in (2, 3):
+            raise BadArgument("--input", f"'{input_hw}' should be HxW or CxHxW")
+        k = _parse_dims("--kernel", kernel)
+        channels, hw = (dims[0], dims[1:]) if len(dims) == 3 else (1, dims)
+        rows = [calculator(hw, units, k, channels)]
+        meta = {"model": None, "inputs": [{"name": "image", "shape": list(dims)}]}
+        title = f"{input_hw} image into {units:,} units, {kernel} windows"
+    else:
+        loaded, graph = load_graph(model, batch, input_shapes)
+        rows = model_connectivity(graph)
+        meta = {"model": loaded.name, "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]}
+        title = f"{loaded.name}: weights per conv layer (per sample)"
+    render(Document(rows=rows, row_type=ConnectivityRow, meta=meta, title=title), fmt, sys.stdout)
+
+
+def main() -> None:
+    cli(prog_name="cnn")
+
+
+if __name__ == "__main__":
+    main()

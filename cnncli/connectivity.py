@@ -1,0 +1,89 @@
+"""What a conv layer would cost fully connected, locally connected, and with shared weights.
+
+Seed example: a 100×100 image into 10^5 hidden units is 10^9 weights fully connected, 9×10^5
+locally connected with 3×3 windows, and 9 with one shared 3×3 kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from cnncli.graph import Graph, numel
+from cnncli.output import col
+
+
+@dataclass(frozen=True)
+class ConnectivityRow:
+    index: int | None = col("#", "int")
+    name: str = col("name")
+    input_shape: list | None = col("input", "shape")
+    output_shape: list | None = col("output", "shape")
+    shared: int | None = col("shared", "int", unknown=True)  # weights of the conv (bias excluded)
+    local: int | None = col("local", "int", unknown=True)  # one unshared window per output unit
+    full: int | None = col("full", "int", unknown=True)  # every input to every output unit
+    full_over_local: float | int | None = col("full/local", "int", unknown=True)
+    local_over_shared: float | int | None = col("local/shared", "int", unknown=True)
+
+
+def _ratio(a: int | None, b: int | None) -> int | float | None:
+    if a is None or not b:
+        return None
+    return a // b if a % b == 0 else round(a / b, 3)
+
+
+def connectivity_row(index, name, in_shape, out_shape, weight_shape) -> ConnectivityRow:
+    """Per-sample weight counts of one conv (the batch dim is left out: weights don't scale with it)."""
+    x = numel(in_shape[1:]) if in_shape else None
+    y = numel(out_shape[1:]) if out_shape else None
+    shared = numel(weight_shape)
+    local = None if y is None or shared is None or not weight_shape else y * (shared // weight_shape[0])
+    full = None if x is None or y is None else x * y
+    return ConnectivityRow(
+        index=index,
+        name=name,
+        input_shape=list(in_shape) if in_shape else None,
+        output_shape=list(out_shape) if out_shape else None,
+        shared=shared,
+        local=local,
+        full=full,
+        full_over_local=_ratio(full, local),
+        local_over_shared=_ratio(local, shared),
+    )
+
+
+def model_connectivity(graph: Graph) -> list[ConnectivityRow]:
+    rows = []
+    index = 0
+    for i, node in enumerate(graph.nodes):
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+            continue
+        index += 1
+        rows.append(
+            connectivity_row(
+                index,
+                node.name or node.output[0],
+                graph.shape(node.input[0]),
+                graph.shape(node.output[0]),
+                graph.shape(node.input[1]),
+            )
+        )
+    return rows
+
+
+def calculator(input_hw: tuple[int, ...], units: int, kernel: tuple[int, ...], channels: int = 1) -> ConnectivityRow:
+    """The seed's worked example: ``units`` hidden units over an image of ``input_hw`` pixels."""
+    x = math.prod(input_hw) * channels
+    k = math.prod(kernel) * channels
+    full, local, shared = x * units, units * k, k
+    return ConnectivityRow(
+        index=None,
+        name="calculator",
+        input_shape=[channels, *input_hw] if channels > 1 else list(input_hw),
+        output_shape=[units],
+        shared=shared,
+        local=local,
+        full=full,
+        full_over_local=_ratio(full, local),
+        local_over_shared=_ratio(local, shared),
+    )

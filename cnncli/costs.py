@@ -1,0 +1,241 @@
+"""Per-op cost rules: multiply-accumulates (MACs), other FLOPs, and which inputs are weights.
+
+One small function per op family, registered in ``RULES``. Each takes a :class:`NodeView`
+and returns a :class:`Cost`; ``None`` fields mean "cannot be costed" (unknown shapes).
+The per-element rules for ``flops_other`` are documented in README ("What the numbers mean").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import onnx
+
+from cnncli.graph import Graph, Shape, attrs, numel
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int | None = 0
+    flops_other: int | None = 0
+
+
+UNKNOWN = Cost(None, None)
+
+
+@dataclass
+class NodeView:
+    node: onnx.NodeProto
+    graph: Graph
+
+    def __post_init__(self):
+        self.attrs = attrs(self.node)
+        self.ins: list[Shape | None] = [self.graph.shape(i) if i else None for i in self.node.input]
+        self.outs: list[Shape | None] = [self.graph.shape(o) if o else None for o in self.node.output]
+
+    def out_numel(self, i: int = 0) -> int | None:
+        return numel(self.outs[i]) if i < len(self.outs) else None
+
+    def in_numel(self, i: int = 0) -> int | None:
+        return numel(self.ins[i]) if i < len(self.ins) else None
+
+
+def _mul(*xs: int | None) -> int | None:
+    return None if any(x is None for x in xs) else math.prod(xs)
+
+
+def _conv(v: NodeView) -> Cost:
+    y, w = v.out_numel(), v.in_numel(1)
+    if y is None or w is None or not v.ins[1]:
+        return UNKNOWN
+    macs = y * (w // v.ins[1][0])  # N·Cout·Hout·Wout · (Cin/g)·kh·kw
+    bias = y if len(v.node.input) > 2 and v.node.input[2] else 0
+    return Cost(macs, bias)
+
+
+def _conv_transpose(v: NodeView) -> Cost:
+    x, w, y = v.in_numel(0), v.in_numel(1), v.out_numel()
+    if x is None or w is None or y is None or not v.ins[1]:
+        return UNKNOWN
+    macs = x * (w // v.ins[1][0])  # N·Cin·Hin·Win · (Cout/g)·kh·kw: every input pixel, once
+    bias = y if len(v.node.input) > 2 and v.node.input[2] else 0
+    return Cost(macs, bias)
+
+
+def _gemm(v: NodeView) -> Cost:
+    a, y = v.ins[0], v.outs[0]
+    if a is None or y is None or None in a or len(a) != 2:
+        return UNKNOWN
+    k = a[0] if v.attrs.get("transA", 0) else a[1]
+    n = numel(y)
+    extra = n if len(v.node.input) > 2 and v.node.input[2] else 0
+    return Cost(n * k, extra)
+
+
+def _matmul(v: NodeView) -> Cost:
+    a, y = v.ins[0], v.out_numel()
+    if a is None or y is None or not a or a[-1] is None:
+        return UNKNOWN
+    return Cost(y * a[-1], 0)  # every output element is a dot product of length K
+
+
+def _einsum(v: NodeView) -> Cost:
+    eq = v.attrs.get("equation", "").replace(" ", "")
+    lhs = eq.split("->")[0].split(",")
+    if "..." in eq or len(lhs) != len(v.ins) or any(s is None or None in s for s in v.ins):
+        return UNKNOWN
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(lhs, v.ins):
+        if len(letters) != len(shape):
+            return UNKNOWN
+        sizes.update(zip(letters, shape))
+    total = math.prod(sizes.values())
+    if len(v.ins) == 1:
+        return Cost(0, total)
+    return Cost(total * (len(v.ins) - 1), 0)
+
+
+def _per_out(factor: int) -> Callable[[NodeView], Cost]:
+    def rule(v: NodeView) -> Cost:
+        n = v.out_numel()
+        return UNKNOWN if n is None else Cost(0, factor * n)
+
+    return rule
+
+
+def _variadic(v: NodeView) -> Cost:
+    n = v.out_numel()
+    inputs = sum(1 for i in v.node.input if i)
+    return UNKNOWN if n is None else Cost(0, n * max(inputs - 1, 1))
+
+
+def _per_in(v: NodeView) -> Cost:
+    n = v.in_numel(0)
+    return UNKNOWN if n is None else Cost(0, n)
+
+
+def _pool(v: NodeView) -> Cost:
+    n = v.out_numel()
+    k = v.attrs.get("kernel_shape")
+    return UNKNOWN if n is None or not k else Cost(0, n * math.prod(k))
+
+
+def _lrn(v: NodeView) -> Cost:
+    n = v.out_numel()
+    return UNKNOWN if n is None else Cost(0, n * (int(v.attrs.get("size", 1)) + 3))
+
+
+def _resize(v: NodeView) -> Cost:
+    x, y = v.ins[0], v.outs[0]
+    if x is None or y is None or None in x or None in y:
+        return UNKNOWN
+    mode = v.attrs.get("mode", "nearest")
+    resized = sum(1 for a, b in zip(x, y) if a != b)
+    per = {"nearest": 0, "linear": 2**resized, "bilinear": 2**resized, "cubic": 4**resized}.get(mode, 2**resized)
+    return Cost(0, per * numel(y))
+
+
+def _subgraph(v: NodeView) -> Cost:
+    return UNKNOWN  # If/Loop/Scan: bodies are data-dependent; see README
+
+
+UNARY = (
+    "Relu LeakyRelu PRelu Elu Selu Celu Sigmoid HardSigmoid HardSwish Tanh Softplus Softsign Mish "
+    "Gelu Erf Exp Log Sqrt Reciprocal Neg Abs Ceil Floor Round Sign Sin Cos Tan Asin Acos Atan Sinh "
+    "Cosh Asinh Acosh Atanh ThresholdedRelu Clip Not IsNaN IsInf Shrink QuantizeLinear "
+    "DequantizeLinear Where"
+).split()
+VARIADIC = (
+    "Add Sub Mul Div Pow Max Min Sum Mean Mod And Or Xor Equal Greater Less GreaterOrEqual LessOrEqual BitShift"
+).split()
+REDUCE = (
+    "GlobalAveragePool GlobalMaxPool GlobalLpPool ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd "
+    "ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceSumSquare ArgMax ArgMin TopK"
+).split()
+# data movement and bookkeeping: no arithmetic, no row unless they hold weights
+ZERO_COST = frozenset(
+    (
+        "Reshape Flatten Squeeze Unsqueeze Transpose Concat Split Slice Pad Identity Dropout Cast CastLike "
+        "Gather GatherElements GatherND Shape Size Constant ConstantOfShape Tile Expand DepthToSpace "
+        "SpaceToDepth Range NonZero ScatterElements ScatterND OneHot EyeLike Compress Trilu"
+    ).split()
+)
+
+RULES: dict[str, Callable[[NodeView], Cost]] = {
+    "Conv": _conv,
+    "ConvTranspose": _conv_transpose,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "Einsum": _einsum,
+    "MaxPool": _pool,
+    "AveragePool": _pool,
+    "LpPool": _pool,
+    "LRN": _lrn,
+    "BatchNormalization": _per_out(2),
+    "InstanceNormalization": _per_out(5),
+    "LayerNormalization": _per_out(5),
+    "GroupNormalization": _per_out(5),
+    "Softmax": _per_out(3),
+    "LogSoftmax": _per_out(3),
+    "Hardmax": _per_out(1),
+    "Resize": _resize,
+    "Upsample": _resize,
+    "If": _subgraph,
+    "Loop": _subgraph,
+    "Scan": _subgraph,
+    **{op: _per_out(1) for op in UNARY},
+    **{op: _variadic for op in VARIADIC},
+    **{op: _per_in for op in REDUCE},
+}
+
+# Which constant inputs are learnable parameters. weight: the multiplied tensor (CPR divides
+# by it); extra: other params (biases, affine scales); buffer: running statistics.
+@dataclass(frozen=True)
+class Slots:
+    weight: tuple[int, ...] = ()
+    extra: tuple[int, ...] = ()
+    buffer: tuple[int, ...] = ()
+    every_input: bool = False  # all inputs are param slots (elementwise with a constant)
+
+
+SLOTS: dict[str, Slots] = {
+    "Conv": Slots(weight=(1,), extra=(2,)),
+    "ConvTranspose": Slots(weight=(1,), extra=(2,)),
+    "Gemm": Slots(weight=(0, 1), extra=(2,)),
+    "MatMul": Slots(weight=(0, 1)),
+    "Einsum": Slots(weight=tuple(range(8))),
+    "BatchNormalization": Slots(extra=(1, 2), buffer=(3, 4)),
+    "InstanceNormalization": Slots(extra=(1, 2)),
+    "LayerNormalization": Slots(extra=(1, 2)),
+    "GroupNormalization": Slots(extra=(1, 2)),
+    "PRelu": Slots(extra=(1,)),
+    "LSTM": Slots(weight=(1, 2), extra=(3,)),
+    "GRU": Slots(weight=(1, 2), extra=(3,)),
+    "RNN": Slots(weight=(1, 2), extra=(3,)),
+    **{op: Slots(every_input=True) for op in ("Add", "Sub", "Mul", "Div", "Sum", "Concat")},
+}
+UNKNOWN_OP_SLOTS = Slots(every_input=True)
+NO_SLOTS = Slots()
+
+
+def slots_for(op: str) -> Slots:
+    if op in SLOTS:
+        return SLOTS[op]
+    return NO_SLOTS if op in RULES or op in ZERO_COST else UNKNOWN_OP_SLOTS
+
+
+def is_known(node: onnx.NodeProto) -> bool:
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    return node.op_type in RULES or node.op_type in ZERO_COST
+
+
+def cost(view: NodeView) -> Cost:
+    rule = RULES.get(view.node.op_type) if view.node.domain in ("", "ai.onnx") else None
+    if rule is None:
+        return Cost(0, 0) if is_known(view.node) else UNKNOWN
+    return rule(view)
+
+

@@ -1,0 +1,109 @@
+"""Reading an ONNX model from a path or standard input, with clear errors for bad files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from cnncli.errors import ModelError
+
+
+@dataclass
+class LoadedModel:
+    model: onnx.ModelProto
+    source: str  # the path as given, or "-" for standard input
+    base_dir: Path | None  # folder that external data paths are relative to
+    missing_external: list[str] = field(default_factory=list)  # external data files not found
+
+    @property
+    def name(self) -> str:
+        return "<stdin>" if self.source == "-" else self.source
+
+
+def read_source_bytes(source: str, stdin: BinaryIO | None = None) -> bytes:
+    if source == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return stream.read()
+    path = Path(source)
+    if not path.exists():
+        raise ModelError(f"cannot read model '{source}': no such file")
+    if path.is_dir():
+        raise ModelError(f"cannot read model '{source}': it is a directory")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model '{source}': {exc.strerror or exc}") from None
+
+
+def parse_model(data: bytes, name: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelError(f"'{name}' is empty, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"'{name}' is not an ONNX model (truncated or corrupt protobuf: {exc})") from None
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
+        raise ModelError(f"'{name}' is not an ONNX model (a protobuf without a model graph)")
+    _check_references(model.graph, name)
+    return model
+
+
+def _check_references(graph: onnx.GraphProto, name: str) -> None:
+    """Every node input must be defined before use: catches truncated or damaged graphs."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    known.update(t.values.name for t in graph.sparse_initializer)
+    known.add("")
+    for node in graph.node:
+        for inp in node.input:
+            if inp not in known:
+                raise ModelError(
+                    f"'{name}' is damaged or truncated: node '{node.name or node.op_type}' "
+                    f"reads '{inp}', which nothing defines"
+                )
+        known.update(node.output)
+    for out in graph.output:
+        if out.name not in known:
+            raise ModelError(f"'{name}' is damaged or truncated: graph output '{out.name}' is never produced")
+
+
+def external_data_files(model: onnx.ModelProto) -> list[str]:
+    """Locations of the external data files the model's initializers refer to, in order."""
+    seen: dict[str, None] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    seen.setdefault(entry.value, None)
+    return list(seen)
+
+
+def load_model(source: str, stdin: BinaryIO | None = None) -> LoadedModel:
+    """Load the graph without external data: weights that live in other files stay there."""
+    data = read_source_bytes(source, stdin)
+    name = "<stdin>" if source == "-" else source
+    model = parse_model(data, name)
+    base_dir = None if source == "-" else Path(source).resolve().parent
+    missing = []
+    for location in external_data_files(model):
+        if base_dir is None or not os.path.isfile(base_dir / location):
+            missing.append(location)
+    return LoadedModel(model=model, source=source, base_dir=base_dir, missing_external=missing)
+
+
+def load_external_weights(loaded: LoadedModel) -> None:
+    """Bring external weights into memory (needed to run the model, not to cost it)."""
+    if loaded.missing_external:
+        raise ModelError(
+            f"'{loaded.name}' keeps its weights in '{loaded.missing_external[0]}', which is missing"
+        )
+    if loaded.base_dir is not None and external_data_files(loaded.model):
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(loaded.model, str(loaded.base_dir))

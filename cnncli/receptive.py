@@ -1,0 +1,125 @@
+"""Receptive fields: for each tensor on the spatial path from the image input, the size,
+stride (jump) and offset of the input window that one position sees, per spatial axis.
+
+A unit at position i of an axis sees input pixels ``start + i*jump`` to
+``start + i*jump + size - 1`` (before clipping at the image border). Sizes are not clipped,
+as in the literature (ZF net conv5: 139 pixels on a 224 image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnncli.costs import UNARY
+from cnncli.geometry import window
+from cnncli.graph import Graph
+
+
+@dataclass(frozen=True)
+class AxisRF:
+    size: int
+    jump: int
+    start: int
+
+    def box(self, i: int, limit: int | None = None) -> tuple[int, int]:
+        """Input pixels [lo, hi) seen by position ``i``, clipped to [0, limit) when given."""
+        lo = self.start + i * self.jump
+        hi = lo + self.size
+        if limit is not None:
+            lo, hi = max(lo, 0), min(hi, limit)
+        return lo, hi
+
+
+RF = tuple  # of AxisRF, one per spatial axis
+
+WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
+PASS_OPS = frozenset(UNARY) | {"BatchNormalization", "InstanceNormalization", "LRN", "Dropout", "Identity", "Split"}
+MERGE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Concat", "PRelu"})
+
+
+def _through_window(rf: RF, node, graph: Graph) -> RF | None:
+    x = graph.shape(node.input[0])
+    if node.op_type == "Conv":
+        w = graph.shape(node.input[1])
+        if w is None or None in w:
+            return None
+        kernel = tuple(w[2:])
+    else:
+        kernel = None
+    win = window(node, x, kernel)
+    if win is None or len(win.kernel) != len(rf):
+        return None
+    return tuple(
+        AxisRF(a.size + (k - 1) * d * a.jump, a.jump * s, a.start - p * a.jump)
+        for a, k, s, d, p in zip(rf, win.kernel, win.strides, win.dilations, win.pads_begin)
+    )
+
+
+def _pad_begins(node, graph: Graph, rank: int) -> list[int] | None:
+    from cnncli.graph import attrs
+
+    a = attrs(node)
+    if "pads" in a:
+        pads = a["pads"]
+    elif len(node.input) > 1 and node.input[1] in graph.consts and graph.consts[node.input[1]].value is not None:
+        pads = [int(p) for p in graph.consts[node.input[1]].value]
+        if len(node.input) > 3 and node.input[3]:
+            return None  # explicit axes: rare, not followed
+    else:
+        return None
+    if a.get("mode", "constant") != "constant" or len(pads) != 2 * rank:
+        return None
+    return pads[:rank]
+
+
+def receptive_fields(graph: Graph) -> dict[str, RF]:
+    """Walk the graph once, in order, from every 3-D or wider float input."""
+    fields: dict[str, RF] = {}
+    for spec in graph.inputs:
+        if len(spec.shape) >= 3:
+            fields[spec.name] = tuple(AxisRF(1, 1, 0) for _ in spec.shape[2:])
+    for node in graph.nodes:
+        op = node.op_type
+        out = node.output[0] if node.output else ""
+        if not out:
+            continue
+        ins = [fields.get(i) for i in node.input]
+        if op in WINDOW_OPS and ins and ins[0] is not None:
+            rf = _through_window(ins[0], node, graph)
+        elif op in PASS_OPS and ins and ins[0] is not None:
+            rf = ins[0]
+        elif op in MERGE_OPS and any(ins):
+            out_shape = graph.shape(out)
+            rf = _merge(
+                [r for r, i in zip(ins, node.input) if r is not None and _same_grid(graph.shape(i), out_shape)]
+            )
+        elif op == "Pad" and ins and ins[0] is not None:
+            x = graph.shape(node.input[0])
+            begins = _pad_begins(node, graph, len(x)) if x else None
+            rf = None if begins is None else tuple(
+                AxisRF(a.size, a.jump, a.start - p * a.jump) for a, p in zip(ins[0], begins[2:])
+            )
+        else:
+            rf = None
+        if rf is not None:
+            targets = node.output if op == "Split" else (out,)
+            for t in targets:
+                fields[t] = rf
+    return fields
+
+
+def _same_grid(a, b) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and a[2:] == b[2:]
+
+
+def _merge(rfs: list[RF]) -> RF | None:
+    if not rfs:
+        return None
+    if len(rfs) == 1:
+        return rfs[0]
+    merged = []
+    for axis in zip(*rfs):
+        lo = min(a.start for a in axis)
+        hi = max(a.start + a.size for a in axis)
+        merged.append(AxisRF(hi - lo, max(a.jump for a in axis), lo))
+    return tuple(merged)

@@ -1,0 +1,207 @@
+"""Per-layer cost rows and totals for a model: the library behind ``cnn stats``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from cnncli.costs import NodeView, cost, is_known, slots_for
+from cnncli.geometry import window
+from cnncli.graph import FLOAT_TYPES, Graph, dtype_name, nbytes, numel
+from cnncli.output import col
+from cnncli.receptive import receptive_fields
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    index: int | None = col("#", "int")  # 1-based number of each Conv, as `cnn project --layer` takes
+    name: str = col("name")
+    op: str = col("op")
+    input_shape: list | None = col("input", "shape")
+    output_shape: list | None = col("output", "shape")
+    kernel: list | None = col("kernel", "shape")
+    stride: list | None = col("stride", "shape")
+    pads: list | None = col("pads", "dims")
+    dilation: list | None = col("dilation", "shape")
+    groups: int | None = col("groups", "int")
+    macs: int | None = col("MACs", "int", unknown=True)
+    flops_other: int | None = col("other FLOPs", "int", unknown=True)
+    params: int | None = col("params", "int")
+    buffers: int | None = col("buffers", "int")
+    cpr: int | float | None = col("CPR", "int")
+    act_bytes: int | None = col("act bytes", "int")
+    rf: list | None = col("RF", "shape")
+    rf_stride: list | None = col("RF stride", "shape")
+
+
+@dataclass(frozen=True)
+class OpRow:
+    op: str = col("op")
+    count: int = col("count", "int")
+    macs: int | None = col("MACs", "int")
+    flops_other: int | None = col("other FLOPs", "int")
+    params: int = col("params", "int")
+    act_bytes: int | None = col("act bytes", "int")
+
+
+@dataclass
+class StatsResult:
+    layers: list[LayerRow]
+    totals: dict[str, Any]
+    unknown_ops: list[str]
+
+
+def _sum(values) -> int | None:
+    total = 0
+    for v in values:
+        if v is None:
+            return None
+        total += v
+    return total
+
+
+def _display_name(node: onnx.NodeProto, i: int) -> str:
+    return node.name or (node.output[0] if node.output and node.output[0] else f"{node.op_type}_{i}")
+
+
+def compute_stats(graph: Graph) -> StatsResult:
+    fields = receptive_fields(graph)
+    counted: set[str] = set()  # weight sources already counted (a shared weight counts once)
+    source_bytes: dict[str, tuple[int, int]] = {}
+    rows: list[LayerRow] = []
+    unknown: Counter[str] = Counter()
+    conv_index = 0
+    for i, node in enumerate(graph.nodes):
+        op = node.op_type
+        if op == "Conv" and node.domain in ("", "ai.onnx"):
+            conv_index += 1
+        outputs = [o for o in node.output if o]
+        if outputs and all(o in graph.consts for o in outputs):
+            continue  # a weight producer (Constant, ConstantOfShape, Cast of a weight, ...)
+        slots = slots_for(op)
+        weight_numel = 0
+        params = buffers = 0
+        for slot, name in enumerate(node.input):
+            ref = graph.consts.get(name) if name else None
+            if ref is None or ref.numel is None:
+                continue
+            consumed = graph.types.get(name, ref.elem_type)
+            is_param = slots.every_input or slot in slots.weight or slot in slots.extra
+            is_buffer = slot in slots.buffer
+            if not (is_param or is_buffer) or consumed not in FLOAT_TYPES:
+                continue
+            if slot in slots.weight:
+                weight_numel += ref.numel
+            if ref.source in counted:
+                continue
+            counted.add(ref.source)
+            source_bytes[ref.source] = (ref.numel, ref.elem_type)
+            if is_buffer:
+                buffers += ref.numel
+            else:
+                params += ref.numel
+        view = NodeView(node, graph)
+        c = cost(view)
+        known = is_known(node)
+        if not known:
+            unknown[op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"] += 1
+        if known and c.macs == 0 and c.flops_other == 0 and params == 0 and buffers == 0:
+            continue
+        act = _sum(
+            None if numel(graph.shape(o)) is None else nbytes(numel(graph.shape(o)), graph.types.get(o, 1))
+            for o in outputs
+        )
+        win = None
+        if op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"):
+            w = graph.shape(node.input[1]) if op.startswith("Conv") and len(node.input) > 1 else None
+            kernel = tuple(w[2:]) if w and None not in w else None
+            win = window(node, view.ins[0], kernel)
+        rf = fields.get(outputs[0]) if outputs else None
+        cpr = None
+        if weight_numel and c.macs:
+            cpr = c.macs // weight_numel if c.macs % weight_numel == 0 else round(c.macs / weight_numel, 3)
+        rows.append(
+            LayerRow(
+                index=conv_index if op == "Conv" else None,
+                name=_display_name(node, i),
+                op=op,
+                input_shape=list(view.ins[0]) if view.ins and view.ins[0] is not None else None,
+                output_shape=list(view.outs[0]) if view.outs and view.outs[0] is not None else None,
+                kernel=list(win.kernel) if win else None,
+                stride=list(win.strides) if win else None,
+                pads=list(win.pads) if win else None,
+                dilation=list(win.dilations) if win else None,
+                groups=win.group if win and op.startswith("Conv") else None,
+                macs=c.macs,
+                flops_other=c.flops_other,
+                params=params,
+                buffers=buffers,
+                cpr=cpr,
+                act_bytes=act,
+                rf=[a.size for a in rf] if rf else None,
+                rf_stride=[a.jump for a in rf] if rf else None,
+            )
+        )
+    totals = _totals(graph, rows, source_bytes, sorted(unknown))
+    return StatsResult(rows, totals, sorted(unknown))
+
+
+def _totals(graph: Graph, rows: list[LayerRow], source_bytes, unknown_ops: list[str]) -> dict[str, Any]:
+    macs = sum(r.macs or 0 for r in rows)
+    other = sum(r.flops_other or 0 for r in rows)
+    by_dtype: Counter[str] = Counter()
+    for n, elem in source_bytes.values():
+        by_dtype[dtype_name(elem)] += nbytes(n, elem)
+    largest = None
+    for spec_or_row in rows:
+        if spec_or_row.act_bytes is not None and (largest is None or spec_or_row.act_bytes > largest["bytes"]):
+            largest = {"name": spec_or_row.name, "bytes": spec_or_row.act_bytes}
+    return {
+        "macs": macs,
+        "flops": 2 * macs + other,
+        "flops_other": other,
+        "params": sum(r.params or 0 for r in rows),
+        "buffers": sum(r.buffers or 0 for r in rows),
+        "weight_bytes": dict(sorted(by_dtype.items())),
+        "largest_activation": largest,
+        "layers": len(rows),
+        "convs": sum(1 for r in rows if r.index is not None),
+        "incomplete": any(r.macs is None or r.flops_other is None for r in rows),
+        "unknown_ops": unknown_ops,
+    }
+
+
+def by_op(rows: list[LayerRow]) -> list[OpRow]:
+    """One row per op type, in order of first appearance."""
+    groups: dict[str, list[LayerRow]] = {}
+    for r in rows:
+        groups.setdefault(r.op, []).append(r)
+    return [
+        OpRow(
+            op=op,
+            count=len(rs),
+            macs=_sum(r.macs for r in rs),
+            flops_other=_sum(r.flops_other for r in rs),
+            params=sum(r.params or 0 for r in rs),
+            act_bytes=_sum(r.act_bytes for r in rs),
+        )
+        for op, rs in groups.items()
+    ]
+
+
+def sort_rows(rows: list, row_type: type, column: str) -> list:
+    """Numbers largest first (unknowns last), text A to Z; stable, so ties keep graph order."""
+    import dataclasses
+
+    from cnncli.errors import BadArgument
+
+    names = [f.name for f in dataclasses.fields(row_type)]
+    if column not in names:
+        raise BadArgument("--sort", f"no column '{column}' (columns: {', '.join(names)})")
+    sample = next((getattr(r, column) for r in rows if getattr(r, column) is not None), None)
+    if isinstance(sample, (int, float)):
+        return sorted(rows, key=lambda r: (getattr(r, column) is None, -(getattr(r, column) or 0)))
+    return sorted(rows, key=lambda r: (getattr(r, column) is None, str(getattr(r, column))))
