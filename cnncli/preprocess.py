@@ -1,0 +1,126 @@
+"""Turning an image file (or a .npy array) into the model's input tensor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from cnncli.errors import BadArgument, CnnError
+
+PRESETS = ("imagenet", "caffe", "unit", "raw")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """x = (pixel·scale − mean) / std per channel, channels in RGB or BGR order."""
+
+    name: str
+    scale: float  # 1/255 for 0–1 presets, 1 for 0–255
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    bgr: bool = False
+
+    def describe(self) -> dict:
+        return {"preset": self.name, "range": "0-1" if self.scale != 1 else "0-255",
+                "mean": list(self.mean), "std": list(self.std), "channel_order": "BGR" if self.bgr else "RGB"}
+
+
+def preset(name: str, channels: int) -> Preprocess:
+    if name == "imagenet":
+        if channels != 3:
+            return Preprocess("imagenet", 1 / 255, (0.449,) * channels, (0.226,) * channels)
+        return Preprocess("imagenet", 1 / 255, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    if name == "caffe":
+        mean = (103.939, 116.779, 123.68) if channels == 3 else (116.779,) * channels
+        return Preprocess("caffe", 1.0, mean, (1.0,) * channels, bgr=channels == 3)
+    if name == "unit":
+        return Preprocess("unit", 1 / 255, (0.0,) * channels, (1.0,) * channels)
+    if name == "raw":
+        return Preprocess("raw", 1.0, (0.0,) * channels, (1.0,) * channels)
+    raise BadArgument("--preset", f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+
+
+def make_preprocess(channels: int, name: str | None, mean=None, std=None, bgr: bool | None = None) -> Preprocess:
+    """The default is 'imagenet' for 3 channels and 'unit' otherwise; overrides replace fields."""
+    p = preset(name or ("imagenet" if channels == 3 else "unit"), channels)
+    for label, values in (("--mean", mean), ("--std", std)):
+        if values is not None and len(values) not in (1, channels):
+            raise BadArgument(label, f"give 1 or {channels} values, not {len(values)}")
+    if mean is not None:
+        p = replace(p, mean=tuple(mean) * (channels if len(mean) == 1 else 1), name=p.name + "+custom")
+    if std is not None:
+        if any(s == 0 for s in std):
+            raise BadArgument("--std", "values must be non-zero")
+        p = replace(p, std=tuple(std) * (channels if len(std) == 1 else 1), name=p.name.split("+")[0] + "+custom")
+    if bgr is not None:
+        p = replace(p, bgr=bgr)
+    return p
+
+
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """Decode (any mode: grey, RGB, RGBA, palette…), convert to the model's channel count and
+    resize: uint8 array [H, W, C] in RGB order."""
+    from PIL import Image, UnidentifiedImageError
+
+    if channels not in _MODES:
+        raise CnnError(f"the model input has {channels} channels; images give 1, 3 or 4: pass a .npy array")
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = im.convert(_MODES[channels])
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise CnnError(f"cannot read image '{path}': no such file") from None
+    except IsADirectoryError:
+        raise CnnError(f"cannot read image '{path}': it is a directory") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise CnnError(f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else 'not an image'}") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def to_tensor(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
+    """uint8 [H, W, C] RGB → float32 [1, C, H, W] with the preset applied."""
+    x = pixels.astype(np.float32) * np.float32(p.scale)
+    if p.bgr:
+        x = x[:, :, ::-1]
+    x = (x - np.asarray(p.mean, np.float32)) / np.asarray(p.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def display_pixels(pixels: np.ndarray) -> np.ndarray:
+    """What to show of the input: uint8 [H, W, 3]."""
+    return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[:, :, :3]
+
+
+def read_npy(path: Path | str, shape: tuple) -> np.ndarray:
+    """A .npy used exactly as the model input: dtype float32, shape checked (None dims free)."""
+    path = Path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CnnError(f"cannot read '{path}': no such file") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise CnnError(f"cannot read '{path}' as a .npy array: {str(exc).splitlines()[0]}") from None
+    if arr.dtype != np.float32:
+        raise CnnError(f"'{path}' holds {arr.dtype}; the model input is float32")
+    ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
+    if not ok or arr.shape[0] != 1:
+        want = "x".join("?" if s is None else str(s) for s in shape)
+        raise CnnError(f"'{path}' has shape {'x'.join(map(str, arr.shape))}; the model input is {want} (batch 1)")
+    return np.ascontiguousarray(arr)
+
+
+def parse_floats(label: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise BadArgument(label, f"'{text}' is not a comma-separated list of numbers") from None

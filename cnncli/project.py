@@ -1,0 +1,167 @@
+"""The projection engine: one forward run with the extra outputs the reverse pass needs, then one
+batched run of the generated reverse graph (see reverse.py), both on onnxruntime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from cnncli.errors import BadArgument, CnnError
+from cnncli.graph import Graph
+from cnncli.reverse import OUTPUT, SEED, ReverseGraph, bake_constants, build_reverse, dynamic_tensors
+from cnncli.runtime import make_session
+
+KEEP = ("map", "max")
+
+
+class ConstValues:
+    """Values of constant tensors (initializers, Constant nodes), looked up on demand."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self._inits = {t.name: t for t in model.graph.initializer}
+        self._nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
+
+    def is_initializer(self, name: str) -> bool:
+        return name in self._inits
+
+    def get(self, name: str, default=None):
+        if name in self._inits:
+            return numpy_helper.to_array(self._inits[name])
+        node = self._nodes.get(name)
+        if node is not None:
+            try:
+                return numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].name == "value" else np.asarray(
+                    helper.get_attribute_value(node.attribute[0])
+                )
+            except Exception:
+                return default
+        return default
+
+
+@dataclass
+class ChannelResult:
+    channel: int
+    max_activation: float
+    location: list[int] | None  # [y, x] of the strongest activation (4-D targets), else None
+    projection: np.ndarray  # float32, shaped like one model input: [C, H, W]
+
+
+def forward_model(model: onnx.ModelProto, outputs: list[str], extra: dict[str, tuple[str, int]], types: dict) -> onnx.ModelProto:
+    """The model cut down to what produces ``outputs``, with MaxPool switch outputs added."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    by_key = {}
+    for n in m.graph.node:
+        by_key[n.name or n.output[0]] = n
+    for name, (key, slot) in extra.items():
+        node = by_key[key]
+        while len(node.output) <= slot:
+            node.output.append("")
+        node.output[slot] = name
+    wanted, keep = set(outputs), []
+    for n in reversed(m.graph.node):
+        if any(o in wanted for o in n.output if o):
+            keep.append(n)
+            wanted.update(i for i in n.input if i)
+    del m.graph.node[:]
+    m.graph.node.extend(reversed(keep))
+    inits = [t for t in m.graph.initializer if t.name in wanted]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    inputs = [i for i in m.graph.input if i.name in wanted]  # IR 3 lists initializers as inputs too
+    del m.graph.input[:]
+    m.graph.input.extend(inputs)
+    del m.graph.output[:]
+    for name in outputs:
+        m.graph.output.append(helper.make_tensor_value_info(name, types.get(name, onnx.TensorProto.FLOAT), None))
+    del m.graph.value_info[:]
+    return m
+
+
+class Projector:
+    """Project feature maps of ``target`` back to the input ``input_name`` of a loaded model.
+
+    The model must carry its weights (external data loaded). ``graph`` is its analysis at batch 1.
+    """
+
+    def __init__(self, model: onnx.ModelProto, graph: Graph, input_name: str, target: str, mode: str,
+                 provider: str = "cpu", verbose: bool = False, max_batch: int = 64):
+        self.graph, self.input_name, self.target, self.mode = graph, input_name, target, mode
+        self.provider, self.verbose, self.max_batch = provider, verbose, max_batch
+        consts = ConstValues(model)
+        self.reverse: ReverseGraph = build_reverse(graph, target, mode, input_name, const_values=consts)
+        dynamic = dynamic_tensors(graph, input_name)
+        self._baked_from_model = {n: consts.get(n) for n in self.reverse.needed if n not in dynamic and consts.is_initializer(n)}
+        types = dict(graph.types)
+        for name in self.reverse.extra_outputs:
+            types[name] = onnx.TensorProto.INT64
+        self._fetch = [target] + [n for n in self.reverse.needed if n != target and n not in self._baked_from_model]
+        fwd = forward_model(model, self._fetch, self.reverse.extra_outputs, types)
+        self._dynamic_needed = [n for n in self.reverse.needed if n in dynamic or n in self.reverse.extra_outputs]
+        self._fwd_session = make_session(fwd.SerializeToString(), provider, verbose)
+        self._rev_session = None
+        self._baked_model: onnx.ModelProto | None = None
+
+    # ------------------------------------------------------------------ runs
+    def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            values = self._fwd_session.run(self._fetch, {self.input_name: x})
+        except Exception as exc:
+            raise CnnError(f"the forward run failed: {str(exc).strip().splitlines()[0]}") from None
+        return dict(zip(self._fetch, values))
+
+    def reverse_model(self, fwd: dict[str, np.ndarray]) -> onnx.ModelProto:
+        """The reverse graph with the weights baked in as initializers (built once)."""
+        if self._baked_model is None:
+            values = dict(self._baked_from_model)
+            values.update({n: fwd[n] for n in self.reverse.needed if n not in self._dynamic_needed and n in fwd})
+            self._baked_model = bake_constants(self.reverse, values)
+        return self._baked_model
+
+    def run_reverse(self, seeds: np.ndarray, fwd: dict[str, np.ndarray]) -> np.ndarray:
+        if self._rev_session is None:
+            self._rev_session = make_session(self.reverse_model(fwd).SerializeToString(), self.provider, self.verbose)
+        feeds = {n: fwd[n] for n in self._dynamic_needed}
+        out = []
+        for start in range(0, len(seeds), self.max_batch):
+            feeds[SEED] = np.ascontiguousarray(seeds[start:start + self.max_batch], dtype=np.float32)
+            try:
+                out.append(self._rev_session.run([OUTPUT], feeds)[0])
+            except Exception as exc:
+                raise CnnError(f"the reverse run failed: {str(exc).strip().splitlines()[0]}") from None
+        return np.concatenate(out, axis=0)
+
+    # ------------------------------------------------------------------ seeds
+    def seeds(self, act: np.ndarray, channels: list[int], keep: str) -> tuple[np.ndarray, list[tuple[float, list[int] | None]]]:
+        """One seed row per channel: the kept activations' own values, everything else zero.
+
+        ``act`` is the target activation of one image ([1, C, ...]). keep='map' keeps the
+        channel's whole map; keep='max' only its strongest activation.
+        """
+        seeds = np.zeros((len(channels), *act.shape[1:]), dtype=np.float32)
+        info = []
+        for row, c in enumerate(channels):
+            plane = act[0, c]
+            flat = int(np.argmax(plane))
+            loc = [int(v) for v in np.unravel_index(flat, plane.shape)] if plane.ndim else None
+            info.append((float(plane.max()), loc))
+            if keep == "map":
+                seeds[row, c] = plane
+            else:
+                seeds[row, c].flat[flat] = plane.flat[flat]
+        return seeds, info
+
+    def project(self, x: np.ndarray, channels: list[int] | str, keep: str = "map", top: int | None = None) -> list[ChannelResult]:
+        if keep not in KEEP:
+            raise BadArgument("--keep", f"'{keep}' is not one of {', '.join(KEEP)}")
+        fwd = self.forward(x)
+        act = fwd[self.target]
+        if channels == "top":
+            strength = act[0].reshape(act.shape[1], -1).max(axis=1)
+            channels = [int(c) for c in np.argsort(-strength, kind="stable")[:top]]
+        seeds, info = self.seeds(act, channels, keep)
+        proj = self.run_reverse(seeds, fwd)
+        return [ChannelResult(c, m, loc, proj[i]) for i, (c, (m, loc)) in enumerate(zip(channels, info))]
