@@ -25,6 +25,12 @@ def check_writable_dir(directory: Path, what: str = "output folder") -> None:
         raise CnnError(f"cannot write {what} '{directory}': permission denied")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
@@ -39,6 +45,7 @@ def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]
         raise CnnError(f"cannot write '{target}': {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, target)

@@ -175,6 +175,61 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
     render(Document(rows=rows, row_type=ConnectivityRow, meta=meta, title=title), fmt, sys.stdout)
 
 
+@cli.command()
+@click.argument("model")
+@click.argument("input_path", metavar="INPUT")
+@click.option("--layer", type=int, help="The N-th Conv, numbered as `cnn stats` numbers them (its block output).")
+@click.option("--tensor", help="Any 4-D tensor of the graph, or a 2-D one such as the logits.")
+@click.option("--channel", "channels", metavar="N[,N…]|all", help="Channels to project.")
+@click.option("--top", type=int, metavar="K", help="The K channels with the largest activation on this input (default 4).")
+@click.option("--mode", type=click.Choice(["deconvnet", "backprop", "guided"]), default="deconvnet", show_default=True)
+@click.option("--keep", type=click.Choice(["map", "max"]), default="map", show_default=True,
+              help="Seed the channel's whole map, or only its strongest activation.")
+@click.option("--preset", type=click.Choice(["imagenet", "caffe", "unit", "raw"]),
+              help="Image preprocessing [default: imagenet for 3 channels, unit otherwise].")
+@click.option("--mean", metavar="M[,M,M]", help="Override the preset's mean.")
+@click.option("--std", metavar="S[,S,S]", help="Override the preset's std.")
+@click.option("--bgr/--rgb", default=None, help="Override the preset's channel order.")
+@click.option("--size", metavar="HxW", help="Input size where the model's height/width are symbolic.")
+@click.option("--norm", type=click.Choice(["grey", "minmax", "percentile"]), default="grey", show_default=True,
+              help="How projections become pixels (grey: 0 at mid-grey, symmetric scale).")
+@click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--save-npy", is_flag=True, help="Also save the raw float32 projection, shaped like the model input.")
+@click.option("--export-reverse", type=click.Path(dir_okay=False), metavar="FILE.onnx", help="Write the generated reverse graph.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--input-name", help="Which model input, for models with several.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Channels per batched reverse run.")
+@click.option("--verbose", is_flag=True, help="Let onnxruntime's log lines through to stderr.")
+@format_option
+def project(model, input_path, layer, tensor, channels, top, mode, keep, preset, mean, std, bgr, size, norm,
+            out_dir, save_npy, export_reverse, provider, input_name, batch_size, verbose, fmt):
+    """Project feature maps of MODEL on INPUT (an image or a .npy) back to pixels (Zeiler & Fergus deconvnet)."""
+    from cnncli.output import Document, render
+    from cnncli.preprocess import parse_floats
+    from cnncli.project_job import ProjectionRow, ProjectRequest, run_project
+
+    if channels is None and top is None:
+        top = 4
+    size_hw = None
+    if size is not None:
+        dims = _parse_dims("--size", size)
+        if len(dims) != 2:
+            raise BadArgument("--size", f"'{size}' should be HxW")
+        size_hw = dims
+    report = run_project(
+        ProjectRequest(
+            model=model, input=input_path, layer=layer, tensor=tensor, channels=channels, top=top, mode=mode,
+            keep=keep, preset=preset, mean=parse_floats("--mean", mean), std=parse_floats("--std", std), bgr=bgr,
+            size=size_hw, norm=norm, out_dir=out_dir, save_npy=save_npy, export_reverse=export_reverse,
+            provider=provider, input_name=input_name, verbose=verbose, max_batch=batch_size,
+        )
+    )
+    m = report.meta
+    title = f"{m['model']} · {m['tensor']} · {m['mode']} (keep {m['keep']}) on {m['provider']}"
+    render(Document(rows=report.rows, row_type=ProjectionRow, rows_key="results", meta=m, title=title), fmt, sys.stdout)
+
+
 def main() -> None:
     cli(prog_name="cnn")
 

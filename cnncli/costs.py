@@ -226,8 +226,12 @@ def slots_for(op: str) -> Slots:
     return NO_SLOTS if op in RULES or op in ZERO_COST else UNKNOWN_OP_SLOTS
 
 
+# ops with a rule that can never cost them (data-dependent subgraph bodies): reported as unknown
+UNCOSTED = frozenset({"If", "Loop", "Scan"})
+
+
 def is_known(node: onnx.NodeProto) -> bool:
-    if node.domain not in ("", "ai.onnx"):
+    if node.domain not in ("", "ai.onnx") or node.op_type in UNCOSTED:
         return False
     return node.op_type in RULES or node.op_type in ZERO_COST
 

@@ -54,7 +54,7 @@ def _cell(value: Any, kind: str, human: bool) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(value)
+        return "  ".join(str(v) for v in value.values()) if kind == "files" else json.dumps(value)
     return str(value)
 
 

@@ -104,6 +104,7 @@ class Projector:
         self._fwd_session = make_session(fwd.SerializeToString(), provider, verbose)
         self._rev_session = None
         self._baked_model: onnx.ModelProto | None = None
+        self.last_forward: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------------ runs
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -157,7 +158,7 @@ class Projector:
     def project(self, x: np.ndarray, channels: list[int] | str, keep: str = "map", top: int | None = None) -> list[ChannelResult]:
         if keep not in KEEP:
             raise BadArgument("--keep", f"'{keep}' is not one of {', '.join(KEEP)}")
-        fwd = self.forward(x)
+        fwd = self.last_forward = self.forward(x)
         act = fwd[self.target]
         if channels == "top":
             strength = act[0].reshape(act.shape[1], -1).max(axis=1)

@@ -1,0 +1,90 @@
+"""Turning projections into pictures: normalisation, PNG files and the input|projection|overlay figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnncli.atomic import atomic_path
+
+NORMS = ("grey", "minmax", "percentile")
+
+
+def to_display(proj: np.ndarray, norm: str = "grey", bgr: bool = False, percentile: float = 99.5) -> np.ndarray:
+    """A projection [C, H, W] as uint8 [H, W, 3] (or [H, W] for one channel).
+
+    grey: 0 at mid-grey, scaled symmetrically by the largest magnitude (the paper's figures);
+    percentile: the same but scaled by the given percentile of |x|, clipping the rest;
+    minmax: the smallest value black, the largest white.
+    """
+    x = np.asarray(proj, dtype=np.float64)
+    if x.shape[0] == 3 and bgr:
+        x = x[::-1]
+    finite = np.isfinite(x)
+    x = np.where(finite, x, 0.0)
+    if norm == "minmax":
+        lo, hi = x.min(), x.max()
+        y = (x - lo) / (hi - lo) if hi > lo else np.full_like(x, 0.5)
+    else:
+        mag = np.abs(x)
+        scale = np.percentile(mag, percentile) if norm == "percentile" else mag.max()
+        y = 0.5 + 0.5 * np.clip(x / scale, -1, 1) if scale > 0 else np.full_like(x, 0.5)
+    img = np.round(y * 255).astype(np.uint8)
+    img = img.transpose(1, 2, 0)
+    if img.shape[2] == 1:
+        return img[:, :, 0]
+    return img[:, :, :3]
+
+
+def input_display(x: np.ndarray) -> np.ndarray:
+    """A model input [1, C, H, W] with no known preprocessing, shown min–max as uint8 [H, W, 3]."""
+    img = to_display(x[0], "minmax")
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+
+
+def save_png(img: np.ndarray, path: Path | str) -> Path:
+    from PIL import Image
+
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_npy(arr: np.ndarray, path: Path | str) -> Path:
+    with atomic_path(path, suffix=".npy") as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(arr, dtype=np.float32))
+    return Path(path)
+
+
+def overlay(pixels: np.ndarray, proj: np.ndarray) -> np.ndarray:
+    """The input in grey with the projection's magnitude as a warm heat layer: float [H, W, 3]."""
+    grey = pixels.astype(np.float64).mean(axis=2, keepdims=True) / 255.0
+    mag = np.abs(np.where(np.isfinite(proj), proj, 0)).sum(axis=0)
+    peak = mag.max()
+    heat = mag / peak if peak > 0 else mag
+    red = np.stack([np.ones_like(heat), heat * 0.6, np.zeros_like(heat)], axis=2)
+    a = np.clip(heat * 1.5, 0, 1)[:, :, None] * 0.8
+    return (grey * 0.6) * (1 - a) + red * a
+
+
+def projection_figure(pixels: np.ndarray, proj_img: np.ndarray, proj: np.ndarray, title: str):
+    """Input | projection | overlay, side by side (matplotlib Figure, no pyplot)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    panels = [(pixels, "input"), (proj_img, "projection"), (overlay(pixels, proj), "overlay")]
+    for ax, (img, label) in zip(axes, panels):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255 if img.dtype == np.uint8 else 1)
+        ax.set_title(label, fontsize=10)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def save_figure(fig, path: Path | str, dpi: int = 100) -> Path:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return Path(path)
