@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -84,16 +85,43 @@ def external_data_files(model: onnx.ModelProto) -> list[str]:
     return list(seen)
 
 
+# external tensors up to this many elements (shape and axes tensors) are read in: shape
+# inference needs their values, and they cost a few bytes each
+_SMALL_EXTERNAL = 64
+
+
+def _inline_small_external(model: onnx.ModelProto, base_dir: Path, present: set[str]) -> None:
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL or math.prod(tensor.dims) > _SMALL_EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), None)
+        if location not in present:
+            continue
+        try:
+            load_external_data_for_tensor(tensor, str(base_dir))
+        except Exception:  # unreadable or out of range: leave it external, shapes may stay unknown
+            continue
+
+
 def load_model(source: str, stdin: BinaryIO | None = None) -> LoadedModel:
-    """Load the graph without external data: weights that live in other files stay there."""
+    """Load the graph without external data: weights that live in other files stay there.
+
+    Only tiny external tensors (shapes, axes) are read in, from data files that exist.
+    """
     data = read_source_bytes(source, stdin)
     name = "<stdin>" if source == "-" else source
     model = parse_model(data, name)
     base_dir = None if source == "-" else Path(source).resolve().parent
-    missing = []
+    missing, present = [], set()
     for location in external_data_files(model):
         if base_dir is None or not os.path.isfile(base_dir / location):
             missing.append(location)
+        else:
+            present.add(location)
+    if present:
+        _inline_small_external(model, base_dir, present)
     return LoadedModel(model=model, source=source, base_dir=base_dir, missing_external=missing)
 
 
