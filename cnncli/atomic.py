@@ -40,6 +40,7 @@ def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]
     target = Path(target)
     suffix = suffix if suffix is not None else target.suffix
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     except OSError as exc:
         raise CnnError(f"cannot write '{target}': {exc.strerror or exc}") from None
