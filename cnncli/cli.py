@@ -43,6 +43,37 @@ def shape_options(f):
     return f
 
 
+def image_options(f):
+    """Preprocessing, input choice and runtime options shared by project, top and features."""
+    options = [
+        click.option("--preset", type=click.Choice(["imagenet", "caffe", "unit", "raw"]),
+                     help="Image preprocessing [default: the model's own if it names one, else imagenet for 3 channels, unit otherwise]."),
+        click.option("--mean", metavar="M[,M,M]", help="Override the preset's mean."),
+        click.option("--std", metavar="S[,S,S]", help="Override the preset's std."),
+        click.option("--bgr/--rgb", default=None, help="Override the preset's channel order."),
+        click.option("--size", metavar="HxW", help="Input size where the model's height/width are symbolic."),
+        click.option("--input-name", help="Which model input, for models with several."),
+        click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="onnxruntime execution provider."),
+        click.option("--verbose", is_flag=True, help="Let onnxruntime's log lines through to stderr."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def parse_image_options(mean, std, size):
+    from cnncli.preprocess import parse_floats
+
+    size_hw = None
+    if size is not None:
+        dims = _parse_dims("--size", size)
+        if len(dims) != 2:
+            raise BadArgument("--size", f"'{size}' should be HxW")
+        size_hw = dims
+    return parse_floats("--mean", mean), parse_floats("--std", std), size_hw
+
+
 def parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     from cnncli.graph import parse_shape_text
 
@@ -185,49 +216,148 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
 @click.option("--mode", type=click.Choice(["deconvnet", "backprop", "guided"]), default="deconvnet", show_default=True)
 @click.option("--keep", type=click.Choice(["map", "max"]), default="map", show_default=True,
               help="Seed the channel's whole map, or only its strongest activation.")
-@click.option("--preset", type=click.Choice(["imagenet", "caffe", "unit", "raw"]),
-              help="Image preprocessing [default: imagenet for 3 channels, unit otherwise].")
-@click.option("--mean", metavar="M[,M,M]", help="Override the preset's mean.")
-@click.option("--std", metavar="S[,S,S]", help="Override the preset's std.")
-@click.option("--bgr/--rgb", default=None, help="Override the preset's channel order.")
-@click.option("--size", metavar="HxW", help="Input size where the model's height/width are symbolic.")
 @click.option("--norm", type=click.Choice(["grey", "minmax", "percentile"]), default="grey", show_default=True,
               help="How projections become pixels (grey: 0 at mid-grey, symmetric scale).")
 @click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--save-npy", is_flag=True, help="Also save the raw float32 projection, shaped like the model input.")
 @click.option("--export-reverse", type=click.Path(dir_okay=False), metavar="FILE.onnx", help="Write the generated reverse graph.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--input-name", help="Which model input, for models with several.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Channels per batched reverse run.")
-@click.option("--verbose", is_flag=True, help="Let onnxruntime's log lines through to stderr.")
+@image_options
 @format_option
-def project(model, input_path, layer, tensor, channels, top, mode, keep, preset, mean, std, bgr, size, norm,
-            out_dir, save_npy, export_reverse, provider, input_name, batch_size, verbose, fmt):
+def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, out_dir, save_npy, export_reverse,
+            batch_size, preset, mean, std, bgr, size, input_name, provider, verbose, fmt):
     """Project feature maps of MODEL on INPUT (an image or a .npy) back to pixels (Zeiler & Fergus deconvnet)."""
     from cnncli.output import Document, render
-    from cnncli.preprocess import parse_floats
     from cnncli.project_job import ProjectionRow, ProjectRequest, run_project
 
     if channels is None and top is None:
         top = 4
-    size_hw = None
-    if size is not None:
-        dims = _parse_dims("--size", size)
-        if len(dims) != 2:
-            raise BadArgument("--size", f"'{size}' should be HxW")
-        size_hw = dims
+    mean, std, size_hw = parse_image_options(mean, std, size)
     report = run_project(
         ProjectRequest(
             model=model, input=input_path, layer=layer, tensor=tensor, channels=channels, top=top, mode=mode,
-            keep=keep, preset=preset, mean=parse_floats("--mean", mean), std=parse_floats("--std", std), bgr=bgr,
-            size=size_hw, norm=norm, out_dir=out_dir, save_npy=save_npy, export_reverse=export_reverse,
+            keep=keep, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw, norm=norm, out_dir=out_dir, save_npy=save_npy, export_reverse=export_reverse,
             provider=provider, input_name=input_name, verbose=verbose, max_batch=batch_size,
         )
     )
     m = report.meta
     title = f"{m['model']} · {m['tensor']} · {m['mode']} (keep {m['keep']}) on {m['provider']}"
     render(Document(rows=report.rows, row_type=ProjectionRow, rows_key="results", meta=m, title=title), fmt, sys.stdout)
+
+
+@cli.command()
+@click.option("--out", "out_dir", default="cnn-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the gallery.")
+@click.option("--top", type=click.IntRange(min=1), default=4, show_default=True, help="Channels per layer and image.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress messages on stderr.")
+@format_option
+def demo(out_dir, top, provider, quiet, fmt):
+    """Stats, connectivity and projections of the bundled trained network on the bundled photos, as a gallery."""
+    from cnncli.console import info
+    from cnncli.demo import DemoRow, run_demo
+    from cnncli.output import Document, render
+
+    report = run_demo(out_dir, top=top, provider=provider, progress=None if quiet else info)
+    meta = {"model": report.model, "gallery": report.gallery}
+    render(Document(rows=report.rows, row_type=DemoRow, meta=meta, title=f"cnncli demo: {report.model}",
+                    totals={"files": len(report.files), "gallery": report.gallery}), fmt, sys.stdout)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("images")
+@click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
+@click.option("--channel", "channels", metavar="N[,N…]", help="Channels to show.")
+@click.option("--channels", "n_channels", metavar="K|all", help="K channels chosen at random (--seed), or all [default: 16].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random choice of channels.")
+@click.option("-k", "k", type=click.IntRange(min=1), default=9, show_default=True, help="Top activations per channel.")
+@click.option("--mode", type=click.Choice(["deconvnet", "backprop", "guided"]), default="deconvnet", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per forward run.")
+@click.option("--out", "out_dir", default="cnn-top", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@image_options
+@format_option
+def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, out_dir, quiet,
+        preset, mean, std, bgr, size, input_name, provider, verbose, fmt):
+    """The top-k activations of a layer's feature maps over IMAGES (a folder, a glob, a text file of
+    paths, or - for paths on stdin), each projected alone beside its receptive-field patch."""
+    from cnncli.console import warn
+    from cnncli.output import Document, render
+    from cnncli.top import ChannelTopRow
+    from cnncli.top_job import TopRequest, run_top
+
+    mean, std, size_hw = parse_image_options(mean, std, size)
+    req = TopRequest(model=model, images=images, layer=layer, channels=channels, n_channels=n_channels, seed=seed,
+                     k=k, mode=mode, batch_size=batch_size, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw,
+                     out_dir=out_dir, provider=provider, input_name=input_name, verbose=verbose)
+    with _progress(quiet, "scanning images") as tick:
+        report = run_top(req, stdin=sys.stdin if images == "-" else None, progress=tick)
+    if report.skipped:
+        names = ", ".join(report.skipped[:3]) + (", …" if len(report.skipped) > 3 else "")
+        warn(f"skipped {len(report.skipped)} unreadable image(s): {names}")
+    m = report.meta
+    title = f"{m['model']} · layer {m['layer']} ({m['tensor']}) · top {m['k']} of {m['scanned']} images"
+    render(Document(rows=report.rows, row_type=ChannelTopRow, rows_key="channels", meta=m, title=title), fmt, sys.stdout)
+
+
+class _progress:
+    """A transient progress counter on stderr (nothing when quiet); yields a tick(n) function."""
+
+    def __init__(self, quiet: bool, label: str):
+        self.quiet, self.label, self.bar = quiet, label, None
+
+    def __enter__(self):
+        if self.quiet:
+            return None
+        from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from cnncli.console import err_console
+
+        self.bar = Progress(SpinnerColumn(), TextColumn(self.label), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=err_console(), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=None)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("image")
+@click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
+@click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@image_options
+@format_option
+def features(model, image, layer, out_dir, preset, mean, std, bgr, size, input_name, provider, verbose, fmt):
+    """All of a layer's activation maps for IMAGE as a montage, strongest first, with per-channel max, mean and zeros."""
+    from cnncli.features import FeatureRow, run_features
+    from cnncli.output import Document, render
+
+    mean, std, size_hw = parse_image_options(mean, std, size)
+    meta, rows = run_features(model, image, layer, out_dir, size_hw, preset, mean, std, bgr, input_name, provider, verbose)
+    title = f"{meta['model']} · layer {layer} ({meta['tensor']}) on {image} · montage {meta['montage']}"
+    render(Document(rows=rows, row_type=FeatureRow, rows_key="channels", meta=meta, title=title), fmt, sys.stdout)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
+@click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@format_option
+def filters(model, layer, out_dir, fmt):
+    """A conv layer's kernels as a montage: RGB for the first layer, strongest input slice in grey deeper."""
+    from cnncli.filters import FilterRow, run_filters
+    from cnncli.output import Document, render
+
+    meta, rows = run_filters(model, layer, out_dir)
+    title = f"{meta['model']} · layer {layer} kernels {'x'.join(map(str, meta['weight_shape']))} · montage {meta['montage']}"
+    render(Document(rows=rows, row_type=FilterRow, rows_key="filters", meta=meta, title=title), fmt, sys.stdout)
 
 
 def main() -> None:

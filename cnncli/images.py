@@ -12,13 +12,15 @@ NORMS = ("grey", "minmax", "percentile")
 
 
 def to_display(proj: np.ndarray, norm: str = "grey", bgr: bool = False, percentile: float = 99.5) -> np.ndarray:
-    """A projection [C, H, W] as uint8 [H, W, 3] (or [H, W] for one channel).
+    """A projection [C, H, W] as uint8 [H, W, 3] (or [H, W] for one or two channels).
 
     grey: 0 at mid-grey, scaled symmetrically by the largest magnitude (the paper's figures);
     percentile: the same but scaled by the given percentile of |x|, clipping the rest;
     minmax: the smallest value black, the largest white.
     """
     x = np.asarray(proj, dtype=np.float64)
+    if x.shape[0] == 2:  # no 2-channel picture (Pillow and matplotlib refuse [H, W, 2]): show their sum in grey
+        x = x.sum(axis=0, keepdims=True)
     if x.shape[0] == 3 and bgr:
         x = x[::-1]
     finite = np.isfinite(x)
@@ -88,3 +90,48 @@ def save_figure(fig, path: Path | str, dpi: int = 100) -> Path:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     return Path(path)
+
+
+def resize_tile(img: np.ndarray, size: int) -> np.ndarray:
+    """Scale an image (uint8 [H, W] or [H, W, 3]) so its longer side is ``size``, nearest-neighbour
+    when enlarging (receptive-field patches are small), as [h, w, 3]."""
+    from PIL import Image
+
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(img).resize((nw, nh), resample))
+
+
+def grid(tiles: list[np.ndarray], cols: int, tile: int, gap: int = 2, bg: int = 255) -> np.ndarray:
+    """Tiles (any sizes) centred in cells of ``tile`` pixels, ``cols`` to a row."""
+    rows = max(1, -(-len(tiles) // cols))
+    out = np.full((rows * tile + (rows - 1) * gap, cols * tile + (cols - 1) * gap, 3), bg, dtype=np.uint8)
+    for i, t in enumerate(tiles):
+        t = resize_tile(t, tile)
+        r, c = divmod(i, cols)
+        y = r * (tile + gap) + (tile - t.shape[0]) // 2
+        x = c * (tile + gap) + (tile - t.shape[1]) // 2
+        out[y:y + t.shape[0], x:x + t.shape[1]] = t
+    return out
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8, bg: int = 255) -> np.ndarray:
+    h = max(left.shape[0], right.shape[0])
+    out = np.full((h, left.shape[1] + gap + right.shape[1], 3), bg, dtype=np.uint8)
+    out[: left.shape[0], : left.shape[1]] = left
+    out[: right.shape[0], left.shape[1] + gap:] = right
+    return out
+
+
+def label_strip(img: np.ndarray, text: str, height: int = 16) -> np.ndarray:
+    """The image with a line of text above it (Pillow's default font)."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("RGB", (img.shape[1], img.shape[0] + height), (255, 255, 255))
+    canvas.paste(Image.fromarray(img), (0, height))
+    ImageDraw.Draw(canvas).text((2, 2), text, fill=(0, 0, 0))
+    return np.asarray(canvas)

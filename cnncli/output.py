@@ -10,7 +10,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")
@@ -51,6 +53,8 @@ def _cell(value: Any, kind: str, human: bool) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.4g}" if human else repr(value)
+    if kind == "entries" and isinstance(value, (list, tuple)):
+        return "  ".join(f"{Path(e.image).name}@{','.join(map(str, e.location))}" for e in value)
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     if isinstance(value, dict):
@@ -79,13 +83,120 @@ def to_json_value(obj: Any) -> Any:
     return obj
 
 
+# The JSON document is built as one string and written once: ``json.dump(indent=2)`` (the pure
+# Python encoder) writes one tiny chunk per token, which took seconds on 16,000-row models.
+# ``_json_text`` gives exactly the text of ``json.dumps(to_json_value(obj), indent=2)``.
+_json_str = json.encoder.encode_basestring_ascii  # the C version where available
+_INF = float("inf")
+_field_names: dict[type, tuple[str, ...]] = {}
+
+
+def _json_float(o: float) -> str:
+    if o != o:
+        return "NaN"
+    if o == _INF:
+        return "Infinity"
+    if o == -_INF:
+        return "-Infinity"
+    return float.__repr__(o)
+
+
+def _json_key(k: Any) -> str:
+    if isinstance(k, str):
+        return _json_str(k)
+    if isinstance(k, float):
+        return _json_str(_json_float(k))
+    if k is True:
+        return '"true"'
+    if k is False:
+        return '"false"'
+    if k is None:
+        return '"null"'
+    if isinstance(k, int):
+        return _json_str(int.__repr__(k))
+    raise TypeError(f"keys must be str, int, float, bool or None, not {k.__class__.__name__}")
+
+
+def _json_parts(o: Any, out: list, nl: str) -> None:
+    """Append the indent=2 JSON text of ``o`` to ``out``; ``nl`` is a newline plus the current indent."""
+    if isinstance(o, str):
+        out.append(_json_str(o))
+    elif o is None:
+        out.append("null")
+    elif o is True:
+        out.append("true")
+    elif o is False:
+        out.append("false")
+    elif isinstance(o, int):
+        out.append(int.__repr__(o))
+    elif isinstance(o, float):
+        out.append(_json_float(o))
+    elif dataclasses.is_dataclass(o) and not isinstance(o, type):
+        names = _field_names.get(type(o))
+        if names is None:
+            names = _field_names[type(o)] = tuple(f.name for f in dataclasses.fields(o))
+        _json_items([(n, getattr(o, n)) for n in names], out, nl)
+    elif isinstance(o, (list, tuple)):
+        if not o:
+            out.append("[]")
+            return
+        inner = nl + "  "
+        sep = "," + inner
+        out.append("[")
+        first = True
+        for v in o:
+            out.append(inner if first else sep)
+            first = False
+            t = type(v)
+            if t is int:
+                out.append(int.__repr__(v))
+            elif t is str:
+                out.append(_json_str(v))
+            else:
+                _json_parts(v, out, inner)
+        out.append(nl + "]")
+    elif isinstance(o, dict):
+        _json_items(o.items(), out, nl)
+    else:
+        raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+def _json_items(items, out: list, nl: str) -> None:
+    inner = nl + "  "
+    sep = "," + inner
+    first = True
+    for k, v in items:
+        if first:
+            out.append("{" + inner)
+            first = False
+        else:
+            out.append(sep)
+        out.append(_json_str(k) if type(k) is str else _json_key(k))
+        out.append(": ")
+        t = type(v)
+        if t is int:
+            out.append(int.__repr__(v))
+        elif t is str:
+            out.append(_json_str(v))
+        elif v is None:
+            out.append("null")
+        else:
+            _json_parts(v, out, inner)
+    out.append("{}" if first else nl + "}")
+
+
+def _json_text(obj: Any) -> str:
+    out: list[str] = []
+    _json_parts(obj, out, "\n")
+    return "".join(out)
+
+
 def render(doc: Document, fmt: str, stream: TextIO) -> None:
     if fmt == "json":
-        payload = {**to_json_value(doc.meta), doc.rows_key: [to_json_value(r) for r in doc.rows]}
+        payload = {**to_json_value(doc.meta), doc.rows_key: list(doc.rows)}
         if doc.totals is not None:
-            payload["totals"] = to_json_value(doc.totals)
-        json.dump(payload, stream, indent=2)
-        stream.write("\n")
+            payload["totals"] = doc.totals
+        stream.write(_json_text(payload) + "\n")
     elif fmt == "jsonl":
         for r in doc.rows:
             stream.write(json.dumps(to_json_value(r)) + "\n")
@@ -141,22 +252,75 @@ def _markdown(doc: Document, stream: TextIO) -> None:
             stream.write(f"| {esc(k)} | {esc(v)} |\n")
 
 
+_PIPE_WIDTH = 400  # line width of tables written to a file or pipe
+# Text that rich would print as is: printable ASCII, no markup ('['), no ':emoji:' code. In
+# cells also no leading, trailing or doubled space (rich may strip or re-wrap those). \x00
+# separates the cells of the joined text that is checked.
+_RICH_UNSAFE_TEXT = re.compile(r"[^ -~]|\[|:\S*?:")
+_RICH_UNSAFE_CELLS = re.compile(r"[^\x00 -~]|\[|:[^\s\x00]*?:|\x00 | \x00|  |^ | $")
+
+
+def _plain_table(doc: Document, rows: list[list[str]], summary: list[tuple[str, str]], stream: TextIO) -> bool:
+    """Write the table exactly as rich prints it to a non-terminal, without rich (which takes
+    about 1 ms a row); False, having written nothing, where the text or the environment might
+    make rich print anything else (styles, markup, emoji, wrapping, another box)."""
+    import builtins
+    import os
+
+    if "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ or hasattr(builtins, "get_ipython"):
+        return False
+    if not (getattr(stream, "encoding", "utf-8") or "utf-8").lower().startswith("utf"):
+        return False
+    heads = _headers(doc.row_type)
+    if not rows or (doc.title is not None and (not doc.title or _RICH_UNSAFE_TEXT.search(doc.title))):
+        return False
+    if _RICH_UNSAFE_CELLS.search("\x00".join("\x00".join(r) for r in [heads, *rows])):
+        return False
+    widths = [max(map(len, col)) for col in zip(heads, *rows)]
+    if sum(w + 2 for w in widths) > _PIPE_WIDTH - (len(widths) + 1):
+        return False  # rich would fold cells to fit
+    right = _numeric(doc.row_type)
+    lines = []
+    if doc.title is not None:
+        lines.append(doc.title)
+    lines.append("┏" + "┳".join("━" * (w + 2) for w in widths) + "┓")
+    lines.append("┃ " + " ┃ ".join(h.rjust(w) if r else h.ljust(w) for h, w, r in zip(heads, widths, right)) + " ┃")
+    lines.append("┡" + "╇".join("━" * (w + 2) for w in widths) + "┩")
+    fmt = "│ " + " │ ".join("{:>%d}" % w if r else "{:<%d}" % w for w, r in zip(widths, right)) + " │"
+    lines.extend(fmt.format(*r) for r in rows)
+    lines.append("└" + "┴".join("─" * (w + 2) for w in widths) + "┘")
+    if summary:
+        if _RICH_UNSAFE_CELLS.search("\x00".join(k + "\x00" + v for k, v in summary)):
+            return False
+        kw = max(len(k) for k, _ in summary)
+        vw = max(len(v) for _, v in summary)
+        if kw + vw + 2 > _PIPE_WIDTH:
+            return False
+        lines.extend(k.ljust(kw) + "  " + v.rjust(vw) for k, v in summary)
+    stream.write("\n".join(lines) + "\n")
+    return True
+
+
 def _table(doc: Document, stream: TextIO) -> None:
+    tty = stream.isatty() if hasattr(stream, "isatty") else False
+    rows = [cells(r, human=True) for r in doc.rows]
+    summary = _summary_lines(doc.totals) if doc.totals else []
+    if not tty and _plain_table(doc, rows, summary, stream):
+        return
     from rich.console import Console
     from rich.table import Table
 
-    tty = stream.isatty() if hasattr(stream, "isatty") else False
-    console = Console(file=stream, width=None if tty else 400, highlight=False, soft_wrap=not tty)
+    console = Console(file=stream, width=None if tty else _PIPE_WIDTH, highlight=False, soft_wrap=not tty)
     table = Table(title=doc.title, show_lines=False, header_style="bold")
     for head, num in zip(_headers(doc.row_type), _numeric(doc.row_type)):
         table.add_column(head, justify="right" if num else "left", overflow="fold")
-    for r in doc.rows:
-        table.add_row(*cells(r, human=True))
+    for r in rows:
+        table.add_row(*r)
     console.print(table)
     if doc.totals:
-        summary = Table(show_header=False, box=None, pad_edge=False)
-        summary.add_column(style="bold")
-        summary.add_column(justify="right")
-        for k, v in _summary_lines(doc.totals):
-            summary.add_row(k, v)
-        console.print(summary)
+        summary_table = Table(show_header=False, box=None, pad_edge=False)
+        summary_table.add_column(style="bold")
+        summary_table.add_column(justify="right")
+        for k, v in summary:
+            summary_table.add_row(k, v)
+        console.print(summary_table)

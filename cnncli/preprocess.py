@@ -99,10 +99,14 @@ def display_pixels(pixels: np.ndarray) -> np.ndarray:
     return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels[:, :, :3]
 
 
-def read_npy(path: Path | str, shape: tuple) -> np.ndarray:
-    """A .npy used exactly as the model input: dtype float32, shape checked (None dims free)."""
+def read_npy(path: Path | str) -> np.ndarray:
+    """A .npy used exactly as the model input: it must hold float32 (its shape is checked by
+    :func:`check_input_shape` once the model is open)."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # else np.load falls back to pickle and blames that
+                raise CnnError(f"cannot read '{path}' as a .npy array: not a .npy file")
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise CnnError(f"cannot read '{path}': no such file") from None
@@ -110,11 +114,15 @@ def read_npy(path: Path | str, shape: tuple) -> np.ndarray:
         raise CnnError(f"cannot read '{path}' as a .npy array: {str(exc).splitlines()[0]}") from None
     if arr.dtype != np.float32:
         raise CnnError(f"'{path}' holds {arr.dtype}; the model input is float32")
-    ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
-    if not ok or arr.shape[0] != 1:
-        want = "x".join("?" if s is None else str(s) for s in shape)
-        raise CnnError(f"'{path}' has shape {'x'.join(map(str, arr.shape))}; the model input is {want} (batch 1)")
     return np.ascontiguousarray(arr)
+
+
+def check_input_shape(label: str, actual: tuple, declared: tuple) -> None:
+    """An array shape against the model input's declared one (None dims are free; batch 1)."""
+    ok = len(actual) == len(declared) and all(s is None or s == a for s, a in zip(declared, actual))
+    if not ok or not actual or actual[0] != 1:
+        want = "x".join("?" if s is None else str(s) for s in declared)
+        raise CnnError(f"'{label}' has shape {'x'.join(map(str, actual))}; the model input is {want} (batch 1)")
 
 
 def parse_floats(label: str, text: str | None) -> tuple[float, ...] | None:

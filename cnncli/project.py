@@ -122,13 +122,19 @@ class Projector:
             self._baked_model = bake_constants(self.reverse, values)
         return self._baked_model
 
-    def run_reverse(self, seeds: np.ndarray, fwd: dict[str, np.ndarray]) -> np.ndarray:
+    def run_reverse(self, seeds: np.ndarray, fwd: dict[str, np.ndarray], paired: bool = False) -> np.ndarray:
+        """Run the reverse graph on seed rows, ``max_batch`` rows at a time.
+
+        The forward values either belong to one image shared by every row, or (``paired``)
+        to one image per row, in which case they are cut into the same chunks as the seeds.
+        """
         if self._rev_session is None:
             self._rev_session = make_session(self.reverse_model(fwd).SerializeToString(), self.provider, self.verbose)
-        feeds = {n: fwd[n] for n in self._dynamic_needed}
         out = []
         for start in range(0, len(seeds), self.max_batch):
-            feeds[SEED] = np.ascontiguousarray(seeds[start:start + self.max_batch], dtype=np.float32)
+            stop = start + self.max_batch
+            feeds = {n: (fwd[n][start:stop] if paired else fwd[n]) for n in self._dynamic_needed}
+            feeds[SEED] = np.ascontiguousarray(seeds[start:stop], dtype=np.float32)
             try:
                 out.append(self._rev_session.run([OUTPUT], feeds)[0])
             except Exception as exc:
@@ -149,10 +155,10 @@ class Projector:
             flat = int(np.argmax(plane))
             loc = [int(v) for v in np.unravel_index(flat, plane.shape)] if plane.ndim else None
             info.append((float(plane.max()), loc))
-            if keep == "map":
+            if keep == "map" or plane.ndim == 0:  # a 2-D target's channel is one unit
                 seeds[row, c] = plane
-            else:
-                seeds[row, c].flat[flat] = plane.flat[flat]
+            else:  # (seeds[row, c].flat[...] = ... would write into a temporary on 2-D targets)
+                seeds[(row, c, *np.unravel_index(flat, plane.shape))] = plane.flat[flat]
         return seeds, info
 
     def project(self, x: np.ndarray, channels: list[int] | str, keep: str = "map", top: int | None = None) -> list[ChannelResult]:
@@ -166,3 +172,14 @@ class Projector:
         seeds, info = self.seeds(act, channels, keep)
         proj = self.run_reverse(seeds, fwd)
         return [ChannelResult(c, m, loc, proj[i]) for i, (c, (m, loc)) in enumerate(zip(channels, info))]
+
+    def project_units(self, x: np.ndarray, units: list[tuple[int, tuple[int, ...]]]) -> np.ndarray:
+        """Project single units, each on its own image: ``x`` holds one image per unit, and
+        ``units[i] = (channel, value_index...)`` picks the unit (channel, y, x) of image i, seeded
+        with its own activation. Returns [len(units), C, H, W]."""
+        fwd = self.last_forward = self.forward(x)
+        act = fwd[self.target]
+        seeds = np.zeros((len(units), *act.shape[1:]), dtype=np.float32)
+        for i, (c, pos) in enumerate(units):
+            seeds[(i, c, *pos)] = act[(i, c, *pos)]
+        return self.run_reverse(seeds, fwd, paired=True)

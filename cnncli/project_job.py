@@ -52,34 +52,14 @@ class ProjectReport:
     rows: list[ProjectionRow] = field(default_factory=list)
 
 
-def _choose_input(graph_inputs, wanted: str | None):
-    names = [s.name for s in graph_inputs]
-    if wanted is not None:
-        if wanted not in names:
-            raise BadArgument("--input-name", f"the model has no input '{wanted}' (inputs: {', '.join(names)})")
-        return wanted
-    if len(names) != 1:
-        raise BadArgument("--input-name", f"the model has {len(names)} inputs ({', '.join(names)}); choose one")
-    return names[0]
-
-
-def _declared_shape(model, name: str) -> tuple:
-    for vi in model.graph.input:
-        if vi.name == name:
-            return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                         for d in vi.type.tensor_type.shape.dim)
-    return ()
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "tensor"
 
 
 def run_project(req: ProjectRequest) -> ProjectReport:
     from cnncli.atomic import check_writable_dir
-    from cnncli.graph import analyse, real_inputs
     from cnncli.images import input_display, projection_figure, save_figure, save_npy, save_png, to_display
-    from cnncli.loading import load_external_weights, load_model
+    from cnncli.model_input import open_for_images
     from cnncli.preprocess import display_pixels, make_preprocess, read_image, read_npy, to_tensor
     from cnncli.project import Projector
     from cnncli.runtime import resolve_provider
@@ -93,30 +73,14 @@ def run_project(req: ProjectRequest) -> ProjectReport:
         check_writable_dir(Path(req.export_reverse).parent, "--export-reverse file")
     provider = resolve_provider(req.provider)
 
-    loaded = load_model(req.model)
-    load_external_weights(loaded)
-    model = loaded.model
-    input_name = _choose_input(real_inputs(model.graph), req.input_name)
-    declared = _declared_shape(model, input_name)
-    if len(declared) != 4 and not req.input.lower().endswith(".npy"):
-        raise CnnError(f"input '{input_name}' is not an image tensor [N, C, H, W]; pass a .npy array")
     is_npy = req.input.lower().endswith(".npy")
     if is_npy:
-        x = read_npy(req.input, declared)
-        shape = tuple(x.shape)
+        x = read_npy(req.input)
+        m = open_for_images(req.model, input_name=req.input_name, array=(req.input, x.shape))
     else:
-        channels = declared[1]
-        if channels is None:
-            raise CnnError(f"input '{input_name}' has no fixed channel count; pass a .npy array")
-        h, w = declared[2], declared[3]
-        if req.size is not None:
-            if h is not None and w is not None and (h, w) != tuple(req.size):
-                raise BadArgument("--size", f"the model's input is fixed at {h}x{w}")
-            h, w = req.size
-        if h is None or w is None:
-            raise BadArgument("--size", f"input '{input_name}' has a symbolic height or width: give --size HxW")
-        shape = (1, channels, h, w)
-    graph = analyse(model, batch=1, input_shapes={input_name: shape})
+        m = open_for_images(req.model, req.size, req.input_name)
+    model, graph, input_name, shape = m.model, m.graph, m.input_name, m.shape
+    loaded_name = m.name
     target = by_layer(graph, req.layer) if req.layer is not None else by_tensor(graph, req.tensor)
     chans = parse_channels(req.channels, req.top, target.shape[1])
 
@@ -132,7 +96,7 @@ def run_project(req: ProjectRequest) -> ProjectReport:
     projector = Projector(model, graph, input_name, target.tensor, req.mode, provider, req.verbose, req.max_batch)
     results = projector.project(x, chans, req.keep, req.top)
 
-    stem = _slug(Path(loaded.name).stem)
+    stem = _slug(Path(loaded_name).stem)
     label = f"layer{target.layer}" if target.layer is not None else _slug(target.tensor)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -140,7 +104,7 @@ def run_project(req: ProjectRequest) -> ProjectReport:
         base = out_dir / f"{stem}_{label}_c{r.channel}_{req.mode}"
         img = to_display(r.projection, req.norm, bgr=bgr)
         files = {"png": str(save_png(img, f"{base}.png"))}
-        title = f"{Path(loaded.name).name} · {label} · channel {r.channel} · {req.mode}, keep {req.keep}"
+        title = f"{Path(loaded_name).name} · {label} · channel {r.channel} · {req.mode}, keep {req.keep}"
         fig_img = img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
         files["figure"] = str(save_figure(projection_figure(pixels, fig_img, r.projection, title), f"{base}_figure.png"))
         if req.save_npy:
@@ -151,7 +115,7 @@ def run_project(req: ProjectRequest) -> ProjectReport:
 
         write_bytes_atomic(req.export_reverse, projector.reverse_model(projector.last_forward).SerializeToString())
     meta = {
-        "model": loaded.name,
+        "model": loaded_name,
         "input": req.input,
         "tensor": target.tensor,
         "layer": target.layer,

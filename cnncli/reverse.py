@@ -52,6 +52,7 @@ class Builder:
     inits: list = field(default_factory=list)
     needed: dict = field(default_factory=dict)  # forward name -> elem type
     extra_outputs: dict = field(default_factory=dict)
+    extra_shapes: dict = field(default_factory=dict)  # shapes of the added forward outputs
     count: int = 0
 
     def fresh(self, hint: str) -> str:
@@ -377,6 +378,7 @@ def _maxpool(b: Builder, node, a, grads) -> dict:
     else:
         idx_name = f"cnncli/indices/{node.output[0]}"
         b.extra_outputs[idx_name] = (node.name or node.output[0], 1)
+        b.extra_shapes[idx_name] = ["N", *ys[1:]]
         storage = 0
     plane = int(np.prod(xs[1:]))
     b.needed.setdefault(idx_name, TensorProto.INT64)
@@ -439,9 +441,17 @@ def _global_avg(b: Builder, node, a, grads) -> dict:
 
 
 def _global_max(b: Builder, node, a, grads) -> dict:
-    x, y = b.fwd(node.input[0]), b.fwd(node.output[0])
-    mask = b.float_mask(b.op("Equal", [x, y], "argmax"))
-    return {node.input[0]: b.op("Mul", [grads[0], mask], "gmp_T")}
+    # One switch per channel: the first maximum (ArgMax), as MaxPool picks. Masking every position
+    # equal to the max would count a value several times when it appears in several places (an
+    # overlapping MaxPool before this one copies its maxima), giving a multiple of the gradient.
+    x = node.input[0]
+    xs = _shape(b, x)
+    flat = b.op("Reshape", [b.fwd(x), b.ints([-1, xs[1], int(np.prod(xs[2:]))])], "gmp_flat")
+    arg = b.op("ArgMax", [flat], "gmp_arg", axis=2, keepdims=1)
+    zeros = b.op("ConstantOfShape", [b.op("Shape", [flat])], "zeros", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+    ones = b.op("ConstantOfShape", [b.op("Shape", [arg])], "ones", value=helper.make_tensor("o", TensorProto.FLOAT, [1], [1.0]))
+    mask = b.reshape(b.op("ScatterElements", [zeros, arg, ones], "gmp_switch", axis=2), xs, "gmp_mask")
+    return {x: b.op("Mul", [grads[0], mask], "gmp_T")}
 
 
 def _reduce_mean(b: Builder, node, a, grads) -> dict:
@@ -791,7 +801,7 @@ def build_reverse(
     in_shape = _shape(b, input_name)
     inputs = [helper.make_tensor_value_info(SEED, TensorProto.FLOAT, ["K", *target_shape[1:]])]
     for name, elem in b.needed.items():
-        shape = graph.shape(name)
+        shape = graph.shape(name) if name not in b.extra_shapes else b.extra_shapes[name]
         if shape is not None and name in dynamic:
             shape = ["N", *shape[1:]]  # the forward batch: 1 (shared by all rows) or K (one each)
         inputs.append(helper.make_tensor_value_info(name, elem, list(shape) if shape is not None else None))

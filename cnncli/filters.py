@@ -1,0 +1,77 @@
+"""`cnn filters`: a conv layer's kernels as a montage (the first layer in colour, as in Zeiler &
+Fergus Fig. 6; deeper layers as each filter's strongest input-channel slice in grey)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnncli.output import col
+
+
+@dataclass(frozen=True)
+class FilterRow:
+    channel: int = col("filter", "int")
+    norm: float = col("L2 norm")
+    shown_input: int | None = col("input channel shown", "int")  # None: all channels shown in RGB
+
+
+def weight_values(model, graph, name: str) -> np.ndarray:
+    """A weight's values: stored, or computed by its constant subgraph (run on onnxruntime)."""
+    from cnncli.project import ConstValues, forward_model
+    from cnncli.runtime import make_session
+
+    value = ConstValues(model).get(name)
+    if value is not None:
+        return np.asarray(value)
+    session = make_session(forward_model(model, [name], {}, graph.types).SerializeToString(), "cpu")
+    return session.run([name], {})[0]
+
+
+def filter_tiles(w: np.ndarray) -> tuple[list[np.ndarray], list[FilterRow]]:
+    """w [Cout, Cin, kh, kw] → one uint8 tile per filter, 0 at mid-grey, each scaled by its own peak."""
+    tiles, rows = [], []
+    for c, f in enumerate(w.astype(np.float64)):
+        norm = float(np.sqrt((f**2).sum()))
+        if f.shape[0] == 3:
+            img, shown = f.transpose(1, 2, 0), None
+        else:
+            shown = int(np.argmax((f**2).reshape(f.shape[0], -1).sum(axis=1)))
+            img = f[shown]
+        peak = np.abs(img).max()
+        t = 0.5 + 0.5 * img / peak if peak > 0 else np.full_like(img, 0.5)
+        tiles.append(np.round(t * 255).astype(np.uint8))
+        rows.append(FilterRow(c, norm, shown))
+    return tiles, rows
+
+
+def run_filters(model: str, layer: int, out_dir: str) -> tuple[dict[str, Any], list[FilterRow]]:
+    from cnncli.atomic import check_writable_dir
+    from cnncli.graph import analyse
+    from cnncli.images import grid, save_png
+    from cnncli.loading import load_external_weights, load_model
+    from cnncli.targets import by_layer, conv_nodes
+
+    out = Path(out_dir)
+    check_writable_dir(out)
+    loaded = load_model(model)
+    load_external_weights(loaded)
+    graph = analyse(loaded.model)
+    by_layer(graph, layer)  # range check with the usual message
+    conv = conv_nodes(graph)[layer - 1]
+    w = weight_values(loaded.model, graph, conv.input[1])
+    if w.ndim != 4:
+        from cnncli.errors import CnnError
+
+        raise CnnError(f"layer {layer} is a {w.ndim - 2}-D convolution; only 2-D kernels can be drawn")
+    tiles, rows = filter_tiles(w)
+    tile = int(max(24, min(64, 8 * max(w.shape[2:]))))
+    out.mkdir(parents=True, exist_ok=True)
+    path = save_png(grid(tiles, int(np.ceil(np.sqrt(len(tiles)))), tile, gap=2, bg=255),
+                    out / f"{Path(loaded.name).stem}_layer{layer}_filters.png")
+    meta = {"model": loaded.name, "layer": layer, "node": conv.name or conv.output[0],
+            "weight_shape": list(w.shape), "rgb": w.shape[1] == 3, "montage": str(path)}
+    return meta, rows

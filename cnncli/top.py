@@ -1,0 +1,110 @@
+"""`cnn top`: the paper's Fig. 2 over your own images. Scan a folder, keep each channel's k
+strongest activations (streaming, memory bounded by k × channels), then project each kept unit
+alone (keep max) and crop its receptive field out of the projection and of the image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from cnncli.output import col
+
+
+@dataclass(frozen=True)
+class TopEntry:
+    image: str
+    activation: float
+    location: list[int]  # [y, x] in the target map
+    box: list[int]  # receptive field in input pixels, clipped: [y0, x0, y1, x1) (end exclusive)
+
+
+@dataclass(frozen=True)
+class ChannelTopRow:
+    channel: int = col("channel", "int")
+    best: float | None = col("best activation")
+    entries: list = col("top images", "entries")
+    files: dict = col("files", "files")
+
+
+class TopK:
+    """Per channel, the k largest (activation, image) pairs seen so far; ties go to the earlier image."""
+
+    def __init__(self, n_channels: int, k: int):
+        self.k = k
+        self.values = np.full((n_channels, k), -np.inf, dtype=np.float64)
+        self.ids = np.full((n_channels, k), -1, dtype=np.int64)
+        self.locs = np.zeros((n_channels, k, 2), dtype=np.int64)
+        self.paths: dict[int, str] = {}
+
+    def offer(self, maxima: np.ndarray, locs: np.ndarray, ids: np.ndarray, paths: list[str]) -> None:
+        """maxima [B, C], locs [B, C, 2], ids [B] (global image numbers), paths [B]."""
+        vals = np.concatenate([self.values, maxima.T.astype(np.float64)], axis=1)
+        all_ids = np.concatenate([self.ids, np.broadcast_to(ids, (vals.shape[0], len(ids)))], axis=1)
+        all_locs = np.concatenate([self.locs, locs.transpose(1, 0, 2)], axis=1)
+        # order by value descending, then image number ascending (lexsort: last key is primary)
+        order = np.lexsort((np.where(all_ids < 0, np.iinfo(np.int64).max, all_ids), -vals), axis=1)[:, : self.k]
+        rows = np.arange(vals.shape[0])[:, None]
+        self.values, self.ids, self.locs = vals[rows, order], all_ids[rows, order], all_locs[rows, order]
+        for i, p in zip(ids, paths):
+            self.paths[int(i)] = p
+        live = set(int(i) for i in np.unique(self.ids) if i >= 0)
+        self.paths = {i: p for i, p in self.paths.items() if i in live}
+
+    def entries(self, row: int) -> list[tuple[float, str, list[int]]]:
+        return [
+            (float(v), self.paths[int(i)], [int(a) for a in loc])
+            for v, i, loc in zip(self.values[row], self.ids[row], self.locs[row])
+            if i >= 0
+        ]
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class ScanResult:
+    top: TopK
+    scanned: int
+    skipped: list[str]
+
+
+def scan(session, input_name: str, target: str, paths: Iterable[str], load: Callable[[str], np.ndarray],
+         channels: list[int], k: int, batch_size: int, tick: Callable[[int], None] | None = None) -> ScanResult:
+    """Forward passes in batches; per image and channel the spatial argmax; the top k per channel."""
+    top = TopK(len(channels), k)
+    chans = np.asarray(channels)
+    scanned, skipped, next_id = 0, [], 0
+    for batch in batched(paths, batch_size):
+        arrays, good = [], []
+        for p in batch:
+            try:
+                arrays.append(load(p))
+                good.append(p)
+            except Exception:  # an unreadable image is skipped and reported, never ends a long scan
+                skipped.append(p)
+        if tick:
+            tick(len(batch))
+        if not arrays:
+            continue
+        act = session.run([target], {input_name: np.concatenate(arrays, axis=0)})[0]
+        sel = act[:, chans].reshape(len(good), len(chans), -1)
+        flat = sel.argmax(axis=2)
+        maxima = np.take_along_axis(sel, flat[:, :, None], axis=2)[:, :, 0]
+        spatial = act.shape[2:]
+        locs = np.stack(np.unravel_index(flat, spatial), axis=2) if spatial else np.zeros((*flat.shape, 2), int)
+        ids = np.arange(next_id, next_id + len(good))
+        next_id += len(good)
+        top.offer(maxima, locs, ids, good)
+        scanned += len(good)
+    return ScanResult(top, scanned, skipped)

@@ -1,0 +1,1 @@
+"""Bundled sample models and images; installed as the package ``cnncli.samples``."""
