@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cnncli.errors import BadArgument, CnnError
+from cnncli.errors import BadArgument
 from cnncli.output import col
 
 

@@ -519,7 +519,7 @@ def _identity(b: Builder, node, a, grads) -> dict:
 def _cast(b: Builder, node, a, grads) -> dict:
     src = b.graph.types.get(node.input[0], TensorProto.FLOAT)
     if src != TensorProto.FLOAT:
-        raise _unsupported(node, f"from a non-float32 tensor is not supported")
+        raise _unsupported(node, "from a non-float32 tensor is not supported")
     return {node.input[0]: grads[0]}
 
 
@@ -564,14 +564,15 @@ def _first(grads):
 def _slice(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs, ys = _shape(b, x), _shape(b, node.output[0])
+    # the end of each slice follows from the output shape; only starts, axes and steps matter
     if "starts" in a:
-        starts, ends = a["starts"], a["ends"]
+        starts = a["starts"]
         axes, steps = a.get("axes", list(range(len(starts)))), [1] * len(starts)
     else:
         vals = [b.const_values.get(n) if n else None for n in list(node.input[1:]) + [""] * 4]  # type: ignore[attr-defined]
         if vals[0] is None or vals[1] is None:
             raise _unsupported(node, "with starts/ends computed at run time is not supported")
-        starts, ends = [int(v) for v in vals[0]], [int(v) for v in vals[1]]
+        starts = [int(v) for v in vals[0]]
         axes = [int(v) for v in vals[2]] if vals[2] is not None else list(range(len(starts)))
         steps = [int(v) for v in vals[3]] if vals[3] is not None else [1] * len(starts)
     if any(s != 1 for s in steps):

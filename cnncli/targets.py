@@ -95,7 +95,9 @@ def parse_channels(text: str | None, top: int | None, n_channels: int) -> list[i
         chans = [int(c) for c in text.split(",") if c.strip()]
     except ValueError:
         raise BadArgument("--channel", f"'{text}' is not a channel number, a comma-separated list or 'all'") from None
+    if not chans:
+        raise BadArgument("--channel", f"'{text}' names no channel; give N[,N…] or 'all'")
     bad = [c for c in chans if not 0 <= c < n_channels]
-    if not chans or bad:
-        raise BadArgument("--channel", f"{bad[0] if bad else text} is out of range: the target has {n_channels} channels (0–{n_channels - 1})")
+    if bad:
+        raise BadArgument("--channel", f"{bad[0]} is out of range: the target has {n_channels} channels (0–{n_channels - 1})")
     return list(dict.fromkeys(chans))

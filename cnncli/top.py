@@ -5,7 +5,6 @@ alone (keep max) and crop its receptive field out of the projection and of the i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
