@@ -110,7 +110,7 @@ def cli() -> None:
     """What each layer of an ONNX CNN costs, and what each feature map has learned."""
 
 
-@cli.command()
+@cli.command(short_help="Per-layer MACs, params, CPR, memory and receptive field.")
 @click.argument("model")
 @shape_options
 @format_option
@@ -169,7 +169,7 @@ def _parse_dims(param: str, text: str) -> tuple[int, ...]:
         raise BadArgument(param, str(exc)) from None
 
 
-@cli.command()
+@cli.command(short_help="Weights fully connected vs locally connected vs shared.")
 @click.argument("model", required=False)
 @shape_options
 @format_option
@@ -206,7 +206,7 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
     render(Document(rows=rows, row_type=ConnectivityRow, meta=meta, title=title), fmt, sys.stdout)
 
 
-@cli.command()
+@cli.command(short_help="Project feature maps back to pixels (deconvnet).")
 @click.argument("model")
 @click.argument("input_path", metavar="INPUT")
 @click.option("--layer", type=int, help="The N-th Conv, numbered as `cnn stats` numbers them (its block output).")
@@ -246,7 +246,7 @@ def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, o
     render(Document(rows=report.rows, row_type=ProjectionRow, rows_key="results", meta=m, title=title), fmt, sys.stdout)
 
 
-@cli.command()
+@cli.command(short_help="The whole tool on the bundled trained network and photos.")
 @click.option("--out", "out_dir", default="cnn-demo", show_default=True, type=click.Path(file_okay=False),
               help="Folder for the gallery.")
 @click.option("--top", type=click.IntRange(min=1), default=4, show_default=True, help="Channels per layer and image.")
@@ -265,7 +265,7 @@ def demo(out_dir, top, provider, quiet, fmt):
                     totals={"files": len(report.files), "gallery": report.gallery}), fmt, sys.stdout)
 
 
-@cli.command()
+@cli.command(short_help="Top-k activations over your images, with RF patches.")
 @click.argument("model")
 @click.argument("images")
 @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
@@ -327,7 +327,7 @@ class _progress:
         return False
 
 
-@cli.command()
+@cli.command(short_help="All of a layer's activation maps for one image.")
 @click.argument("model")
 @click.argument("image")
 @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
@@ -345,7 +345,7 @@ def features(model, image, layer, out_dir, preset, mean, std, bgr, size, input_n
     render(Document(rows=rows, row_type=FeatureRow, rows_key="channels", meta=meta, title=title), fmt, sys.stdout)
 
 
-@cli.command()
+@cli.command(short_help="A conv layer's kernels as a montage.")
 @click.argument("model")
 @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
 @click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
