@@ -212,7 +212,7 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
 @click.option("--layer", type=int, help="The N-th Conv, numbered as `cnn stats` numbers them (its block output).")
 @click.option("--tensor", help="Any 4-D tensor of the graph, or a 2-D one such as the logits.")
 @click.option("--channel", "channels", metavar="N[,N…]|all", help="Channels to project.")
-@click.option("--top", type=int, metavar="K", help="The K channels with the largest activation on this input (default 4).")
+@click.option("--top", type=int, metavar="K", help="The K channels with the largest activation on this input [default: 4, or all if fewer].")
 @click.option("--mode", type=click.Choice(["deconvnet", "backprop", "guided"]), default="deconvnet", show_default=True)
 @click.option("--keep", type=click.Choice(["map", "max"]), default="map", show_default=True,
               help="Seed the channel's whole map, or only its strongest activation.")
@@ -231,8 +231,6 @@ def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, o
     from cnncli.output import Document, render
     from cnncli.project_job import ProjectionRow, ProjectRequest, run_project
 
-    if channels is None and top is None:
-        top = 4
     mean, std, size_hw = parse_image_options(mean, std, size)
     report = run_project(
         ProjectRequest(

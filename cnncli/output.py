@@ -88,7 +88,8 @@ def to_json_value(obj: Any) -> Any:
 # ``_json_text`` gives exactly the text of ``json.dumps(to_json_value(obj), indent=2)``.
 _json_str = json.encoder.encode_basestring_ascii  # the C version where available
 _INF = float("inf")
-_field_names: dict[type, tuple[str, ...]] = {}
+# (row type, indent) -> the text before each field's value: '{' or ',', newline, indent, key
+_row_prefixes: dict[tuple[type, str], tuple[tuple[str, str], ...]] = {}
 
 
 def _json_float(o: float) -> str:
@@ -119,10 +120,19 @@ def _json_key(k: Any) -> str:
 
 def _json_parts(o: Any, out: list, nl: str) -> None:
     """Append the indent=2 JSON text of ``o`` to ``out``; ``nl`` is a newline plus the current indent."""
-    if isinstance(o, str):
+    t = type(o)
+    if t is str:
         out.append(_json_str(o))
+    elif t is int:
+        out.append(int.__repr__(o))
     elif o is None:
         out.append("null")
+    elif t is list or t is tuple:
+        _json_list(o, out, nl)
+    elif t is dict:
+        _json_items(o.items(), out, nl)
+    elif isinstance(o, str):
+        out.append(_json_str(o))
     elif o is True:
         out.append("true")
     elif o is False:
@@ -132,33 +142,34 @@ def _json_parts(o: Any, out: list, nl: str) -> None:
     elif isinstance(o, float):
         out.append(_json_float(o))
     elif dataclasses.is_dataclass(o) and not isinstance(o, type):
-        names = _field_names.get(type(o))
-        if names is None:
-            names = _field_names[type(o)] = tuple(f.name for f in dataclasses.fields(o))
-        _json_items([(n, getattr(o, n)) for n in names], out, nl)
+        _json_row(o, out, nl)
     elif isinstance(o, (list, tuple)):
-        if not o:
-            out.append("[]")
-            return
-        inner = nl + "  "
-        sep = "," + inner
-        out.append("[")
-        first = True
-        for v in o:
-            out.append(inner if first else sep)
-            first = False
-            t = type(v)
-            if t is int:
-                out.append(int.__repr__(v))
-            elif t is str:
-                out.append(_json_str(v))
-            else:
-                _json_parts(v, out, inner)
-        out.append(nl + "]")
+        _json_list(o, out, nl)
     elif isinstance(o, dict):
         _json_items(o.items(), out, nl)
     else:
         raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+def _json_list(o, out: list, nl: str) -> None:
+    if not o:
+        out.append("[]")
+        return
+    inner = nl + "  "
+    sep = "," + inner
+    out.append("[")
+    first = True
+    for v in o:
+        out.append(inner if first else sep)
+        first = False
+        t = type(v)
+        if t is int:
+            out.append(int.__repr__(v))
+        elif v is None:
+            out.append("null")
+        else:
+            _json_parts(v, out, inner)
+    out.append(nl + "]")
 
 
 def _json_items(items, out: list, nl: str) -> None:
@@ -183,6 +194,38 @@ def _json_items(items, out: list, nl: str) -> None:
         else:
             _json_parts(v, out, inner)
     out.append("{}" if first else nl + "}")
+
+
+def _json_row(o: Any, out: list, nl: str) -> None:
+    """A dataclass instance, as ``to_json_value`` makes it: an object of its fields."""
+    prefixes = _row_prefixes.get((type(o), nl))
+    if prefixes is None:
+        inner = nl + "  "
+        names = [f.name for f in dataclasses.fields(o)]
+        prefixes = tuple(
+            (("{" if i == 0 else ",") + inner + _json_str(n) + ": ", n) for i, n in enumerate(names)
+        )
+        _row_prefixes[(type(o), nl)] = prefixes
+    if not prefixes:
+        out.append("{}")
+        return
+    inner = nl + "  "
+    for prefix, name in prefixes:
+        out.append(prefix)
+        v = getattr(o, name)
+        t = type(v)
+        if t is int:
+            out.append(int.__repr__(v))
+        elif t is str:
+            out.append(_json_str(v))
+        elif v is None:
+            out.append("null")
+        elif t is list and v and all(type(x) is int for x in v):
+            item = inner + "  "
+            out.append("[" + item + ("," + item).join(map(int.__repr__, v)) + inner + "]")
+        else:
+            _json_parts(v, out, inner)
+    out.append(nl + "}")
 
 
 def _json_text(obj: Any) -> str:

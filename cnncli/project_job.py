@@ -13,6 +13,9 @@ from cnncli.errors import BadArgument
 from cnncli.output import col
 
 
+DEFAULT_TOP = 4  # channels projected when neither --channel nor --top is given
+
+
 @dataclass(frozen=True)
 class ProjectRequest:
     model: str
@@ -82,7 +85,10 @@ def run_project(req: ProjectRequest) -> ProjectReport:
     model, graph, input_name, shape = m.model, m.graph, m.input_name, m.shape
     loaded_name = m.name
     target = by_layer(graph, req.layer) if req.layer is not None else by_tensor(graph, req.tensor)
-    chans = parse_channels(req.channels, req.top, target.shape[1])
+    top = req.top
+    if req.channels is None and top is None:
+        top = min(DEFAULT_TOP, target.shape[1])
+    chans = parse_channels(req.channels, top, target.shape[1])
 
     if is_npy:
         pixels, prep_info = input_display(x), {"preset": "none (.npy used as is)"}
@@ -94,7 +100,7 @@ def run_project(req: ProjectRequest) -> ProjectReport:
         pixels, prep_info, bgr = display_pixels(raw), {**prep.describe(), "size": [shape[2], shape[3]]}, prep.bgr
 
     projector = Projector(model, graph, input_name, target.tensor, req.mode, provider, req.verbose, req.max_batch)
-    results = projector.project(x, chans, req.keep, req.top)
+    results = projector.project(x, chans, req.keep, top)
 
     stem = _slug(Path(loaded_name).stem)
     label = f"layer{target.layer}" if target.layer is not None else _slug(target.tensor)
