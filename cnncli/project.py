@@ -91,6 +91,10 @@ class Projector:
                  provider: str = "cpu", verbose: bool = False, max_batch: int = 64):
         self.graph, self.input_name, self.target, self.mode = graph, input_name, target, mode
         self.provider, self.verbose, self.max_batch = provider, verbose, max_batch
+        for other in graph.inputs:
+            if other.name != input_name and target in dynamic_tensors(graph, other.name):
+                raise CnnError(f"'{target}' also depends on input '{other.name}', which cnn project cannot feed; "
+                               "choose a target that depends on one input only")
         consts = ConstValues(model)
         self.reverse: ReverseGraph = build_reverse(graph, target, mode, input_name, const_values=consts)
         dynamic = dynamic_tensors(graph, input_name)
