@@ -307,11 +307,11 @@ class _progress:
         self.quiet, self.label, self.bar = quiet, label, None
 
     def __enter__(self):
-        if self.quiet:
+        from cnncli.console import err_console
+
+        if self.quiet or not err_console().is_terminal:  # rich leaves a blank line when not a terminal
             return None
         from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        from cnncli.console import err_console
 
         self.bar = Progress(SpinnerColumn(), TextColumn(self.label), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=err_console(), transient=True)

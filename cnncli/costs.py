@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import onnx
@@ -31,9 +32,14 @@ class NodeView:
     graph: Graph
 
     def __post_init__(self):
-        self.attrs = attrs(self.node)
-        self.ins: list[Shape | None] = [self.graph.shape(i) if i else None for i in self.node.input]
-        self.outs: list[Shape | None] = [self.graph.shape(o) if o else None for o in self.node.output]
+        shapes = self.graph.shapes
+        self.ins: list[Shape | None] = [shapes.get(i) if i else None for i in self.node.input]
+        self.outs: list[Shape | None] = [shapes.get(o) if o else None for o in self.node.output]
+
+    @cached_property
+    def attrs(self) -> dict:
+        """The node's attributes, read on first use (most rules, Conv's among them, never need them)."""
+        return attrs(self.node)
 
     def out_numel(self, i: int = 0) -> int | None:
         return numel(self.outs[i]) if i < len(self.outs) else None

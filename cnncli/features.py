@@ -49,6 +49,7 @@ def run_features(model: str, image: str, layer: int, out_dir: str, size=None, pr
     from cnncli.model_input import image_loader, open_for_images
     from cnncli.preprocess import make_preprocess
     from cnncli.project import forward_model
+    from cnncli.project_job import _slug
     from cnncli.runtime import make_session, resolve_provider
     from cnncli.targets import by_layer
 
@@ -63,7 +64,7 @@ def run_features(model: str, image: str, layer: int, out_dir: str, size=None, pr
     act = session.run([target.tensor], {m.input_name: x})[0][0]
     rows = channel_stats(act)
     out.mkdir(parents=True, exist_ok=True)
-    path = save_png(montage(act, rows), out / f"{Path(m.name).stem}_layer{layer}_features.png")
+    path = save_png(montage(act, rows), out / f"{_slug(Path(m.name).stem)}_layer{layer}_features.png")
     meta = {"model": m.name, "image": image, "layer": layer, "tensor": target.tensor,
             "shape": list(act.shape), "montage": str(path)}
     return meta, rows

@@ -31,12 +31,15 @@ def weight_values(model, graph, name: str) -> np.ndarray:
     return session.run([name], {})[0]
 
 
-def filter_tiles(w: np.ndarray) -> tuple[list[np.ndarray], list[FilterRow]]:
-    """w [Cout, Cin, kh, kw] → one uint8 tile per filter, 0 at mid-grey, each scaled by its own peak."""
+def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[FilterRow]]:
+    """w [Cout, Cin, kh, kw] → one uint8 tile per filter, 0 at mid-grey, each scaled by its own peak.
+
+    ``rgb`` (the first layer, 3 input channels): each filter in colour; otherwise its strongest
+    input-channel slice in grey."""
     tiles, rows = [], []
     for c, f in enumerate(w.astype(np.float64)):
         norm = float(np.sqrt((f**2).sum()))
-        if f.shape[0] == 3:
+        if rgb:
             img, shown = f.transpose(1, 2, 0), None
         else:
             shown = int(np.argmax((f**2).reshape(f.shape[0], -1).sum(axis=1)))
@@ -53,6 +56,7 @@ def run_filters(model: str, layer: int, out_dir: str) -> tuple[dict[str, Any], l
     from cnncli.graph import analyse
     from cnncli.images import grid, save_png
     from cnncli.loading import load_external_weights, load_model
+    from cnncli.project_job import _slug
     from cnncli.targets import by_layer, conv_nodes
 
     out = Path(out_dir)
@@ -67,11 +71,12 @@ def run_filters(model: str, layer: int, out_dir: str) -> tuple[dict[str, Any], l
         from cnncli.errors import CnnError
 
         raise CnnError(f"layer {layer} is a {w.ndim - 2}-D convolution; only 2-D kernels can be drawn")
-    tiles, rows = filter_tiles(w)
+    rgb = layer == 1 and w.shape[1] == 3  # a deeper conv reading 3 channels is not looking at colours
+    tiles, rows = filter_tiles(w, rgb)
     tile = int(max(24, min(64, 8 * max(w.shape[2:]))))
     out.mkdir(parents=True, exist_ok=True)
     path = save_png(grid(tiles, int(np.ceil(np.sqrt(len(tiles)))), tile, gap=2, bg=255),
-                    out / f"{Path(loaded.name).stem}_layer{layer}_filters.png")
+                    out / f"{_slug(Path(loaded.name).stem)}_layer{layer}_filters.png")
     meta = {"model": loaded.name, "layer": layer, "node": conv.name or conv.output[0],
-            "weight_shape": list(w.shape), "rgb": w.shape[1] == 3, "montage": str(path)}
+            "weight_shape": list(w.shape), "rgb": rgb, "montage": str(path)}
     return meta, rows

@@ -217,10 +217,16 @@ def _infer(light: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
 def _collect(inferred: onnx.ModelProto, shapes: dict, types: dict) -> None:
     g = inferred.graph
     for vi in (*g.input, *g.value_info, *g.output):
-        tt = vi.type.tensor_type
-        if vi.type.HasField("tensor_type"):
-            shapes[vi.name] = _shape_of(vi)
-            types[vi.name] = tt.elem_type
+        typ = vi.type
+        if typ.HasField("tensor_type"):  # _shape_of, inlined: this runs once per tensor
+            tt = typ.tensor_type
+            name = vi.name
+            shapes[name] = (
+                tuple([d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim])
+                if tt.HasField("shape")
+                else None
+            )
+            types[name] = tt.elem_type
     for t in g.initializer:
         shapes[t.name] = tuple(t.dims)
         types[t.name] = t.data_type

@@ -80,7 +80,7 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> np.nda
         raise CnnError(f"cannot read image '{path}': no such file") from None
     except IsADirectoryError:
         raise CnnError(f"cannot read image '{path}': it is a directory") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise CnnError(f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else 'not an image'}") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 

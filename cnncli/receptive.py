@@ -37,7 +37,7 @@ PASS_OPS = frozenset(UNARY) | {"BatchNormalization", "InstanceNormalization", "L
 MERGE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Concat", "PRelu"})
 
 
-def _through_window(rf: RF, node, graph: Graph) -> RF | None:
+def _through_window(rf: RF, node, graph: Graph, windows: dict | None = None, index: int = -1) -> RF | None:
     x = graph.shape(node.input[0])
     if node.op_type == "Conv":
         w = graph.shape(node.input[1])
@@ -47,6 +47,8 @@ def _through_window(rf: RF, node, graph: Graph) -> RF | None:
     else:
         kernel = None
     win = window(node, x, kernel)
+    if windows is not None:
+        windows[index] = win
     if win is None or len(win.kernel) != len(rf):
         return None
     return tuple(
@@ -72,32 +74,37 @@ def _pad_begins(node, graph: Graph, rank: int) -> list[int] | None:
     return pads[:rank]
 
 
-def receptive_fields(graph: Graph) -> dict[str, RF]:
-    """Walk the graph once, in order, from every 3-D or wider float input."""
+def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]:
+    """Walk the graph once, in order, from every 3-D or wider float input.
+
+    ``windows``, when given, receives ``window()`` of every node it was worked out for (the
+    node's input shape, and for Conv the kernel of its weight), by the node's index.
+    """
     fields: dict[str, RF] = {}
     for spec in graph.inputs:
         if len(spec.shape) >= 3:
             fields[spec.name] = tuple(AxisRF(1, 1, 0) for _ in spec.shape[2:])
-    for node in graph.nodes:
+    get = fields.get
+    for index, node in enumerate(graph.nodes):
         op = node.op_type
         out = node.output[0] if node.output else ""
         if not out:
             continue
-        ins = [fields.get(i) for i in node.input]
-        if op in WINDOW_OPS and ins and ins[0] is not None:
-            rf = _through_window(ins[0], node, graph)
-        elif op in PASS_OPS and ins and ins[0] is not None:
-            rf = ins[0]
-        elif op in MERGE_OPS and any(ins):
+        first = get(node.input[0]) if node.input else None
+        if op in WINDOW_OPS and first is not None:
+            rf = _through_window(first, node, graph, windows, index)
+        elif op in PASS_OPS and first is not None:
+            rf = first
+        elif op in MERGE_OPS and any(ins := [get(i) for i in node.input]):
             out_shape = graph.shape(out)
             rf = _merge(
                 [r for r, i in zip(ins, node.input) if r is not None and _same_grid(graph.shape(i), out_shape)]
             )
-        elif op == "Pad" and ins and ins[0] is not None:
+        elif op == "Pad" and first is not None:
             x = graph.shape(node.input[0])
             begins = _pad_begins(node, graph, len(x)) if x else None
             rf = None if begins is None else tuple(
-                AxisRF(a.size, a.jump, a.start - p * a.jump) for a, p in zip(ins[0], begins[2:])
+                AxisRF(a.size, a.jump, a.start - p * a.jump) for a, p in zip(first, begins[2:])
             )
         else:
             rf = None

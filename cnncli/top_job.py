@@ -70,6 +70,7 @@ def run_top(req: TopRequest, stdin=None, progress: Callable[[int], None] | None 
     from cnncli.model_input import image_loader, open_for_images
     from cnncli.preprocess import display_pixels, make_preprocess
     from cnncli.project import Projector, forward_model
+    from cnncli.project_job import _slug
     from cnncli.receptive import receptive_fields
     from cnncli.runtime import make_session, resolve_provider
     from cnncli.targets import by_layer
@@ -77,6 +78,8 @@ def run_top(req: TopRequest, stdin=None, progress: Callable[[int], None] | None 
 
     if req.k < 1:
         raise BadArgument("-k", "must be at least 1")
+    if req.model == "-" and req.images == "-":
+        raise BadArgument("IMAGES", "the model is read from standard input: give the images as a folder, glob or list file")
     out = Path(req.out_dir)
     check_writable_dir(out)
     provider = resolve_provider(req.provider)
@@ -100,7 +103,7 @@ def run_top(req: TopRequest, stdin=None, progress: Callable[[int], None] | None 
     h, w = m.shape[2], m.shape[3]
     projector = Projector(m.model, m.graph, m.input_name, target.tensor, req.mode, provider, req.verbose, max_batch=batch)
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(m.name).stem
+    stem = _slug(Path(m.name).stem)  # '<stdin>' → 'stdin'
     tile = int(min(128, max(64, rf[0].size if rf else 64)))
     rows, overview_tiles = [], []
     for row_i, c in enumerate(channels):

@@ -1,0 +1,403 @@
+"""Small random ONNX models for the reverse-pass tests (finite differences and the numpy reference).
+
+Every builder returns a :class:`Case`: a float32 model (opset 17 unless said otherwise) whose
+input is called "x", the tensor to project from, and a few channels worth checking. Weights come
+from a seeded numpy generator, so every run sees the same numbers. Together the cases cover every
+op that cnncli/reverse.py has a rule for (test_reverse_fd.py checks that they do).
+
+Chain-style models for the numpy reference are written as a list of layer dicts (see
+``numpy_deconv.py``) and turned into ONNX by :func:`chain_model`, so the two sides read the same
+weights but share no code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FLOAT = TensorProto.FLOAT
+
+
+@dataclass
+class Case:
+    name: str
+    model: onnx.ModelProto
+    target: str
+    input_shape: tuple
+    channels: list = field(default_factory=lambda: [0])
+
+    def input(self, seed: int = 1, scale: float = 1.0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return (scale * rng.standard_normal(self.input_shape)).astype(np.float32)
+
+    @property
+    def ops(self) -> set[str]:
+        return {n.op_type for n in self.model.graph.node}
+
+
+class Net:
+    """Collects nodes and initializers; every op returns its output name(s)."""
+
+    def __init__(self, input_shape, seed: int = 0, opset: int = 17):
+        self.rng = np.random.default_rng(seed)
+        self.input_shape = tuple(input_shape)
+        self.opset = opset
+        self.nodes: list = []
+        self.inits: list = []
+        self.n = 0
+
+    def name(self, hint: str) -> str:
+        self.n += 1
+        return f"{hint}{self.n}"
+
+    def const(self, value, dtype=np.float32, hint: str = "k") -> str:
+        name = self.name(hint)
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def ints(self, values) -> str:
+        return self.const(values, np.int64, "i")
+
+    def randn(self, shape, scale: float = 1.0, hint: str = "w") -> str:
+        return self.const(scale * self.rng.standard_normal(shape), hint=hint)
+
+    def op(self, op_type: str, inputs, n_out: int = 1, **attrs):
+        outs = [self.name(op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=outs[0] + "_node", **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def conv(self, x: str, cin: int, cout: int, k, group: int = 1, bias: bool = True, gain: float = 1.0, **attrs) -> str:
+        kh, kw = (k, k) if isinstance(k, int) else k
+        fan_in = cin // group * kh * kw
+        w = self.randn((cout, cin // group, kh, kw), gain * np.sqrt(2.0 / fan_in), "W")
+        ins = [x, w] + ([self.randn((cout,), 0.1, "B")] if bias else [])
+        return self.op("Conv", ins, group=group, **attrs)
+
+    def conv_t(self, x: str, cin: int, cout: int, k: int, group: int = 1, bias: bool = True, **attrs) -> str:
+        w = self.randn((cin, cout // group, k, k), np.sqrt(2.0 / (cin // group * k * k)) * 1.5, "WT")
+        ins = [x, w] + ([self.randn((cout,), 0.1, "B")] if bias else [])
+        return self.op("ConvTranspose", ins, group=group, **attrs)
+
+    def model(self, target: str) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, "reverse_test",
+            [helper.make_tensor_value_info("x", FLOAT, list(self.input_shape))],
+            [helper.make_tensor_value_info(target, FLOAT, None)],
+            self.inits,
+        )
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="cnncli-tests")
+        m.ir_version = 8 if self.opset >= 13 else 7
+        onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)  # fails on a malformed model
+        return m
+
+    def case(self, name: str, target: str, channels) -> Case:
+        return Case(name, self.model(target), target, self.input_shape, list(channels))
+
+
+# ---------------------------------------------------------------- the op-coverage cases
+
+
+def conv_geometry() -> Case:
+    """Conv strides, asymmetric pads, SAME_UPPER, dilations, groups, depthwise; Relu, LeakyRelu, PRelu."""
+    n = Net((1, 3, 17, 15), seed=10)
+    t = n.conv("x", 3, 4, 3, strides=[2, 1], pads=[0, 1, 2, 0])           # [1,4,9,15]
+    t = n.op("Relu", [t])
+    t = n.conv(t, 4, 6, 3, auto_pad="SAME_UPPER", strides=[2, 2])          # [1,6,5,8]
+    t = n.op("LeakyRelu", [t], alpha=0.1)
+    t = n.conv(t, 6, 6, 3, group=2, dilations=[2, 1], pads=[2, 1, 1, 1])   # grouped, dilated
+    t = n.op("PRelu", [t, n.randn((6, 1, 1), 0.3, "slope")])
+    t = n.conv(t, 6, 6, (3, 2), group=6, pads=[1, 0, 1, 1], strides=[1, 2])  # depthwise
+    t = n.op("Relu", [t])
+    return n.case("conv_geometry", t, [0, 5])
+
+
+def conv_transpose() -> Case:
+    """ConvTranspose with stride, pads, output_padding, groups, SAME_UPPER; Clip(0,6) and Clip(-1,1)."""
+    n = Net((1, 3, 12, 12), seed=11)
+    t = n.conv("x", 3, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1], gain=6.0)   # [1,4,6,6], some > 6
+    t = n.op("Clip", [t, n.const(0.0), n.const(6.0)])                       # ReLU6
+    t = n.conv_t(t, 4, 4, 3, group=2, strides=[2, 2], pads=[1, 0, 0, 1], output_padding=[1, 0])
+    t = n.op("Clip", [t, n.const(-1.0), n.const(1.0)])
+    t = n.conv_t(t, 4, 3, 3, strides=[2, 2], auto_pad="SAME_UPPER")
+    t = n.op("Clip", [n.op("Mul", [t, n.const(8.0)]), n.const(0.0), n.const(6.0)])
+    t = n.conv(t, 3, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1])
+    return n.case("conv_transpose", t, [1, 3])
+
+
+def smooth_activations() -> Case:
+    """Sigmoid, Tanh, HardSigmoid, HardSwish; Add/Sub/Mul/Div by per-channel constants (both sides)."""
+    n = Net((1, 3, 12, 12), seed=12)
+    t = n.conv("x", 3, 4, 3, pads=[1, 1, 1, 1], gain=1.5)
+    t = n.op("Sigmoid", [n.op("Add", [t, n.randn((1, 4, 1, 1))])])
+    t = n.op("Mul", [n.randn((4, 1, 1), 2.0), t])                          # constant first
+    t = n.conv(t, 4, 4, 3, pads=[1, 1, 1, 1], gain=2.0)
+    t = n.op("Tanh", [n.op("Sub", [t, n.randn((4, 1, 1))])])
+    t = n.op("Sub", [n.randn((1, 4, 1, 1)), t])                            # constant minus tensor
+    t = n.conv(t, 4, 4, 3, pads=[1, 1, 1, 1], gain=2.0)
+    t = n.op("HardSigmoid", [t], alpha=0.3, beta=0.4)
+    t = n.op("Div", [t, n.const([[[0.5]], [[2.0]], [[-1.5]], [[0.8]]])])
+    t = n.conv(t, 4, 5, 3, pads=[1, 1, 1, 1], gain=3.0)
+    t = n.op("HardSwish", [n.op("Add", [n.randn((5, 1, 1)), t])])
+    t = n.op("Mul", [t, n.const(1.7)])                                      # scalar
+    return n.case("smooth_activations", t, [0, 4])
+
+
+def residual() -> Case:
+    """A tensor feeding several nodes; Add, Sub and Sum of tensors, Add(t, t), Mul of two tensors
+    (a squeeze-excite gate through GlobalAveragePool) and Mul(t, t)."""
+    n = Net((1, 3, 12, 12), seed=13)
+    stem = n.op("Relu", [n.conv("x", 3, 4, 3, pads=[1, 1, 1, 1])])
+    a = n.op("Relu", [n.conv(stem, 4, 4, 3, pads=[1, 1, 1, 1])])
+    b = n.conv(a, 4, 4, 3, pads=[1, 1, 1, 1])
+    r = n.op("Relu", [n.op("Add", [stem, b])])                               # residual block
+    c = n.conv(r, 4, 4, 1)
+    s = n.op("Sum", [r, c, stem])                                            # three-way sum
+    d = n.op("Sub", [s, n.conv(stem, 4, 4, 3, pads=[1, 1, 1, 1])])
+    dd = n.op("Add", [d, d])                                                 # the same tensor twice
+    gate = n.op("Sigmoid", [n.conv(n.op("GlobalAveragePool", [dd]), 4, 4, 1)])   # [1,4,1,1]
+    t = n.op("Mul", [dd, gate])                                              # broadcast tensor product
+    sq = n.op("Mul", [n.conv(t, 4, 3, 1, gain=0.5), n.conv(t, 4, 3, 1, gain=0.5)])
+    sq2 = n.op("Mul", [sq, sq])                                              # Mul(t, t)
+    t = n.op("Concat", [t, sq2], axis=1)
+    t = n.op("Relu", [n.conv(t, 7, 5, 3, strides=[2, 2])])
+    return n.case("residual", t, [0, 2])
+
+
+def routing() -> Case:
+    """Split (sizes, equal, an unused output), Concat (channels and width), Slice, Pad, Transpose."""
+    n = Net((1, 3, 12, 14), seed=14)
+    t = n.op("Relu", [n.conv("x", 3, 6, 3, pads=[1, 1, 1, 1])])               # [1,6,12,14]
+    s1, s2 = n.op("Split", [t, n.ints([2, 4])], n_out=2, axis=1)
+    e1, e2 = n.op("Split", [s2], n_out=2, axis=1)                            # equal halves
+    _, u2 = n.op("Split", [s1], n_out=2, axis=3)                             # left half unused
+    sl = n.op("Slice", [e2, n.ints([1, -10]), n.ints([11, 100]), n.ints([2, 3]), n.ints([1, 1])])  # [1,2,10,10]
+    sl = n.op("Slice", [sl, n.ints([0]), n.ints([7]), n.ints([-1])])         # [1,2,10,7] negative axis, no steps
+    sl = n.op("Pad", [sl, n.ints([0, 1, 2, 3, 0, 0, 0, 4])], mode="constant")  # [1,3,12,14]
+    pe = n.op("Pad", [e1, n.ints([0, 0, 1, 0, 0, 0, 1, 0]), n.const(0.5)])   # value padding, [1,2,14,14]
+    pe = n.op("Slice", [pe, n.ints([1, 0]), n.ints([13, 7]), n.ints([2, 3])])  # [1,2,12,7]
+    w = n.op("Concat", [u2, pe], axis=3)                                     # [1,2,12,14] along width
+    nhwc = n.op("Transpose", [w], perm=[0, 2, 3, 1])
+    nhwc = n.op("Mul", [nhwc, n.randn((2,), 1.0)])                           # per-channel in NHWC
+    w = n.op("Transpose", [nhwc], perm=[0, 3, 1, 2])
+    t = n.op("Concat", [w, n.conv(sl, 3, 2, 1)], axis=1)                # [1,4,12,14]
+    t = n.op("Relu", [n.conv(t, 4, 5, 3, strides=[2, 2])])
+    return n.case("routing", t, [0, 4])
+
+
+def max_pools() -> Case:
+    """MaxPool: overlapping 3x3/2, padded with ceil_mode, dilated; GlobalMaxPool to a 2-D target."""
+    n = Net((1, 3, 20, 20), seed=15)
+    t = n.op("Relu", [n.conv("x", 3, 4, 3)])                                # [1,4,18,18]
+    t = n.op("MaxPool", [t], kernel_shape=[3, 3], strides=[2, 2])            # overlapping -> 8x8
+    t = n.conv(t, 4, 5, 3, pads=[1, 1, 1, 1])
+    # ceil_mode: the last row window starts on the last input row and reaches past the end pad.
+    # (pads whose ceil_mode window would start in the end pad are avoided: onnx shape inference
+    # keeps that window, onnxruntime drops it, so the analysed shape is wrong; see the report.)
+    t = n.op("MaxPool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 1], ceil_mode=1)   # [1,5,5,4]
+    t = n.op("LeakyRelu", [t], alpha=0.2)
+    t = n.conv(t, 5, 4, 1)
+    t = n.op("MaxPool", [t], kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1])
+    t = n.op("GlobalMaxPool", [t])
+    t = n.op("Flatten", [t], axis=1)
+    return n.case("max_pools", t, [0, 3])
+
+
+def avg_pools() -> Case:
+    """AveragePool: count_include_pad 0 and 1, padded, ceil_mode; ReduceMean over H,W (keepdims 1)."""
+    n = Net((1, 3, 15, 15), seed=16)
+    t = n.op("Tanh", [n.conv("x", 3, 4, 3)])                                # [1,4,13,13]
+    t = n.op("AveragePool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=0)
+    t = n.conv(t, 4, 4, 1)
+    t = n.op("AveragePool", [t], kernel_shape=[3, 2], strides=[1, 2], pads=[1, 0, 1, 1], count_include_pad=1)
+    t = n.op("Sigmoid", [t])
+    t = n.op("AveragePool", [t], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
+    t = n.conv(t, 4, 4, 1)
+    t = n.op("ReduceMean", [t], axes=[2, 3], keepdims=1)                    # [1,4,1,1]
+    t = n.conv(t, 4, 3, 1)
+    return n.case("avg_pools", t, [0, 2])
+
+
+def classifier() -> Case:
+    """BatchNormalization, LRN, Dropout, Identity, Cast, Flatten, Gemm (transB=1; alpha, beta,
+    transB=0): a ZF-like net down to 2-D logits."""
+    n = Net((1, 3, 14, 14), seed=17)
+    t = n.conv("x", 3, 6, 3, strides=[2, 2])                                # [1,6,6,6]
+    t = n.op("BatchNormalization", [t, n.randn((6,), 1.0), n.randn((6,), 0.5), n.randn((6,), 0.3),
+                                    n.const(n.rng.uniform(0.5, 2.0, 6))], epsilon=1e-3)
+    t = n.op("Relu", [t])
+    t = n.op("LRN", [t], size=3, alpha=0.9, beta=0.75, bias=1.5)
+    t = n.op("MaxPool", [t], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])   # [1,6,3,3]
+    t = n.op("Dropout", [t])
+    t = n.op("Identity", [t])
+    t = n.op("Cast", [t], to=FLOAT)
+    t = n.op("Flatten", [t])                                                # [1,54]
+    t = n.op("Gemm", [t, n.randn((10, 54), 0.3), n.randn((10,), 0.1)], transB=1)
+    t = n.op("Relu", [t])
+    t = n.op("Gemm", [t, n.randn((10, 4), 0.5), n.randn((1, 4), 0.1)], alpha=0.7, beta=0.3, transA=0, transB=0)
+    return n.case("classifier", t, [0, 3])
+
+
+def lrn_backprop() -> Case:
+    """LRN with sizes 5 and 3 and a strong alpha, on signed input, to a 4-D target."""
+    n = Net((1, 3, 12, 12), seed=18)
+    t = n.conv("x", 3, 6, 3, pads=[1, 1, 1, 1])
+    t = n.op("LRN", [t], size=5, alpha=2.0, beta=0.75, bias=1.0)
+    t = n.conv(t, 6, 4, 3, strides=[2, 2])
+    t = n.op("LRN", [t], size=3, alpha=1.0, beta=0.5, bias=2.0)
+    return n.case("lrn_backprop", t, [0, 3])
+
+
+def reshapes_matmul() -> Case:
+    """Reshape, Transpose, MatMul (constant and of two tensors), Squeeze, Unsqueeze, ReduceMean
+    (keepdims 0), GlobalAveragePool: a tiny attention block down to 2-D."""
+    n = Net((1, 3, 12, 12), seed=19)
+    t = n.op("Relu", [n.conv("x", 3, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1])])   # [1,4,6,6]
+    tok = n.op("Transpose", [n.op("Reshape", [t, n.ints([1, 4, 36])])], perm=[0, 2, 1])  # [1,36,4]
+    q = n.op("MatMul", [tok, n.randn((4, 4), 0.5)])
+    k = n.op("MatMul", [tok, n.randn((4, 4), 0.5)])
+    att = n.op("MatMul", [q, n.op("Transpose", [k], perm=[0, 2, 1])])        # [1,36,36] two tensors
+    mixed = n.op("MatMul", [n.op("Tanh", [att]), tok])                       # [1,36,4]
+    img = n.op("Reshape", [n.op("Transpose", [mixed], perm=[0, 2, 1]), n.ints([1, 4, 6, 6])])
+    img = n.op("Add", [img, t])
+    pooled = n.op("Squeeze", [n.op("GlobalAveragePool", [img]), n.ints([3])])      # [1,4,1]
+    pooled = n.op("Unsqueeze", [pooled, n.ints([3])])                               # [1,4,1,1]
+    g = n.op("Mul", [img, n.op("Sigmoid", [pooled])])
+    m = n.op("ReduceMean", [g], axes=[2, 3], keepdims=0)                     # [1,4]
+    m2 = n.op("ReduceMean", [n.op("Mul", [g, g])], axes=[-1, -2], keepdims=0)
+    out = n.op("Concat", [m, m2], axis=1)                                    # [1,8]
+    out = n.op("Gemm", [out, n.randn((8, 3), 0.5)])
+    return n.case("reshapes_matmul", out, [0, 2])
+
+
+def resizes() -> Case:
+    """Resize nearest (half_pixel / round_prefer_floor, asymmetric / floor), linear (half_pixel,
+    asymmetric, align_corners), a size-given downscale."""
+    n = Net((1, 3, 12, 12), seed=20)
+    t = n.op("Relu", [n.conv("x", 3, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1])])   # [1,4,6,6]
+    sc = n.const([1.0, 1.0, 2.0, 2.0])
+    a = n.op("Resize", [t, "", sc], mode="nearest")                          # [1,4,12,12]
+    b = n.op("Resize", [t, "", sc], mode="linear")
+    c = n.op("Resize", [t, "", sc], mode="linear", coordinate_transformation_mode="asymmetric")
+    d = n.op("Resize", [t, "", sc], mode="linear", coordinate_transformation_mode="align_corners")
+    e = n.op("Resize", [t, "", n.const([1.0, 1.0, 2.0, 3.0])], mode="nearest",
+             coordinate_transformation_mode="asymmetric", nearest_mode="floor")   # [1,4,12,18]
+    e = n.op("Resize", [e, "", "", n.ints([1, 4, 12, 12])], mode="linear")     # downscale by sizes
+    t = n.op("Concat", [a, b, c, d, e], axis=1)                              # [1,20,12,12]
+    t = n.op("Relu", [n.conv(t, 20, 4, 3, strides=[2, 2])])
+    return n.case("resizes", t, [1, 3])
+
+
+def upsample_opset9() -> Case:
+    """Upsample (opset 9), nearest and linear; Slice with attributes."""
+    n = Net((1, 3, 12, 12), seed=21, opset=9)
+    t = n.op("Relu", [n.conv("x", 3, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1])])   # [1,4,6,6]
+    a = n.op("Upsample", [t, n.const([1.0, 1.0, 2.0, 2.0])], mode="nearest")
+    b = n.op("Upsample", [t, n.const([1.0, 1.0, 2.0, 3.0])], mode="linear")
+    b = n.op("Slice", [b], starts=[0], ends=[12], axes=[3])                 # opset-9 Slice: attributes
+    t = n.op("Relu", [n.conv(n.op("Concat", [a, b], axis=1), 8, 4, 3, strides=[2, 2])])
+    return n.case("upsample_opset9", t, [0, 3])
+
+
+CASES = {
+    f.__name__: f
+    for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
+              classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9)
+}
+
+
+# ---------------------------------------------------------------- chain models for the numpy reference
+
+
+def chain_model(layers: list[dict], input_shape) -> tuple[onnx.ModelProto, str]:
+    """An ONNX model of a chain of layers as numpy_deconv.py describes them; returns (model, last tensor)."""
+    nodes, inits, t = [], [], "x"
+    for i, L in enumerate(layers):
+        kind, out = L["op"], f"t{i}"
+        if kind == "conv":
+            inits += [numpy_helper.from_array(L["W"], f"W{i}"), numpy_helper.from_array(L["B"], f"B{i}")]
+            nodes.append(helper.make_node("Conv", [t, f"W{i}", f"B{i}"], [out], strides=list(L["strides"]),
+                                          pads=list(L["pads"]), dilations=list(L.get("dilations", (1, 1)))))
+        elif kind == "relu":
+            nodes.append(helper.make_node("Relu", [t], [out]))
+        elif kind == "maxpool":
+            nodes.append(helper.make_node("MaxPool", [t], [out], kernel_shape=list(L["kernel"]), strides=list(L["strides"]),
+                                          pads=list(L["pads"]), ceil_mode=int(L.get("ceil_mode", 0))))
+        elif kind == "avgpool":
+            nodes.append(helper.make_node("AveragePool", [t], [out], kernel_shape=list(L["kernel"]), strides=list(L["strides"]),
+                                          pads=list(L["pads"]), count_include_pad=int(L["count_include_pad"])))
+        elif kind == "lrn":
+            nodes.append(helper.make_node("LRN", [t], [out], size=L["size"], alpha=L["alpha"], beta=L["beta"], bias=L["bias"]))
+        elif kind == "flatten":
+            nodes.append(helper.make_node("Flatten", [t], [out], axis=1))
+        elif kind == "gemm":
+            inits += [numpy_helper.from_array(L["W"], f"W{i}"), numpy_helper.from_array(L["B"], f"B{i}")]
+            nodes.append(helper.make_node("Gemm", [t, f"W{i}", f"B{i}"], [out], transB=1))
+        else:
+            raise ValueError(kind)
+        t = out
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", FLOAT, list(input_shape))],
+                              [helper.make_tensor_value_info(t, FLOAT, None)], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="cnncli-tests")
+    m.ir_version = 8
+    onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)  # fails on a malformed model
+    return m, t
+
+
+def _conv_layer(rng, cin, cout, k, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), gain=1.0):
+    w = (gain * np.sqrt(2.0 / (cin * k * k)) * rng.standard_normal((cout, cin, k, k))).astype(np.float32)
+    b = (0.1 * rng.standard_normal(cout)).astype(np.float32)
+    return {"op": "conv", "W": w, "B": b, "strides": strides, "pads": pads, "dilations": dilations}
+
+
+def chain_zf(seed: int = 30) -> tuple[list[dict], tuple]:
+    """ZF-like: conv/2 → relu → maxpool 3x3/2 (overlapping) → lrn → conv → relu → maxpool padded ceil."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        _conv_layer(rng, 3, 5, 3, strides=(2, 2), pads=(1, 0, 1, 1)),
+        {"op": "relu"},
+        {"op": "maxpool", "kernel": (3, 3), "strides": (2, 2), "pads": (0, 0, 0, 0)},
+        {"op": "lrn", "size": 3, "alpha": 0.5, "beta": 0.75, "bias": 1.0},
+        _conv_layer(rng, 5, 6, 3, pads=(1, 1, 1, 1), dilations=(1, 2)),
+        {"op": "relu"},
+        {"op": "maxpool", "kernel": (2, 2), "strides": (2, 2), "pads": (1, 1, 0, 0), "ceil_mode": 1},
+    ]
+    return layers, (1, 3, 20, 20)
+
+
+def chain_classifier(seed: int = 31) -> tuple[list[dict], tuple]:
+    """conv → relu → avgpool (count_include_pad 0) → conv → relu → avgpool (1) → flatten → gemm → relu → gemm."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        _conv_layer(rng, 3, 4, 3),
+        {"op": "relu"},
+        {"op": "avgpool", "kernel": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1), "count_include_pad": 0},
+        _conv_layer(rng, 4, 5, 3, strides=(1, 1), pads=(1, 1, 1, 1)),
+        {"op": "relu"},
+        {"op": "avgpool", "kernel": (2, 3), "strides": (2, 2), "pads": (0, 1, 1, 0), "count_include_pad": 1},
+        {"op": "flatten"},
+    ]
+    # 16 -> conv 14 -> avgpool 7x7 -> conv 7x7 -> avgpool (7+1-2)//2+1 = 4 by (7+1-3)//2+1 = 3
+    feat = 5 * 4 * 3
+    w1 = (np.sqrt(2.0 / feat) * rng.standard_normal((8, feat))).astype(np.float32)
+    w2 = (np.sqrt(2.0 / 8) * rng.standard_normal((4, 8))).astype(np.float32)
+    layers += [
+        {"op": "gemm", "W": w1, "B": (0.1 * rng.standard_normal(8)).astype(np.float32)},
+        {"op": "relu"},
+        {"op": "gemm", "W": w2, "B": (0.1 * rng.standard_normal(4)).astype(np.float32)},
+    ]
+    return layers, (1, 3, 16, 16)
+
+
+def chain_conv_relu(seed: int = 32) -> tuple[list[dict], tuple]:
+    """conv → relu → conv → relu: the smallest net where the three modes differ."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        _conv_layer(rng, 3, 4, 3, pads=(1, 1, 1, 1)),
+        {"op": "relu"},
+        _conv_layer(rng, 4, 5, 3, strides=(2, 2)),
+        {"op": "relu"},
+    ]
+    return layers, (1, 3, 12, 12)
