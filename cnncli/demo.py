@@ -108,7 +108,7 @@ def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
             cells = []
             for r in results:
                 f = out / "img" / f"{name}_layer{layer}_c{r.channel}.png"
-                files.append(str(save_png(to_display(r.projection, "grey", prep.bgr), f)))
+                files.append(str(save_png(to_display(r.projection, "percentile", prep.bgr), f)))
                 cells.append((r.channel, r.max_activation, f.name))
                 count += 1
             gallery[name][layer] = cells
@@ -136,7 +136,7 @@ def _page(model_path: Path, stats, conn, rows, gallery, labels, prep) -> str:
         + (f" of {html.escape(classes.replace(',', ', '))}" if classes else "")
         + ". Below: what each layer costs (<code>cnn stats</code>, <code>cnn connectivity</code>), then, for each "
         "photograph, the strongest feature maps of every conv layer projected back to pixels with the deconvnet "
-        "(<code>cnn project --mode deconvnet --top 4</code>). Grey is zero; light and dark are the signed "
+        "(<code>cnn project --mode deconvnet --top 4 --norm percentile</code>). Grey is zero; light and dark are the signed "
         "pixel pattern that drives the feature map. Early layers respond to edges and colour blobs, deeper "
         "layers to larger parts of the picture.</p>",
         f"<h2>Cost per layer</h2><p>Total: {t['macs']:,} MACs, {t['params']:,} parameters, "
