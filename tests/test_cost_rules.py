@@ -612,3 +612,29 @@ def test_two_inputs_with_override_and_batch():
     assert row(r, "conv").macs == 2 * 4 * 6 * 6 * 3 * 3 * 3
     assert row(r, "fc").macs == 2 * 7 * 5
     assert row(r, "fc").cpr == 2
+
+
+def test_ceil_mode_pool_shapes_follow_onnxruntime():
+    """A ceil_mode window that would start in the end padding is dropped (onnxruntime, ONNX's
+    reference and PyTorch agree); onnx's shape inference keeps it, so cnncli corrects it."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    from cnncli.graph import analyse
+
+    pool = dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], ceil_mode=1)
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], **pool),
+        helper.make_node("AveragePool", ["p"], ["q"], **pool),
+        helper.make_node("Relu", ["q"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", 1, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = analyse(model)
+    # 8 → ceil((8+1−2)/2)+1 = 5 windows, the 5th starts at 8 = past the input: 4; then 4 → 2
+    assert g.shape("p") == (1, 1, 4, 4)
+    assert g.shape("q") == (1, 1, 2, 2) and g.shape("y") == (1, 1, 2, 2)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": np.zeros((1, 1, 8, 8), np.float32)})[0].shape == (1, 1, 2, 2)
