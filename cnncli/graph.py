@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from cnncli.errors import BadArgument, CnnError, ModelError
+from cnncli.output import gc_paused
 
 Shape = tuple  # of int | None (None: unknown dim)
 
@@ -58,7 +59,7 @@ def nbytes(numel: int, elem_type: int) -> int:
 
 
 def numel(shape: Shape | None) -> int | None:
-    if shape is None or any(d is None for d in shape):
+    if shape is None or None in shape:  # dims are ints or None
         return None
     return math.prod(shape)
 
@@ -293,6 +294,41 @@ def _find_consts(graph: onnx.GraphProto, shapes: dict) -> dict[str, ConstRef]:
     return consts
 
 
+_POOLS = ("MaxPool", "AveragePool", "LpPool")
+
+
+def _ceil_pool_fixes(nodes, shapes: dict) -> dict[str, tuple]:
+    """Pool outputs whose ceil_mode size ONNX shape inference overstates.
+
+    With ceil_mode, a last window that would start in the end padding is dropped by onnxruntime
+    and by ONNX's reference implementation (and PyTorch), but onnx's shape inference keeps it.
+    """
+    fixes = {}
+    for node in nodes:
+        if node.op_type not in _POOLS or not node.output:
+            continue
+        a = attrs(node)
+        if not a.get("ceil_mode") or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+            continue
+        x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
+        k = a.get("kernel_shape", [])
+        if x is None or y is None or None in x or None in y or len(y) != len(x) or not k:
+            continue
+        r = len(k)
+        s, d = a.get("strides", [1] * r), a.get("dilations", [1] * r)
+        pads = a.get("pads", [0] * 2 * r) if a.get("auto_pad", "NOTSET") == "NOTSET" else [0] * 2 * r
+        fixed = list(y)
+        for i in range(r):
+            n, pb, pe = x[2 + i], pads[i], pads[r + i]
+            out = -(-(n + pb + pe - ((k[i] - 1) * d[i] + 1)) // s[i]) + 1
+            if (out - 1) * s[i] >= n + pb:
+                out -= 1
+            fixed[2 + i] = out
+        if tuple(fixed) != tuple(y):
+            fixes[node.output[0]] = tuple(fixed)
+    return fixes
+
+
 def analyse(
     model: onnx.ModelProto,
     batch: int = 1,
@@ -302,14 +338,29 @@ def analyse(
 
     Plain inference runs first; data propagation (slower) only when some shape stays unknown.
     """
+    with gc_paused():  # tens of thousands of small objects, none freed: see gc_paused
+        return _analyse(model, batch, input_shapes)
+
+
+def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[int, ...]] | None) -> Graph:
     light = _light_copy(model)
     inputs = _fix_inputs(light, batch, dict(input_shapes or {}))
     shapes: dict[str, Shape | None] = {}
     types: dict[str, int] = {}
+    data_prop = False
     inferred = _infer(light, data_prop=False)
     _collect(inferred, shapes, types)
     if not _complete(shapes, light.graph.node):
+        data_prop = True
         inferred = _infer(light, data_prop=True)
+        _collect(inferred, shapes, types)
+    for _ in range(8):  # each round fixes the first pools; later ones may follow from them
+        fixes = _ceil_pool_fixes(light.graph.node, shapes)
+        if not fixes:
+            break
+        for name, shape in fixes.items():
+            light.graph.value_info.append(onnx.helper.make_tensor_value_info(name, types.get(name, 1), list(shape)))
+        inferred = _infer(light, data_prop=data_prop)
         _collect(inferred, shapes, types)
     for spec in inputs:
         shapes[spec.name] = spec.shape
