@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from cnncli.errors import BadArgument, CnnError, ModelError
-from cnncli.output import gc_paused
+from cnncli.gcpause import gc_paused
 
 Shape = tuple  # of int | None (None: unknown dim)
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gc
 import json
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, TextIO
+
+from cnncli.gcpause import gc_paused
 
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")
 
@@ -246,20 +246,6 @@ def _json_text(obj: Any) -> str:
     out: list[str] = []
     _json_parts(obj, out, "\n")
     return "".join(out)
-
-
-@contextmanager
-def gc_paused():
-    """Pause the cyclic garbage collector for a stretch that makes many objects and frees few
-    (walking or rendering a graph of 10^4 nodes): otherwise it scans them again and again, for
-    5 to 20% of the time. Nests; restores the collector as it found it."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def render(doc: Document, fmt: str, stream: TextIO) -> None:

@@ -11,7 +11,8 @@ import onnx
 from cnncli.costs import NodeView, cost, is_known, slots_for
 from cnncli.geometry import window
 from cnncli.graph import FLOAT_TYPES, Graph, dtype_name, nbytes, numel
-from cnncli.output import col, gc_paused
+from cnncli.gcpause import gc_paused
+from cnncli.output import col
 from cnncli.receptive import receptive_fields
 
 
