@@ -105,7 +105,7 @@ class Projector:
         self._fetch = [target] + [n for n in self.reverse.needed if n != target and n not in self._baked_from_model]
         fwd = forward_model(model, self._fetch, self.reverse.extra_outputs, types)
         self._dynamic_needed = [n for n in self.reverse.needed if n in dynamic or n in self.reverse.extra_outputs]
-        self._fwd_session = make_session(fwd.SerializeToString(), provider, verbose)
+        self._fwd_session = make_session(fwd.SerializeToString(), provider, verbose, spin=False)
         self._rev_session = None
         self._baked_model: onnx.ModelProto | None = None
         self.last_forward: dict[str, np.ndarray] | None = None
@@ -133,7 +133,7 @@ class Projector:
         to one image per row, in which case they are cut into the same chunks as the seeds.
         """
         if self._rev_session is None:
-            self._rev_session = make_session(self.reverse_model(fwd).SerializeToString(), self.provider, self.verbose)
+            self._rev_session = make_session(self.reverse_model(fwd).SerializeToString(), self.provider, self.verbose, spin=False)
         out = []
         for start in range(0, len(seeds), self.max_batch):
             stop = start + self.max_batch

@@ -97,7 +97,9 @@ def scan(session, input_name: str, target: str, paths: Iterable[str], load: Call
         if not arrays:
             continue
         act = session.run([target], {input_name: np.concatenate(arrays, axis=0)})[0]
-        sel = act[:, chans].reshape(len(good), len(chans), -1)
+        sel = act.reshape(len(good), act.shape[1], -1)  # a view; fancy-indexing copies the whole batch
+        if not np.array_equal(chans, np.arange(act.shape[1])):
+            sel = sel[:, chans]
         flat = sel.argmax(axis=2)
         maxima = np.take_along_axis(sel, flat[:, :, None], axis=2)[:, :, 0]
         spatial = act.shape[2:]
