@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from functools import lru_cache
 
 
@@ -19,7 +18,3 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     err_console().print(message, markup=False, soft_wrap=True)
-
-
-def stdout_stream():
-    return sys.stdout

@@ -25,7 +25,7 @@ class Window:
         return self.pads_begin + self.pads_end
 
 
-def window(node: onnx.NodeProto, in_shape: Shape | None, kernel: tuple[int, ...] | None, out_shape: Shape | None = None) -> Window | None:
+def window(node: onnx.NodeProto, in_shape: Shape | None, kernel: tuple[int, ...] | None) -> Window | None:
     """Geometry of a sliding-window node over the spatial dims of ``in_shape``.
 
     ``kernel`` comes from the weight shape (convs) or ``kernel_shape`` (pools). auto_pad
