@@ -99,3 +99,16 @@ def loop_model() -> onnx.ModelProto:
     nodes = [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], name="loop", body=body)]
     inits = [init("trips", [], np.int64, 3), init("cond", [], np.bool_, True)]
     return make_model(nodes, [vi("x", [1, 4, 6, 6])], [out()], inits)
+
+
+def assert_one_line_error(result, code: int) -> str:
+    """A CliRunner result that failed with ``code``: one 'Error: ...' line on stderr, no
+    traceback, no stray exception and nothing on stdout. Returns the line."""
+    assert result.exit_code == code, f"exit {result.exit_code}, stderr: {result.stderr!r}, exc: {result.exception!r}"
+    assert "Traceback" not in result.stderr
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # no stray exception
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    assert result.stdout == ""
+    return lines[0]

@@ -19,21 +19,9 @@ from click.testing import CliRunner
 from onnx import helper, numpy_helper
 
 from cnncli.cli import cli
-from helpers import PNG_MAGIC, REPO, ZFNET_PAPER, conv_model, init, make_model, out, save, vi
+from helpers import PNG_MAGIC, REPO, ZFNET_PAPER, assert_one_line_error, conv_model, init, make_model, out, save, vi
 
 ZF = str(ZFNET_PAPER)
-
-
-def assert_one_line_error(result, code: int) -> str:
-    """The result failed with ``code``, one 'Error: ...' line on stderr and nothing on stdout."""
-    assert result.exit_code == code, f"exit {result.exit_code}, stderr: {result.stderr!r}"
-    assert "Traceback" not in result.stderr
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 def run_stats(model: str, *args, tmp_path=None, input=None):

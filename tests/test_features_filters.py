@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from cnncli.cli import cli
-from helpers import ZFNET_PAPER
+from helpers import ZFNET_PAPER, assert_one_line_error
 
 DEAD, CONST = 4, 5
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
@@ -101,16 +101,6 @@ def features_json(setup, layer, *extra, out=None):
                "--out", out or setup["dir"] / "out", *extra)
     assert r.exit_code == 0, (r.stderr, r.exception)
     return json.loads(r.stdout)
-
-
-def assert_one_line_error(result, code: int) -> str:
-    assert result.exit_code == code, f"exit {result.exit_code}, stderr: {result.stderr!r}"
-    assert "Traceback" not in result.stderr
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert result.stdout == ""
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- features

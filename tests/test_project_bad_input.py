@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from cnncli.cli import cli
-from helpers import ZFNET_PAPER
+from helpers import ZFNET_PAPER, assert_one_line_error
 
 ZF = str(ZFNET_PAPER)
 
@@ -147,17 +147,6 @@ def run_bad(tmp_path: Path, *args, export: bool = False):
         assert not rev.exists()
         assert list(tmp_path.glob(".*tmp*")) == []
     return result
-
-
-def assert_one_line_error(result, code: int) -> str:
-    assert result.exit_code == code, f"exit {result.exit_code}, stderr: {result.stderr!r}, exc: {result.exception!r}"
-    assert "Traceback" not in result.stderr
-    assert isinstance(result.exception, SystemExit), repr(result.exception)  # no stray exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- unreadable input

@@ -27,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from cnncli.cli import cli
+from helpers import assert_one_line_error
 
 H = W = 32
 CONST_CHANNEL = 5  # conv2 channel with zero weights and bias 0.5
@@ -178,17 +179,6 @@ def assert_same_top(got, expected):
         np.testing.assert_allclose([e[1] for e in got[c]], [e[1] for e in expected[c]], rtol=1e-5, atol=1e-7,
                                    err_msg=f"channel {c}")
         assert [e[2] for e in got[c]] == [e[2] for e in expected[c]], f"channel {c}: locations differ"
-
-
-def assert_one_line_error(result, code: int) -> str:
-    assert result.exit_code == code, f"exit {result.exit_code}, stderr: {result.stderr!r}"
-    assert "Traceback" not in result.stderr
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: "), lines[0]
-    assert result.stdout == ""
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------- the top k
