@@ -3,7 +3,7 @@
 Every builder returns a :class:`Case`: a float32 model (opset 17 unless said otherwise) whose
 input is called "x", the tensor to project from, and a few channels worth checking. Weights come
 from a seeded numpy generator, so every run sees the same numbers. Together the cases cover every
-op that cnncli/reverse.py has a rule for (test_reverse_fd.py checks that they do).
+op that cnncli/reverse/ has a rule for (test_reverse_fd.py checks that they do).
 
 Chain-style models for the numpy reference are written as a list of layer dicts (see
 ``numpy_deconv.py``) and turned into ONNX by :func:`chain_model`, so the two sides read the same

@@ -185,7 +185,7 @@ def test_all_modes_run(name, built):
 
 
 def test_cases_cover_every_reverse_rule():
-    """The cases together use every op reverse.py has a rule for."""
+    """The cases together use every op cnncli/reverse/ has a rule for."""
     from cnncli.reverse import RULES
 
     used = set()

@@ -1,0 +1,103 @@
+"""Activations: the ReLU family (where the three modes differ) and the smooth ones (exact)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnncli.reverse.builder import Builder, unsupported
+from cnncli.reverse.rules import register
+
+RELU_FAMILY = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip"})
+
+
+@register("Relu", "LeakyRelu", "PRelu", "Clip")
+def _relu_family(b: Builder, node, a, grads) -> dict:
+    """f(R) in deconvnet, R·f'(x) in backprop, f(R)·f'(x) in guided."""
+    x, R, op = node.input[0], grads[0], node.op_type
+    if op == "Clip":
+        lo, hi = _clip_bounds(b, node, a)
+        if lo != 0.0:
+            return _clip_exact(b, node, a, grads)
+    rectified = None
+    if b.mode in ("deconvnet", "guided"):
+        if op == "Relu" or op == "Clip":
+            rectified = b.op("Relu", [R], "rectify")
+        elif op == "LeakyRelu":
+            rectified = b.op("LeakyRelu", [R], "rectify", alpha=float(a.get("alpha", 0.01)))
+        else:  # PRelu
+            rectified = b.op("PRelu", [R, b.fwd(node.input[1])], "rectify")
+        if b.mode == "deconvnet":
+            return {x: rectified}
+    xf = b.fwd(x)
+    zero = b.const(0.0, "zero")
+    if op in ("Relu", "Clip"):
+        mask = b.float_mask(b.op("Greater", [xf, zero], "pos"))
+        if op == "Clip" and hi is not None:
+            mask = b.op("Mul", [mask, b.float_mask(b.op("Less", [xf, b.const(hi, "hi")], "below"))], "mask")
+    else:
+        slope = b.const(float(a.get("alpha", 0.01))) if op == "LeakyRelu" else b.fwd(node.input[1])
+        pos = b.op("Greater", [xf, zero], "pos")
+        mask = b.op("Where", [pos, b.const(1.0, "one"), slope], "slope")
+    base = rectified if b.mode == "guided" else R
+    return {x: b.op("Mul", [base, mask], "gate")}
+
+
+def _clip_bounds(b: Builder, node, a) -> tuple[float, float | None]:
+    if "min" in a or "max" in a:
+        return float(a.get("min", -np.inf)), (float(a["max"]) if "max" in a else None)
+    values = []
+    for slot in (1, 2):
+        name = node.input[slot] if len(node.input) > slot else ""
+        if not name:
+            values.append(None)
+            continue
+        v = b.const_values.get(name)
+        if v is None:
+            raise unsupported(node, "has bounds computed at run time; not supported")
+        values.append(float(np.asarray(v).reshape(-1)[0]))
+    lo = -np.inf if values[0] is None else values[0]
+    return lo, values[1]
+
+
+def _clip_exact(b: Builder, node, a, grads) -> dict:
+    lo, hi = _clip_bounds(b, node, a)
+    xf = b.fwd(node.input[0])
+    mask = b.float_mask(b.op("Greater", [xf, b.const(lo)], "above"))
+    if hi is not None:
+        mask = b.op("Mul", [mask, b.float_mask(b.op("Less", [xf, b.const(hi)], "below"))], "mask")
+    return {node.input[0]: b.op("Mul", [grads[0], mask], "gate")}
+
+
+@register("Sigmoid")
+def _sigmoid(b: Builder, node, a, grads) -> dict:
+    y = b.fwd(node.output[0])
+    d = b.op("Mul", [y, b.op("Sub", [b.const(1.0), y])], "dsig")
+    return {node.input[0]: b.op("Mul", [grads[0], d], "gate")}
+
+
+@register("Tanh")
+def _tanh(b: Builder, node, a, grads) -> dict:
+    y = b.fwd(node.output[0])
+    d = b.op("Sub", [b.const(1.0), b.op("Mul", [y, y])], "dtanh")
+    return {node.input[0]: b.op("Mul", [grads[0], d], "gate")}
+
+
+@register("HardSigmoid")
+def _hard_sigmoid(b: Builder, node, a, grads) -> dict:
+    alpha, beta = float(a.get("alpha", 0.2)), float(a.get("beta", 0.5))
+    t = b.op("Add", [b.op("Mul", [b.fwd(node.input[0]), b.const(alpha)]), b.const(beta)], "hs")
+    inside = b.op("Mul", [
+        b.float_mask(b.op("Greater", [t, b.const(0.0)])), b.float_mask(b.op("Less", [t, b.const(1.0)]))
+    ], "inside")
+    return {node.input[0]: b.op("Mul", [grads[0], b.op("Mul", [inside, b.const(alpha)])], "gate")}
+
+
+@register("HardSwish")
+def _hard_swish(b: Builder, node, a, grads) -> dict:
+    # y = x·clip(x/6 + 1/2, 0, 1): y' = 0 below −3, 1 above 3, (2x + 3)/6 between
+    x = b.fwd(node.input[0])
+    mid = b.op("Add", [b.op("Mul", [x, b.const(1 / 3)]), b.const(0.5)], "mid")
+    above = b.op("Greater", [x, b.const(3.0)])
+    below = b.op("Less", [x, b.const(-3.0)])
+    d = b.op("Where", [above, b.const(1.0), b.op("Where", [below, b.const(0.0), mid])], "dhswish")
+    return {node.input[0]: b.op("Mul", [grads[0], d], "gate")}

@@ -1,0 +1,223 @@
+"""The reverse-graph builder: a deconvnet / gradient / guided-backprop pass as an ONNX graph.
+
+Given an analysed forward graph and a target tensor, :func:`build_reverse` writes an opset-17
+ONNX graph that takes a signal shaped like the target (batch K: one row per channel or unit to
+project) plus the forward tensors it needs (activations, pooling switches, weights) and returns
+the signal in input pixel space. The three modes differ only at ReLU-family activations
+(Zeiler & Fergus; Simonyan et al.; Springenberg et al.):
+
+    backprop    R · f'(x)            (the exact gradient)
+    deconvnet   f(R)                 (ZF: rectify the reconstruction; max(R, 0) for ReLU)
+    guided      f(R) · f'(x)
+
+Every other op is replaced by its exact transpose (its Jacobian's adjoint at the forward point),
+so backprop mode is the true gradient. LRN is skipped in deconvnet and guided, as in the paper,
+and differentiated exactly in backprop. One small function per op, registered in ``RULES``
+(:mod:`cnncli.reverse.rules`) by the op-family modules of this package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from cnncli.errors import UnsupportedError
+from cnncli.graph import Graph, attrs
+from cnncli.reverse.rules import RULES
+
+OPSET = 17
+MODES = ("deconvnet", "backprop", "guided")
+SEED = "seed"
+OUTPUT = "projection"
+
+
+@dataclass
+class ReverseGraph:
+    model: onnx.ModelProto
+    needed: list[str]  # forward tensors the reverse graph reads (graph inputs of the same name)
+    extra_outputs: dict[str, tuple[str, int]]  # forward node output to add: name -> (MaxPool node name, slot)
+    target: str
+    input_name: str
+
+
+@dataclass
+class Builder:
+    graph: Graph
+    mode: str
+    nodes: list = field(default_factory=list)
+    inits: list = field(default_factory=list)
+    needed: dict = field(default_factory=dict)  # forward name -> elem type
+    extra_outputs: dict = field(default_factory=dict)
+    extra_shapes: dict = field(default_factory=dict)  # shapes of the added forward outputs
+    dynamic: set = field(default_factory=set)  # tensors that depend on the input
+    const_values: object = field(default_factory=dict)  # .get(name) -> value of a constant tensor, or None
+    count: int = 0
+
+    def fresh(self, hint: str) -> str:
+        self.count += 1
+        return f"r{self.count}/{hint}"
+
+    def fwd(self, name: str) -> str:
+        """A forward tensor the reverse pass reads; it becomes a reverse-graph input."""
+        self.needed.setdefault(name, self.graph.types.get(name, TensorProto.FLOAT))
+        return name
+
+    def const(self, value, hint: str = "c", dtype=np.float32) -> str:
+        name = self.fresh(hint)
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def ints(self, values, hint: str = "i") -> str:
+        return self.const(np.asarray(values, dtype=np.int64), hint, np.int64)
+
+    def op(self, op_type: str, inputs: list[str], hint: str = "", **kwargs) -> str:
+        out = self.fresh(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **kwargs))
+        return out
+
+    # shape helpers: the reverse batch K differs from the forward batch, so reshapes keep dim 0 free
+    def reshape(self, x: str, fwd_shape, hint: str = "reshape") -> str:
+        return self.op("Reshape", [x, self.ints([-1, *fwd_shape[1:]])], hint)
+
+    def zeros_like_batch(self, ref: str, fwd_shape) -> str:
+        batch = self.op("Slice", [self.op("Shape", [ref]), self.ints([0]), self.ints([1])], "batch")
+        shape = self.op("Concat", [batch, self.ints(list(fwd_shape[1:]))], "zshape", axis=0)
+        return self.op("ConstantOfShape", [shape], "zeros", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
+
+    def reduce_to(self, g: str, from_shape, to_shape) -> str:
+        """Sum a signal over the axes along which ``to_shape`` was broadcast up to ``from_shape``."""
+        if to_shape is None or from_shape is None or tuple(to_shape) == tuple(from_shape):
+            return g
+        lead = len(from_shape) - len(to_shape)
+        axes = list(range(lead)) + [
+            lead + i for i, (a, b) in enumerate(zip(to_shape, from_shape[lead:])) if a == 1 and b != 1
+        ]
+        if axes:
+            g = self.op("ReduceSum", [g, self.ints(axes)], "unbroadcast", keepdims=1)
+        if lead:
+            g = self.op("Reshape", [g, self.ints(list(to_shape))], "unbroadcast")
+        return g
+
+    def float_mask(self, cond: str) -> str:
+        return self.op("Cast", [cond], "mask", to=TensorProto.FLOAT)
+
+
+def shape_of(b: Builder, name: str):
+    s = b.graph.shape(name)
+    if s is None or None in s:
+        raise UnsupportedError(f"the shape of '{name}' is unknown; cannot build its reverse pass")
+    return s
+
+
+def is_dynamic(b: Builder, name: str) -> bool:
+    return bool(name) and name in b.dynamic
+
+
+def unsupported(node: onnx.NodeProto, why: str) -> UnsupportedError:
+    return UnsupportedError(f"op {node.op_type} (node '{node.name or node.output[0]}') {why}")
+
+
+def dynamic_tensors(graph: Graph, start: str) -> set[str]:
+    """Tensors whose value depends on the input ``start``."""
+    dyn = {start}
+    for node in graph.nodes:
+        if any(i in dyn for i in node.input if i):
+            dyn.update(o for o in node.output if o)
+    return dyn
+
+
+def path_nodes(graph: Graph, target: str, dynamic: set[str]) -> list[onnx.NodeProto]:
+    """Nodes between the input and ``target``, in graph order."""
+    producer = {o: n for n in graph.nodes for o in n.output if o}
+    wanted, stack, seen = set(), [target], set()
+    while stack:
+        t = stack.pop()
+        if t in seen or t not in dynamic:
+            continue
+        seen.add(t)
+        node = producer.get(t)
+        if node is None:
+            continue
+        wanted.add(id(node))
+        stack.extend(i for i in node.input if i)
+    return [n for n in graph.nodes if id(n) in wanted]
+
+
+def build_reverse(
+    graph: Graph,
+    target: str,
+    mode: str,
+    input_name: str,
+    const_values=None,
+) -> ReverseGraph:
+    """Write the reverse graph from ``target`` back to the model input ``input_name``.
+
+    ``const_values``: values of small constant tensors some rules need at build time (Clip
+    bounds, Slice starts, Pad pads, ReduceMean axes). The result reads forward tensors by their
+    own names; see :func:`bake_constants` to turn weight inputs into initializers.
+    """
+    if mode not in MODES:
+        raise ValueError(mode)
+    dynamic = dynamic_tensors(graph, input_name)
+    if target not in dynamic:
+        raise UnsupportedError(f"tensor '{target}' does not depend on input '{input_name}'")
+    nodes = path_nodes(graph, target, dynamic)
+    b = Builder(graph, mode, dynamic=dynamic, const_values=const_values if const_values is not None else {})
+    for node in nodes:  # check every op first: one clear error before any work
+        if node.op_type not in RULES or node.domain not in ("", "ai.onnx"):
+            raise UnsupportedError(
+                f"op {node.op_type} (node '{node.name or node.output[0]}') lies between the input and "
+                f"'{target}' and has no reverse rule; supported: {', '.join(sorted(RULES))}"
+            )
+    grads: dict[str, list[str]] = {target: [SEED]}
+    for node in reversed(nodes):
+        outs = []
+        for o in node.output:
+            gs = grads.pop(o, None)
+            if not gs:
+                outs.append(None)
+            elif len(gs) == 1:
+                outs.append(gs[0])
+            else:
+                outs.append(b.op("Sum", gs, "fanin"))
+        if all(g is None for g in outs):
+            continue
+        if node.op_type != "Split" and outs[0] is None:
+            continue  # only a secondary output (e.g. MaxPool indices) is used downstream
+        for name, g in RULES[node.op_type](b, node, attrs(node), outs).items():
+            if name in dynamic:
+                grads.setdefault(name, []).append(g)
+    final = grads.get(input_name)
+    if not final:
+        raise UnsupportedError(f"no signal from '{target}' reaches input '{input_name}'")
+    result = final[0] if len(final) == 1 else b.op("Sum", final, "fanin")
+    b.nodes.append(helper.make_node("Identity", [result], [OUTPUT], name="output"))
+    target_shape = shape_of(b, target)
+    in_shape = shape_of(b, input_name)
+    inputs = [helper.make_tensor_value_info(SEED, TensorProto.FLOAT, ["K", *target_shape[1:]])]
+    for name, elem in b.needed.items():
+        shape = graph.shape(name) if name not in b.extra_shapes else b.extra_shapes[name]
+        if shape is not None and name in dynamic:
+            shape = ["N", *shape[1:]]  # the forward batch: 1 (shared by all rows) or K (one each)
+        inputs.append(helper.make_tensor_value_info(name, elem, list(shape) if shape is not None else None))
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["K", *in_shape[1:]])]
+    g = helper.make_graph(b.nodes, f"reverse_{mode}", inputs, outputs, b.inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnncli")
+    model.ir_version = 8
+    return ReverseGraph(model, list(b.needed), dict(b.extra_outputs), target, input_name)
+
+
+def bake_constants(reverse: ReverseGraph, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of the reverse model with the given forward tensors stored as initializers."""
+    model = onnx.ModelProto()
+    model.CopyFrom(reverse.model)
+    keep = [i for i in model.graph.input if i.name not in values]
+    baked = [i for i in model.graph.input if i.name in values]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    for vi in baked:
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(values[vi.name]), vi.name))
+    return model

@@ -1,0 +1,53 @@
+"""Normalization: BatchNormalization (inference) and LRN."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnncli.reverse.builder import Builder, shape_of
+from cnncli.reverse.rules import register
+
+
+@register("BatchNormalization")
+def _batchnorm(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    rank = len(shape_of(b, x))
+    scale, var = b.fwd(node.input[1]), b.fwd(node.input[4])
+    k = b.op("Div", [scale, b.op("Sqrt", [b.op("Add", [var, b.const(float(a.get("epsilon", 1e-5)))])])], "bn_k")
+    k = b.op("Reshape", [k, b.ints([1, -1] + [1] * (rank - 2))], "bn_k")
+    return {x: b.op("Mul", [grads[0], k], "bn_T")}
+
+
+@register("LRN")
+def _lrn(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    if b.mode != "backprop":
+        return {x: grads[0]}  # skipped in deconvnet and guided, as in the paper
+    # y_i = x_i · D_i^−β, D_i = bias + α/n · Σ_{j∈W(i)} x_j²
+    # dx_j = R_j·D_j^−β − (2αβ/n) · x_j · Σ_{i: j∈W(i)} R_i·x_i·D_i^(−β−1)
+    n = int(a["size"])
+    alpha, beta, bias = float(a.get("alpha", 1e-4)), float(a.get("beta", 0.75)), float(a.get("bias", 1.0))
+    xs = shape_of(b, x)
+    before, after = (n - 1) // 2, n - 1 - (n - 1) // 2
+    xf = b.fwd(x)
+    sq = b.op("Mul", [xf, xf], "sq")
+    D = b.op("Add", [b.op("Mul", [_channel_window_sum(b, sq, xs, before, after), b.const(alpha / n)]), b.const(bias)], "D")
+    Dmb = b.op("Pow", [D, b.const(-beta)], "D_mb")
+    term1 = b.op("Mul", [grads[0], Dmb], "t1")
+    inner = b.op("Mul", [b.op("Mul", [grads[0], xf]), b.op("Div", [Dmb, D])], "inner")
+    back = _channel_window_sum(b, inner, xs, after, before)  # the transposed (mirrored) window
+    term2 = b.op("Mul", [b.op("Mul", [xf, back]), b.const(2 * alpha * beta / n)], "t2")
+    return {x: b.op("Sub", [term1, term2], "lrn_T")}
+
+
+def _channel_window_sum(b: Builder, t: str, xs, before: int, after: int) -> str:
+    """Σ over channels c−before … c+after, zero outside, as a pooled sum along the channel axis."""
+    c = xs[1]
+    spatial = int(np.prod(xs[2:]))
+    t4 = b.op("Reshape", [t, b.ints([-1, 1, c, spatial])], "chan")
+    k = before + after + 1
+    pooled = b.op(
+        "AveragePool", [t4], "chan_sum", kernel_shape=[k, 1], pads=[before, 0, after, 0], count_include_pad=1
+    )
+    pooled = b.op("Mul", [pooled, b.const(float(k))], "chan_sum")
+    return b.reshape(pooled, xs, "chan_back")

@@ -1,0 +1,110 @@
+"""Resize and Upsample: each spatial axis's interpolation matrix, transposed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnncli.errors import UnsupportedError
+from cnncli.reverse.builder import Builder, shape_of, unsupported
+from cnncli.reverse.rules import register
+
+
+@register("Resize", "Upsample")
+def _resize(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    xs, ys = shape_of(b, x), shape_of(b, node.output[0])
+    mode = a.get("mode", "nearest")
+    # Upsample and Resize-10 (inputs X, scales): asymmetric coordinates, and ORT's old nearest
+    # rule (truncate when upsampling, ceil when downsampling)
+    legacy = node.op_type == "Upsample" or len(node.input) == 2
+    if legacy:
+        ctm, nearest = "asymmetric", None
+    else:
+        ctm = a.get("coordinate_transformation_mode", "half_pixel")
+        nearest = a.get("nearest_mode", "round_prefer_floor")
+    if mode not in ("nearest", "linear", "bilinear") or ctm == "tf_crop_and_resize":
+        raise unsupported(node, f"with mode '{mode}' / '{ctm}' is not supported (nearest and linear are)")
+    if int(a.get("antialias", 0)) and mode != "nearest":
+        raise unsupported(node, "with antialias is not supported")
+    if xs[:2] != ys[:2]:
+        raise unsupported(node, "resizing the batch or channel axis is not supported")
+    scales = _resize_scales(b, node, a, len(xs), legacy)
+    g = grads[0]
+    r = len(xs)
+    for axis in range(2, r):
+        if xs[axis] == ys[axis]:
+            continue  # onnxruntime copies an axis whose size does not change, whatever its scale
+        scale = scales[axis] if scales is not None else None
+        near = nearest or ("floor" if (scale or ys[axis] / xs[axis]) >= 1 else "ceil")
+        m = resize_matrix(xs[axis], ys[axis], mode, ctm, near, scale)  # [out, in]
+        perm = list(range(r))
+        perm[axis], perm[-1] = perm[-1], perm[axis]
+        g = b.op("Transpose", [g], "T", perm=perm) if axis != r - 1 else g
+        g = b.op("MatMul", [g, b.const(m, "resize_m")], "resize_T")
+        g = b.op("Transpose", [g], "T", perm=perm) if axis != r - 1 else g
+    return {x: g}
+
+
+def _resize_scales(b: Builder, node, a, rank: int, legacy: bool) -> list[float] | None:
+    """The per-axis scales the node was given (the coordinate transform divides by these, not by
+    out/in: 5 × 1.5 gives 7 outputs sampled at a step of 1/1.5), or None when it gives sizes."""
+    if "scales" in a:  # Upsample-7
+        values = a["scales"]
+    else:
+        slot = 1 if legacy else 2
+        name = node.input[slot] if len(node.input) > slot else ""
+        v = b.const_values.get(name) if name else None
+        if v is None or np.asarray(v).size == 0:  # sizes given (or scales unknown until run time)
+            return None
+        values = [float(s) for s in np.asarray(v, dtype=np.float32).reshape(-1)]
+    values = [float(np.float32(s)) for s in values]  # onnxruntime reads them as float32
+    axes = a.get("axes")
+    if axes is not None:  # opset 18: scales for the listed axes only
+        full = [1.0] * rank
+        for ax, s in zip(axes, values):
+            full[ax % rank] = s
+        values = full
+    return values if len(values) == rank else None
+
+
+def resize_matrix(n_in: int, n_out: int, mode: str, ctm: str, nearest_mode: str, scale: float | None = None) -> np.ndarray:
+    """The [n_out, n_in] matrix of a 1-D ONNX Resize; ``scale`` is the given scale (default n_out / n_in)."""
+    scale = n_out / n_in if scale is None else scale
+    o = np.arange(n_out, dtype=np.float64)
+    if ctm == "half_pixel":
+        src = (o + 0.5) / scale - 0.5
+    elif ctm == "pytorch_half_pixel":
+        src = (o + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(o)
+    elif ctm == "align_corners":
+        src = o * (n_in - 1) / (n_out - 1) if n_out > 1 else np.zeros_like(o)
+    elif ctm == "asymmetric":
+        src = o / scale
+    elif ctm == "half_pixel_symmetric":
+        adj = n_out / (scale * n_in)
+        center = n_in / 2
+        offset = center * (1 - adj)
+        src = offset + (o + 0.5) / scale - 0.5
+    elif ctm == "tf_half_pixel_for_nn":
+        src = (o + 0.5) / scale
+    else:
+        raise UnsupportedError(f"Resize coordinate_transformation_mode '{ctm}' is not supported")
+    m = np.zeros((n_out, n_in), dtype=np.float64)
+    if mode == "nearest":
+        if nearest_mode == "floor":
+            idx = np.floor(src)
+        elif nearest_mode == "ceil":
+            idx = np.ceil(src)
+        elif nearest_mode == "round_prefer_ceil":
+            idx = np.floor(src + 0.5)
+        else:  # round_prefer_floor
+            idx = np.ceil(src - 0.5)
+        idx = np.clip(idx, 0, n_in - 1).astype(int)
+        m[np.arange(n_out), idx] = 1.0
+    else:
+        src = np.clip(src, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        frac = src - lo
+        np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+        np.add.at(m, (np.arange(n_out), hi), frac)
+    return m.astype(np.float32)

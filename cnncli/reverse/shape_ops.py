@@ -1,0 +1,113 @@
+"""Shape and routing ops: reshapes, transposes, concat/split, slice/pad, casts."""
+
+from __future__ import annotations
+
+from onnx import TensorProto, helper
+
+from cnncli.reverse.builder import Builder, is_dynamic, shape_of, unsupported
+from cnncli.reverse.rules import register
+
+
+@register("Dropout", "Identity")
+def _identity(b: Builder, node, a, grads) -> dict:
+    return {node.input[0]: grads[0]}
+
+
+@register("Cast")
+def _cast(b: Builder, node, a, grads) -> dict:
+    src = b.graph.types.get(node.input[0], TensorProto.FLOAT)
+    if src != TensorProto.FLOAT:
+        raise unsupported(node, "from a non-float32 tensor is not supported")
+    return {node.input[0]: grads[0]}
+
+
+@register("Flatten", "Reshape", "Squeeze", "Unsqueeze")
+def _reshape_back(b: Builder, node, a, grads) -> dict:
+    return {node.input[0]: b.reshape(grads[0], shape_of(b, node.input[0]))}
+
+
+@register("Transpose")
+def _transpose(b: Builder, node, a, grads) -> dict:
+    perm = a.get("perm") or list(reversed(range(len(shape_of(b, node.input[0])))))
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return {node.input[0]: b.op("Transpose", [grads[0]], "T", perm=inverse)}
+
+
+@register("Concat")
+def _concat(b: Builder, node, a, grads) -> dict:
+    axis = int(a["axis"])
+    shapes = [shape_of(b, i) for i in node.input]
+    axis %= len(shapes[0])
+    sizes = [s[axis] for s in shapes]
+    parts = [b.fresh("split") for _ in node.input]
+    b.nodes.append(helper.make_node("Split", [grads[0], b.ints(sizes)], parts, name=parts[0] + "_n", axis=axis))
+    out = {}
+    for name, part in zip(node.input, parts):
+        if is_dynamic(b, name):
+            out[name] = b.op("Add", [out[name], part], "acc") if name in out else part
+    return out
+
+
+@register("Split")
+def _split(b: Builder, node, a, grads) -> dict:
+    axis = int(a.get("axis", 0))
+    pieces = []
+    for out_name, g in zip(node.output, grads):
+        pieces.append(g if g is not None else b.zeros_like_batch(_first(grads), shape_of(b, out_name)))
+    return {node.input[0]: b.op("Concat", pieces, "unsplit", axis=axis)}
+
+
+def _first(grads):
+    return next(g for g in grads if g is not None)
+
+
+@register("Slice")
+def _slice(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    xs, ys = shape_of(b, x), shape_of(b, node.output[0])
+    # the end of each slice follows from the output shape; only starts, axes and steps matter
+    if "starts" in a:
+        starts = a["starts"]
+        axes, steps = a.get("axes", list(range(len(starts)))), [1] * len(starts)
+    else:
+        vals = [b.const_values.get(n) if n else None for n in list(node.input[1:]) + [""] * 4]
+        if vals[0] is None or vals[1] is None:
+            raise unsupported(node, "with starts/ends computed at run time is not supported")
+        starts = [int(v) for v in vals[0]]
+        axes = [int(v) for v in vals[2]] if vals[2] is not None else list(range(len(starts)))
+        steps = [int(v) for v in vals[3]] if vals[3] is not None else [1] * len(starts)
+    if any(s != 1 for s in steps):
+        raise unsupported(node, "with steps other than 1 is not supported")
+    pads = [0] * (2 * len(xs))
+    for st, ax in zip(starts, axes):
+        ax %= len(xs)
+        n = xs[ax]
+        begin = min(max(st + n if st < 0 else st, 0), n)
+        pads[ax] = begin
+        pads[len(xs) + ax] = n - begin - ys[ax]
+    if pads[0] or pads[len(xs)]:
+        raise unsupported(node, "slices the batch axis; not supported")
+    return {x: b.op("Pad", [grads[0], b.ints(pads)], "unslice")}
+
+
+@register("Pad")
+def _pad(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    xs = shape_of(b, x)
+    if a.get("mode", "constant") != "constant":
+        raise unsupported(node, f"in mode '{a.get('mode')}' is not supported (constant only)")
+    if "pads" in a:
+        pads = a["pads"]
+    else:
+        v = b.const_values.get(node.input[1])
+        if v is None or (len(node.input) > 3 and node.input[3]):
+            raise unsupported(node, "with pads computed at run time or explicit axes is not supported")
+        pads = [int(p) for p in v]
+    r = len(xs)
+    if any(p < 0 for p in pads) or pads[0] or pads[r]:
+        raise unsupported(node, "with negative pads or pads on the batch axis is not supported")
+    starts = list(pads[1:r])
+    ends = [p + n for p, n in zip(starts, xs[1:])]
+    return {x: b.op("Slice", [grads[0], b.ints(starts), b.ints(ends), b.ints(list(range(1, r)))], "unpad")}
