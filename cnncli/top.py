@@ -28,6 +28,13 @@ class ChannelTopRow:
     files: dict = col("files", "files")
 
 
+def top_order(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the column indices of the k best entries: value descending, then image number
+    ascending (empty slots, id -1, last). A total order, so merging top-k lists is associative."""
+    # lexsort: last key is primary
+    return np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -values), axis=1)[:, :k]
+
+
 class TopK:
     """Per channel, the k largest (activation, image) pairs seen so far; ties go to the earlier image."""
 
@@ -43,8 +50,7 @@ class TopK:
         vals = np.concatenate([self.values, maxima.T.astype(np.float64)], axis=1)
         all_ids = np.concatenate([self.ids, np.broadcast_to(ids, (vals.shape[0], len(ids)))], axis=1)
         all_locs = np.concatenate([self.locs, locs.transpose(1, 0, 2)], axis=1)
-        # order by value descending, then image number ascending (lexsort: last key is primary)
-        order = np.lexsort((np.where(all_ids < 0, np.iinfo(np.int64).max, all_ids), -vals), axis=1)[:, : self.k]
+        order = top_order(vals, all_ids, self.k)
         rows = np.arange(vals.shape[0])[:, None]
         self.values, self.ids, self.locs = vals[rows, order], all_ids[rows, order], all_locs[rows, order]
         for i, p in zip(ids, paths):
@@ -69,6 +75,19 @@ def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
             batch = []
     if batch:
         yield batch
+
+
+def channel_maxima(act: np.ndarray, chans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Activations [B, C, *spatial] → per image and chosen channel the spatial maximum [B, len(chans)]
+    and its first location [B, len(chans), 2] (row-major argmax)."""
+    sel = act.reshape(act.shape[0], act.shape[1], -1)  # a view; fancy-indexing copies the whole batch
+    if not np.array_equal(chans, np.arange(act.shape[1])):
+        sel = sel[:, chans]
+    flat = sel.argmax(axis=2)
+    maxima = np.take_along_axis(sel, flat[:, :, None], axis=2)[:, :, 0]
+    spatial = act.shape[2:]
+    locs = np.stack(np.unravel_index(flat, spatial), axis=2) if spatial else np.zeros((*flat.shape, 2), int)
+    return maxima, locs
 
 
 @dataclass
@@ -97,13 +116,7 @@ def scan(session, input_name: str, target: str, paths: Iterable[str], load: Call
         if not arrays:
             continue
         act = session.run([target], {input_name: np.concatenate(arrays, axis=0)})[0]
-        sel = act.reshape(len(good), act.shape[1], -1)  # a view; fancy-indexing copies the whole batch
-        if not np.array_equal(chans, np.arange(act.shape[1])):
-            sel = sel[:, chans]
-        flat = sel.argmax(axis=2)
-        maxima = np.take_along_axis(sel, flat[:, :, None], axis=2)[:, :, 0]
-        spatial = act.shape[2:]
-        locs = np.stack(np.unravel_index(flat, spatial), axis=2) if spatial else np.zeros((*flat.shape, 2), int)
+        maxima, locs = channel_maxima(act, chans)
         ids = np.arange(next_id, next_id + len(good))
         next_id += len(good)
         top.offer(maxima, locs, ids, good)
