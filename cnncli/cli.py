@@ -16,23 +16,73 @@ from cnncli.errors import BadArgument, CnnError
 from cnncli.output import FORMATS
 
 
+def _one_line(message: str) -> str:
+    """An error message on one line (an onnx or OS message may span several)."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 class CnnGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except BadArgument as exc:
-            raise click.BadParameter(str(exc), param_hint=f"'{exc.param}'") from None
+            raise click.BadParameter(_one_line(exc), param_hint=f"'{exc.param}'") from None
         except CnnError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(_one_line(exc)) from None
         except click.UsageError as exc:
             exc.ctx = None  # one line: "Error: ..." without the usage block
             raise
+        except BrokenPipeError:  # the reader of stdout left (cnn … | head): a normal end, exit 0
+            raise click.exceptions.Exit(0) from None
 
 
-format_option = click.option(
-    "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-    help="Output format for stdout.",
-)
+# The row type each command renders, so --columns is checked before any work (a command not
+# listed here has its --columns checked when it renders).
+_ROW_TYPES = {
+    "stats": lambda kw: ("cnncli.stats", "OpRow" if kw.get("by") == "op" else "LayerRow"),
+    "connectivity": lambda kw: ("cnncli.connectivity", "ConnectivityRow"),
+    "project": lambda kw: ("cnncli.project_job", "ProjectionRow"),
+    "demo": lambda kw: ("cnncli.demo", "DemoRow"),
+    "top": lambda kw: ("cnncli.top", "ChannelTopRow"),
+    "features": lambda kw: ("cnncli.features", "FeatureRow"),
+    "filters": lambda kw: ("cnncli.filters", "FilterRow"),
+}
+
+
+def format_option(f):
+    """--format, --columns and --wide. The command gets them as one ``fmt`` argument: the format
+    name (a str) carrying the picked columns, which ``render`` reads."""
+    import functools
+
+    @functools.wraps(f)
+    def command(*args, fmt, columns, wide, **kwargs):
+        from cnncli.render import OutputFormat
+
+        picked = None
+        if columns is not None:
+            if wide:
+                raise click.UsageError("give --columns or --wide, not both")
+            picked = tuple(c.strip() for c in columns.split(",") if c.strip())
+            if f.__name__ in _ROW_TYPES:
+                import importlib
+
+                from cnncli.render import pick_columns
+
+                module, name = _ROW_TYPES[f.__name__](kwargs)
+                pick_columns(getattr(importlib.import_module(module), name), picked)
+        return f(*args, fmt=OutputFormat(fmt, picked, wide), **kwargs)
+
+    options = [
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+                     help="Output format for stdout."),
+        click.option("--columns", metavar="COL,COL…",
+                     help="Only these columns, in this order (table, markdown, csv; names as in JSON, or headers)."),
+        click.option("--wide", is_flag=True,
+                     help="Every column in a terminal's table [default: those that fit; a pipe gets every column]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 def shape_options(f):
@@ -373,14 +423,28 @@ def main() -> None:
             print(exc.code, file=sys.stderr)
             code = 1
     try:
-        sys.stdout.flush()
-    except (BrokenPipeError, ValueError):  # reader went away (cnn … | head) or stream closed
-        code = code or 1
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except (BrokenPipeError, ValueError):  # the reader went away (cnn … | head): a normal end
+        pass
+    except OSError as exc:  # a full disk, an I/O error: the data did not all get out
+        if not code:
+            _echo_error(f"cannot write to standard output: {exc.strerror or exc}")
+            code = 1
     try:
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):
+        if sys.stderr is not None:
+            sys.stderr.flush()
+    except (OSError, ValueError):
         pass
     os._exit(code)
+
+
+def _echo_error(message: str) -> None:
+    try:
+        if sys.stderr is not None:
+            sys.stderr.write(f"Error: {_one_line(message)}\n")
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -15,15 +15,15 @@ from cnncli.output import col
 
 @dataclass(frozen=True)
 class ConnectivityRow:
-    index: int | None = col("#", "int")
-    name: str = col("name")
+    index: int | None = col("#", "int", compact=True)
+    name: str = col("name", compact=True)
     input_shape: list | None = col("input", "shape")
     output_shape: list | None = col("output", "shape")
-    shared: int | None = col("shared", "int", unknown=True)  # weights of the conv (bias excluded)
-    local: int | None = col("local", "int", unknown=True)  # one unshared window per output unit
-    full: int | None = col("full", "int", unknown=True)  # every input to every output unit
-    full_over_local: float | int | None = col("full/local", "int", unknown=True)
-    local_over_shared: float | int | None = col("local/shared", "int", unknown=True)
+    shared: int | None = col("shared", "int", unknown=True, compact=True)  # weights of the conv (bias excluded)
+    local: int | None = col("local", "int", unknown=True, compact=True)  # one unshared window per output unit
+    full: int | None = col("full", "int", unknown=True, compact=True)  # every input to every output unit
+    full_over_local: float | int | None = col("full/local", "int", unknown=True, compact=True)
+    local_over_shared: float | int | None = col("local/shared", "int", unknown=True, compact=True)
 
 
 def _ratio(a: int | None, b: int | None) -> int | float | None:

@@ -18,34 +18,34 @@ from cnncli.receptive import receptive_fields
 
 @dataclass(frozen=True)
 class LayerRow:
-    index: int | None = col("#", "int")  # 1-based number of each Conv, as `cnn project --layer` takes
-    name: str = col("name")
-    op: str = col("op")
+    index: int | None = col("#", "int", compact=True)  # 1-based number of each Conv, as `cnn project --layer` takes
+    name: str = col("name", compact=True)
+    op: str = col("op", compact=True)
     input_shape: list | None = col("input", "shape")
-    output_shape: list | None = col("output", "shape")
+    output_shape: list | None = col("output", "shape", compact=True)
     kernel: list | None = col("kernel", "shape")
     stride: list | None = col("stride", "shape")
     pads: list | None = col("pads", "dims")
     dilation: list | None = col("dilation", "shape")
     groups: int | None = col("groups", "int")
-    macs: int | None = col("MACs", "int", unknown=True)
+    macs: int | None = col("MACs", "int", unknown=True, compact=True)
     flops_other: int | None = col("other FLOPs", "int", unknown=True)
-    params: int | None = col("params", "int")
+    params: int | None = col("params", "int", compact=True)
     buffers: int | None = col("buffers", "int")
-    cpr: int | float | None = col("CPR", "int")
+    cpr: int | float | None = col("CPR", "int", compact=True)
     act_bytes: int | None = col("act bytes", "int")
-    rf: list | None = col("RF", "shape")
+    rf: list | None = col("RF", "shape", compact=True)
     rf_stride: list | None = col("RF stride", "shape")
 
 
 @dataclass(frozen=True)
 class OpRow:
-    op: str = col("op")
-    count: int = col("count", "int")
-    macs: int | None = col("MACs", "int")
+    op: str = col("op", compact=True)
+    count: int = col("count", "int", compact=True)
+    macs: int | None = col("MACs", "int", compact=True)
     flops_other: int | None = col("other FLOPs", "int")
-    params: int = col("params", "int")
-    act_bytes: int | None = col("act bytes", "int")
+    params: int = col("params", "int", compact=True)
+    act_bytes: int | None = col("act bytes", "int", compact=True)
 
 
 @dataclass
@@ -220,15 +220,31 @@ def by_op(rows: list[LayerRow]) -> list[OpRow]:
 
 
 def sort_rows(rows: list, row_type: type, column: str) -> list:
-    """Numbers largest first (unknowns last), text A to Z; stable, so ties keep graph order."""
+    """Numbers largest first, shapes largest first (by element count, then axis by axis), text
+    A to Z; unknowns last; stable, so ties keep graph order."""
     import dataclasses
+    import math
 
     from cnncli.errors import BadArgument
 
-    names = [f.name for f in dataclasses.fields(row_type)]
-    if column not in names:
-        raise BadArgument("--sort", f"no column '{column}' (columns: {', '.join(names)})")
-    sample = next((getattr(r, column) for r in rows if getattr(r, column) is not None), None)
+    fields = {f.name: f for f in dataclasses.fields(row_type)}
+    if column not in fields:
+        raise BadArgument("--sort", f"no column '{column}' (columns: {', '.join(fields)})")
+    kind = fields[column].metadata.get("kind", "text")
+
+    def value(r):
+        return getattr(r, column)
+
+    if kind in ("shape", "dims"):
+        def key(r):
+            v = value(r)
+            if not isinstance(v, (list, tuple)) or any(not isinstance(x, (int, float)) for x in v):
+                return (True, 0, ())
+            size = math.prod(v) if kind == "shape" else 0
+            return (False, -size, tuple(-x for x in v))
+
+        return sorted(rows, key=key)
+    sample = next((value(r) for r in rows if value(r) is not None), None)
     if isinstance(sample, (int, float)):
-        return sorted(rows, key=lambda r: (getattr(r, column) is None, -(getattr(r, column) or 0)))
-    return sorted(rows, key=lambda r: (getattr(r, column) is None, str(getattr(r, column))))
+        return sorted(rows, key=lambda r: (value(r) is None, -(value(r) or 0)))
+    return sorted(rows, key=lambda r: (value(r) is None, str(value(r))))

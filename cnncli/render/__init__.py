@@ -1,0 +1,123 @@
+"""One renderer for every command: rows of frozen dataclasses to table, JSON, JSONL, CSV or
+Markdown, on any output stream.
+
+- document.py: the Document, column metadata (``col``) and cell texts, shared by all formats;
+- formats.py: JSON/JSONL/CSV/Markdown (exact values, strict JSON);
+- table.py: tables for people (every column on a pipe, the columns that fit on a terminal);
+- text.py: human units, display width, shortening, visible control characters, ASCII fallback.
+
+``render`` writes to a stream and turns its failures into the tool's errors: a reader that went
+away (``| head``) ends the run quietly (BrokenPipeError goes up to the CLI, which exits 0); a
+full disk or a closed stream is a ``CnnError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, TextIO
+
+from cnncli.gcpause import gc_paused
+from cnncli.render.document import (
+    FORMATS,
+    Document,
+    cells,
+    col,
+    column_names,
+    columns,
+    compact_names,
+    pick_columns,
+    to_json_value,
+)
+
+__all__ = [
+    "FORMATS", "Document", "OutputFormat", "cells", "col", "column_names", "columns", "compact_names",
+    "pick_columns", "render", "to_json_value",
+]
+
+
+class OutputFormat(str):
+    """The value of ``--format`` (a plain format name) with ``--columns`` and ``--wide``
+    attached, so commands hand one value to ``render``."""
+
+    columns: tuple[str, ...] | None = None
+    wide: bool = False
+
+    def __new__(cls, name: str, columns: Sequence[str] | None = None, wide: bool = False):
+        self = super().__new__(cls, name)
+        self.columns = tuple(columns) if columns is not None else None
+        self.wide = wide
+        return self
+
+
+def _stream_name(stream: Any) -> str:
+    import sys
+
+    if stream is sys.__stdout__ or getattr(stream, "name", None) in ("<stdout>", 1):
+        return "standard output"
+    return str(getattr(stream, "name", "the output"))
+
+
+def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[str] | None = None,
+           wide: bool | None = None, warn: Callable[[str], None] | None = None) -> None:
+    """Write ``doc`` to ``stream`` in format ``fmt``.
+
+    ``columns`` (field names or headers) picks the columns of table, Markdown and CSV output;
+    JSON and JSONL always carry every field. On a terminal the table shows the row type's
+    compact columns unless ``wide`` or ``columns`` says otherwise. ``warn`` hears about values
+    written as null in JSON (default: cnncli.console.warn).
+    """
+    from cnncli.errors import CnnError
+
+    if columns is None:
+        columns = getattr(fmt, "columns", None)
+    if wide is None:
+        wide = getattr(fmt, "wide", False)
+    fmt = str(fmt)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    picked = pick_columns(doc.row_type, columns)
+    if stream is None:
+        raise CnnError("standard output is closed: nothing to write the output to")
+    try:
+        with gc_paused():
+            _render(doc, fmt, stream, picked, columns is not None or wide, warn)
+        stream.flush()
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as exc:  # a full disk, an I/O error, a closed stream
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CnnError(f"cannot write to {_stream_name(stream)}: {reason}") from None
+
+
+def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: bool, warn) -> None:
+    from cnncli.render import formats, table
+    from cnncli.render.text import encodable, is_unicode
+
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    if is_unicode(encoding) or fmt in ("json", "jsonl"):  # JSON is ASCII (ensure_ascii)
+        write = stream.write
+    else:
+        def write(text: str) -> None:
+            stream.write(encodable(text, encoding))
+
+    if fmt in ("json", "jsonl"):
+        bad = formats.NotFinite()
+        (formats.json_document if fmt == "json" else formats.jsonl)(doc, write, bad)
+        if bad.count:
+            if warn is None:
+                from cnncli.console import warn
+            warn("some values are not finite (NaN or infinity, e.g. activations that overflowed); "
+                 "they are written as null")
+    elif fmt == "csv":
+        formats.csv_rows(doc, write, picked)
+    elif fmt == "markdown":
+        formats.markdown(doc, write, picked)
+    else:
+        tty = stream.isatty() if hasattr(stream, "isatty") else False
+        if not tty:
+            table.plain_table(doc, picked, stream.write, encoding)
+            return
+        if not chosen:
+            wanted = set(compact_names(doc.row_type))
+            picked = [i for i, name in enumerate(column_names(doc.row_type)) if name in wanted]
+        table.terminal_table(doc, picked, stream.write, table.terminal_width(stream), encoding,
+                             bold=table.use_color(stream))

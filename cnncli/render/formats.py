@@ -1,0 +1,132 @@
+"""JSON, JSONL, CSV and Markdown writers: exact values, every field.
+
+JSON goes through the standard library's C encoder (``json.dump(indent=…)`` uses the pure-Python
+one, which took seconds on models of 10^4 layers) and is always strict JSON: a NaN or infinity
+becomes null, and the caller hears about it once.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+from typing import Any, Callable
+
+from cnncli.render.document import Document, cells, columns, headers, numeric, summary_lines, to_json_value
+from cnncli.render.text import visible
+
+Write = Callable[[str], Any]
+
+_field_names: dict[type, tuple[str, ...]] = {}
+
+
+def _fields_of(obj: Any) -> dict[str, Any]:
+    """``default`` hook of the JSON encoder: a dataclass row as an object of its fields."""
+    if not dataclasses.is_dataclass(obj):
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+    names = _field_names.get(type(obj))
+    if names is None:
+        names = _field_names[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+    return {n: getattr(obj, n) for n in names}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_fields_of, allow_nan=False)
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` (dataclasses, dicts, lists, floats) as plain JSON values with every NaN and
+    infinity replaced by None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return finite(to_json_value(obj))
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # a numpy scalar
+        return finite(obj.tolist())
+    return obj
+
+
+class NotFinite:
+    """Counts the values written as null because they were NaN or infinite."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def dumps(self, obj: Any) -> str:
+        try:
+            return _dumps(obj)
+        except ValueError:  # "Out of range float values are not JSON compliant"
+            self.count += 1
+            return _dumps(finite(obj))
+
+
+def json_document(doc: Document, write: Write, bad: NotFinite) -> None:
+    """One object: the meta keys, the rows (one compact object a line), then the totals."""
+    dumps = bad.dumps
+    items = [f"  {dumps(k)}: {dumps(v)}" for k, v in doc.meta.items()]
+    rows = ",\n    ".join(map(dumps, doc.rows))
+    items.append(f"  {dumps(doc.rows_key)}: [" + (f"\n    {rows}\n  ]" if rows else "]"))
+    if doc.totals is not None:
+        items.append(f'  "totals": {dumps(doc.totals)}')
+    write("{\n" + ",\n".join(items) + "\n}\n")
+
+
+def jsonl(doc: Document, write: Write, bad: NotFinite) -> None:
+    dumps = bad.dumps
+    for r in doc.rows:
+        write(dumps(r) + "\n")
+
+
+class _Sink:
+    def __init__(self, write: Write):
+        self.write = write
+
+
+def csv_rows(doc: Document, write: Write, picked: list[int]) -> None:
+    writer = csv.writer(_Sink(write), lineterminator="\n")
+    names = [f.name for f in columns(doc.row_type)]
+    if len(picked) == len(names):
+        writer.writerow(names)
+        for r in doc.rows:
+            writer.writerow(cells(r, human=False))
+    else:
+        writer.writerow([names[i] for i in picked])
+        for r in doc.rows:
+            cs = cells(r, human=False)
+            writer.writerow([cs[i] for i in picked])
+
+
+_MD = str.maketrans({c: "\\" + c for c in "\\|*`[]<>&"})
+
+
+def md_escape(text: str) -> str:
+    """``text`` shown verbatim in a Markdown table cell: the characters Markdown would read as
+    syntax (``|`` above all, which ends the cell) backslash-escaped, line breaks as ``<br>``,
+    other control characters as visible escapes."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").translate(_MD)
+    if "\n" in text:
+        text = "<br>".join(text.split("\n"))
+    return visible(text)
+
+
+def markdown(doc: Document, write: Write, picked: list[int]) -> None:
+    out = []
+    if doc.title:
+        out.append(f"**{md_escape(doc.title)}**\n\n")
+    heads = headers(doc.row_type)
+    nums = numeric(doc.row_type)
+    out.append("| " + " | ".join(md_escape(heads[i]) for i in picked) + " |\n")
+    out.append("|" + "|".join("---:" if nums[i] else "---" for i in picked) + "|\n")
+    for r in doc.rows:
+        cs = cells(r, human=True)
+        out.append("| " + " | ".join(md_escape(cs[i]) for i in picked) + " |\n")
+    if doc.totals:
+        out.append("\n| total | value |\n|---|---:|\n")
+        for k, v in summary_lines(doc.totals):
+            out.append(f"| {md_escape(k)} | {md_escape(v)} |\n")
+    write("".join(out))
