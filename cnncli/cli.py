@@ -326,9 +326,13 @@ def demo(out_dir, top, provider, quiet, fmt):
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per forward run.")
 @click.option("--out", "out_dir", default="cnn-top", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Scan in this process, or on Ray Data (pip install 'cnncli[ray]').")
+@click.option("--address", metavar="ADDRESS", help="Ray: join this cluster ('auto', 'ray://host:10001') [default: start a local runtime].")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N", help="Ray: model actors, one session each [default: from the cluster].")
 @image_options
 @format_option
-def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, out_dir, quiet,
+def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, out_dir, quiet, engine, address, workers,
         preset, mean, std, bgr, size, input_name, provider, verbose, fmt):
     """The top-k activations of a layer's feature maps over IMAGES (a folder, a glob, a text file of
     paths, or - for paths on stdin), each projected alone beside its receptive-field patch."""
@@ -340,7 +344,8 @@ def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, o
     mean, std, size_hw = parse_image_options(mean, std, size)
     req = TopRequest(model=model, images=images, layer=layer, channels=channels, n_channels=n_channels, seed=seed,
                      k=k, mode=mode, batch_size=batch_size, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw,
-                     out_dir=out_dir, provider=provider, input_name=input_name, verbose=verbose)
+                     out_dir=out_dir, provider=provider, input_name=input_name, verbose=verbose,
+                     engine=engine, address=address, workers=workers)
     with _progress(quiet, "scanning images") as tick:
         report = run_top(req, stdin=sys.stdin if images == "-" else None, progress=tick)
     if report.skipped:

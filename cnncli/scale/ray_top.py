@@ -1,0 +1,292 @@
+"""The scan of `cnn top --engine ray` as a Ray Data pipeline.
+
+    image paths (listed on the driver by the local engine's `iter_image_paths`, numbered in order)
+      → blocks of (number, path) in Ray's object store
+      → decode tasks: `read_image`, the local engine's decoder (uint8 pixels travel, 4× smaller
+        than the float tensors); an unreadable image is flagged, not fatal
+      → an actor pool (`workers` actors, one onnxruntime session each, CPU or one GPU per actor):
+        `to_tensor`, forward pass, `channel_maxima` and `TopK.offer`, the local engine's code, give
+        one top-k per block; activation maps never leave the actor
+      → the driver folds the blocks' top-k lists together with `merge` (associative: the result
+        is the local engine's, whatever the partitioning) and counts scanned and skipped images.
+
+The driver holds the global top-k (k × channels), one object reference per block of paths and the
+skipped paths; the projection of the kept units then runs on the driver as in the local engine.
+Ray is imported only here, and only when `--engine ray` is asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from cnncli.errors import BadArgument, CnnError
+from cnncli.preprocess import Preprocess
+from cnncli.top import ScanResult, TopK, batched
+
+# Fault tolerance of the actor pool: a dead actor (its process killed, its node lost) is restarted
+# up to MAX_RESTARTS times, and the block it was working on is retried up to MAX_TASK_RETRIES
+# times; after that the run fails with an error (exit 1) and writes nothing.
+# A decode task whose worker process dies is retried by Ray's default, 3 times. (Ray 2.60 marks
+# these per-operator retry settings deprecated; Ray Data's own default is unbounded restarts, which
+# would let a crash loop hang the run, so they are set here and the warning silenced.)
+MAX_RESTARTS = 3
+MAX_TASK_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class ScanSpec:
+    """What each actor needs to turn a block of decoded images into a block top-k."""
+
+    input_name: str
+    target: str
+    channels: tuple[int, ...]
+    k: int
+    batch_size: int  # images per forward run, as in the local engine
+    prep: Preprocess
+    provider: str  # "cpu" or "cuda"
+    threads: int  # onnxruntime intra-op threads per actor
+
+
+@dataclass(frozen=True)
+class Placement:
+    workers: int
+    provider: str
+    cpus_per_actor: float
+    gpus_per_actor: float
+    threads: int
+
+
+def numbered_blocks(paths: Iterable[str], batch_size: int, workers: int) -> Iterator[tuple[int, list[str]]]:
+    """(number of the first image, paths) per pipeline block. A block holds 8 forward runs (so its
+    top-k, k × channels entries, is much smaller than its per-image maxima), capped at 1024 images;
+    a short list (under 4 full blocks per worker, read ahead to know) is cut into 4 blocks per
+    worker so that every actor gets work."""
+    size = int(min(1024, max(32, 8 * batch_size)))
+    it = iter(paths)
+    head = list(itertools.islice(it, 4 * workers * size))
+    if len(head) < 4 * workers * size:
+        size = max(1, -(-len(head) // (4 * workers)))
+    n = 0
+    for chunk in batched(itertools.chain(head, it), size):
+        yield n, chunk
+        n += len(chunk)
+
+
+def plan(resources: dict, workers: int | None, provider: str) -> Placement:
+    """Actors and their resources on the cluster at hand. CPU actors share half the cluster's CPUs
+    (fractions allowed), leaving the rest to the decode tasks: on 2 CPUs, 2 actors of one CPU each
+    would starve the decode tasks and the pipeline would never finish. GPU actors take one GPU each."""
+    cpus, gpus = float(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    if provider == "auto":
+        provider = "cuda" if gpus else "cpu"
+    if provider == "cuda" and not gpus:
+        raise CnnError("--provider cuda: the Ray cluster has no GPU")
+    if workers is None:
+        workers = gpus if provider == "cuda" else max(1, int(cpus) // 4)
+    if provider == "cuda" and workers > gpus:
+        raise CnnError(f"--workers {workers} with --provider cuda: the Ray cluster has {gpus} GPU(s), one per worker")
+    share = round(max(0.05, min(cpus / 2 / workers, 16.0)), 2)
+    if provider == "cuda":
+        return Placement(workers, provider, min(1.0, share), 1.0, 1)
+    return Placement(workers, provider, share, 0.0, max(1, int(share)))
+
+
+def decode_block(batch: dict, image_channels: int, size: tuple[int, int]) -> dict:
+    """Decode a block of paths with the local engine's reader; unreadable images get ok=False."""
+    from cnncli.preprocess import read_image
+
+    paths = [str(p) for p in batch["path"]]
+    pixels = np.zeros((len(paths), size[0], size[1], image_channels), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    for i, path in enumerate(paths):
+        try:
+            pixels[i] = read_image(path, image_channels, size)
+            ok[i] = True
+        except Exception:  # as in the local engine: skipped and reported, never ends a long scan
+            pass
+    return {"id": np.asarray(batch["id"], dtype=np.int64), "path": np.asarray(paths, dtype=object),
+            "ok": ok, "pixels": pixels}
+
+
+class BlockTopK:
+    """A Ray Data actor: one onnxruntime session; a block of decoded images → that block's top-k."""
+
+    def __init__(self, model_ref: list, spec: ScanSpec):
+        import ray
+
+        from cnncli.runtime import make_session
+
+        self.spec = spec
+        self.chans = np.asarray(spec.channels)
+        self.session = make_session(ray.get(model_ref[0]), spec.provider, threads=spec.threads)
+
+    def __call__(self, batch: dict) -> dict:
+        from cnncli.preprocess import to_tensor
+        from cnncli.scale.merge import to_record
+        from cnncli.top import channel_maxima
+
+        spec = self.spec
+        ids, paths, ok, pixels = batch["id"], batch["path"], batch["ok"], batch["pixels"]
+        top = TopK(len(spec.channels), spec.k)
+        good = np.flatnonzero(ok)
+        for start in range(0, len(good), spec.batch_size):
+            chunk = good[start:start + spec.batch_size]
+            x = np.concatenate([to_tensor(pixels[i], spec.prep) for i in chunk], axis=0)
+            act = self.session.run([spec.target], {spec.input_name: x})[0]
+            maxima, locs = channel_maxima(act, self.chans)
+            top.offer(maxima, locs, np.asarray(ids[chunk], dtype=np.int64), [str(paths[i]) for i in chunk])
+        import json
+
+        skipped = [[int(ids[i]), str(paths[i])] for i in np.flatnonzero(~ok)]
+        return {**to_record(top), "scanned": np.array([len(good)]),
+                "skipped": np.array([json.dumps(skipped)], dtype=object)}
+
+
+def import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise CnnError("--engine ray needs Ray: pip install 'cnncli[ray]'") from None
+    return ray
+
+
+class RayRuntime:
+    """Join the cluster at ``address`` ('auto', 'ray://host:10001', …) or start an embedded local
+    runtime; leave a runtime the caller already started alone. Quiet unless ``verbose``."""
+
+    def __init__(self, address: str | None, verbose: bool):
+        self.address, self.verbose, self.started = address, verbose, False
+
+    def __enter__(self):
+        ray = import_ray()
+        if not ray.is_initialized():
+            if not self.verbose:  # the driver's own core worker logs to stderr (C++ glog)
+                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+            kwargs = {"log_to_driver": self.verbose, "logging_level": logging.INFO if self.verbose else logging.ERROR}
+            if self.address is None:
+                kwargs["include_dashboard"] = False
+            try:
+                with _quiet_fd2(not self.verbose):  # C++ start-up lines ("Set ray log level …")
+                    ray.init(address=self.address, **kwargs)
+            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+                where = f"the Ray cluster at '{self.address}'" if self.address else "a local Ray runtime"
+                raise CnnError(f"cannot start or join {where}: {_first_line(exc)}") from None
+            self.started = True
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = self.verbose
+        ctx.print_on_execution_start = self.verbose
+        ctx.enable_auto_log_stats = False
+        if not self.verbose:
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
+        return ray
+
+    def __exit__(self, *exc):
+        if self.started:
+            import ray
+
+            ray.shutdown()
+        return False
+
+
+def ray_scan(model_bytes: bytes, input_name: str, target: str, image_shape: tuple[int, int, int],
+             prep: Preprocess, paths: Iterable[str], channels: list[int], k: int, batch_size: int,
+             provider: str = "auto", workers: int | None = None, address: str | None = None,
+             verbose: bool = False, tick: Callable[[int], None] | None = None) -> ScanResult:
+    """The local `cnncli.top.scan` on Ray Data: the same ScanResult (top k per channel, number of
+    images scanned, unreadable paths in listing order). ``image_shape`` = (C, H, W) of the input."""
+    if workers is not None and workers < 1:
+        raise BadArgument("--workers", "must be at least 1")
+    with RayRuntime(address, verbose) as ray:
+        import pyarrow as pa
+
+        place = plan(ray.cluster_resources(), workers, provider)
+        spec = ScanSpec(input_name, target, tuple(channels), k, batch_size, prep, place.provider, place.threads)
+        refs = [ray.put(pa.table({"id": pa.array(np.arange(n, n + len(chunk)), pa.int64()),
+                                  "path": pa.array(chunk, pa.string())}))
+                for n, chunk in numbered_blocks(paths, batch_size, place.workers)]
+        top = TopK(len(channels), k)
+        if not refs:
+            return ScanResult(top, 0, [])
+        ds = ray.data.from_arrow_refs(refs)
+        ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", zero_copy_batch=True,
+                            fn_kwargs={"image_channels": image_shape[0], "size": tuple(image_shape[1:])},
+                            num_cpus=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # RayDeprecationWarning: max_restarts, …
+            ds = ds.map_batches(BlockTopK, batch_size=None, batch_format="numpy", zero_copy_batch=True,
+                                compute=ray.data.ActorPoolStrategy(size=place.workers),
+                                fn_constructor_args=([ray.put(model_bytes)], spec),
+                                num_cpus=place.cpus_per_actor, num_gpus=place.gpus_per_actor or None,
+                                max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+        try:
+            with warnings.catch_warnings():
+                if not verbose:  # e.g. "won't fully utilize the available concurrency"
+                    warnings.simplefilter("ignore")
+                return collect(ds, top, tick)
+        except Exception as exc:
+            raise _user_error(exc) from None
+
+
+def collect(ds, top: TopK, tick: Callable[[int], None] | None) -> ScanResult:
+    """Run the pipeline: fold each block's top-k into ``top``, count, tick the progress line."""
+    import json
+
+    from cnncli.scale.merge import from_record, merge
+
+    scanned, skipped = 0, []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for i in range(len(batch["scanned"])):
+            top = merge(top, from_record(batch["values"][i], batch["ids"][i], batch["locs"][i], batch["paths"][i]))
+            bad = json.loads(batch["skipped"][i])
+            skipped.extend(bad)
+            scanned += int(batch["scanned"][i])
+            if tick:
+                tick(int(batch["scanned"][i]) + len(bad))
+    skipped.sort()  # by image number: the listing order, as the local engine reports them
+    return ScanResult(top, scanned, [p for _, p in skipped])
+
+
+@contextlib.contextmanager
+def _quiet_fd2(quiet: bool):
+    """Send file descriptor 2 to /dev/null meanwhile: Ray's C++ core writes there directly."""
+    if not quiet:
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _user_error(exc: BaseException) -> CnnError:
+    """A failure inside the pipeline as one line: our own error (e.g. onnxruntime cannot load the
+    model on a worker) if one is the cause, else Ray's."""
+    seen, cur = set(), exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if type(cur).__module__.startswith("cnncli") and isinstance(cur, CnnError):
+            return CnnError(str(cur))
+        cur = getattr(cur, "cause", None) or cur.__cause__
+    return CnnError(f"the Ray pipeline failed: {_first_line(exc)}")
