@@ -12,6 +12,12 @@ graph of ConvTranspose, ScatterElements, ...). A network is a list of layer dict
     {"op": "lrn", "size": n, "alpha": a, "beta": b, "bias": k}
     {"op": "flatten"}
     {"op": "gemm", "W": [O,I], "B": [O]}                     # y = x·Wᵀ + B
+    {"op": "pick", "source": [c...], "scale": [..], "shift": [..]}   # y_c = x[:, source_c]·scale_c + shift_c
+    {"op": "chunk", "index": i}                              # channel half i of two
+    {"op": "clip", "min": 0.0, "max": 6.0}                   # ReLU6
+    {"op": "layernorm", "gamma": [C], "beta": [C], "eps": e} # over the channels at each position
+    {"op": "gelu", "approximate": "none" | "tanh"}
+(a conv may carry "group": g.)
 
 Reverse rules (signal R from above, forward input x of the layer):
 
@@ -21,6 +27,10 @@ Reverse rules (signal R from above, forward input x of the layer):
     avgpool  R/count spread over the window's real input positions
     lrn      identity in deconvnet and guided (the paper skips it); the exact Jacobianᵀ in backprop
     flatten  reshape back; gemm: R·W
+    pick     R_c·scale_c added to channel source_c; chunk: R put back into its half, zeros elsewhere
+    clip     with min 0 a rectifier: backprop R·1[0<x<max] · deconvnet max(R,0) · guided both
+    layernorm  Rᵀ·J in every mode, J the C×C Jacobian of the normalisation at each position
+    gelu     R·GELU'(x) in every mode
 """
 
 from __future__ import annotations
@@ -39,7 +49,18 @@ def _conv_out(n, k, s, d, pb, pe):
     return (n + pb + pe - d * (k - 1) - 1) // s + 1
 
 
+def _groups(L, c_in):
+    """(layer, input channel slice, output channel slice) for each group of a grouped conv."""
+    g = L.get("group", 1)
+    o = L["W"].shape[0] // g
+    ci = c_in // g
+    return [({**L, "W": L["W"][k * o:(k + 1) * o], "B": L["B"][k * o:(k + 1) * o], "group": 1},
+             slice(k * ci, (k + 1) * ci), slice(k * o, (k + 1) * o)) for k in range(g)]
+
+
 def conv_forward(x, L):
+    if L.get("group", 1) > 1:
+        return np.concatenate([conv_forward(x[:, cin], Lg) for Lg, cin, _ in _groups(L, x.shape[1])], axis=1)
     W, B = L["W"].astype(np.float64), L["B"].astype(np.float64)
     (sh, sw), (dh, dw) = L["strides"], L.get("dilations", (1, 1))
     pt, pl, pb, pr = L["pads"]
@@ -58,6 +79,10 @@ def conv_forward(x, L):
 
 
 def conv_adjoint(R, L, x_shape):
+    if L.get("group", 1) > 1:
+        parts = _groups(L, x_shape[1])
+        return np.concatenate([conv_adjoint(R[:, cout], Lg, (x_shape[0], cin.stop - cin.start, *x_shape[2:]))
+                               for Lg, cin, cout in parts], axis=1)
     W = L["W"].astype(np.float64)
     (sh, sw), (dh, dw) = L["strides"], L.get("dilations", (1, 1))
     pt, pl, pb, pr = L["pads"]
@@ -188,6 +213,64 @@ def lrn_gradient(R, x, L):
     return g
 
 
+# ---------------------------------------------------------------- channel picks, layer norm, GELU
+
+
+def pick_forward(x, L):
+    return np.stack([x[:, c] * s + t for c, s, t in zip(L["source"], L["scale"], L["shift"])], axis=1)
+
+
+def pick_reverse(R, x_shape, L):
+    g = np.zeros((R.shape[0], *x_shape[1:]))
+    for out, (c, s) in enumerate(zip(L["source"], L["scale"])):
+        g[:, c] += R[:, out] * s
+    return g
+
+
+def _half(x_shape, index):
+    h = x_shape[1] // 2
+    return slice(index * h, (index + 1) * h)
+
+
+def layernorm_forward(x, L):
+    mu = x.mean(axis=1, keepdims=True)
+    sd = np.sqrt(((x - mu) ** 2).mean(axis=1, keepdims=True) + L["eps"])
+    return (x - mu) / sd * L["gamma"].astype(np.float64)[None, :, None, None] + L["beta"].astype(np.float64)[None, :, None, None]
+
+
+def layernorm_vjp(R, x, L):
+    """Σ_i R_i ∂y_i/∂x_j, position by position, from the explicit Jacobian
+    ∂y_i/∂x_j = γ_i/σ · (δ_ij − 1/C − x̂_i·x̂_j/C)."""
+    C = x.shape[1]
+    gamma = L["gamma"].astype(np.float64)
+    g = np.zeros((R.shape[0], *x.shape[1:]))
+    for h in range(x.shape[2]):
+        for w in range(x.shape[3]):
+            v = x[0, :, h, w]
+            sd = math.sqrt(((v - v.mean()) ** 2).mean() + L["eps"])
+            xh = (v - v.mean()) / sd
+            J = gamma[:, None] / sd * (np.eye(C) - 1.0 / C - np.outer(xh, xh) / C)
+            g[:, :, h, w] = R[:, :, h, w] @ J
+    return g
+
+
+_erf = np.vectorize(math.erf)
+_K = math.sqrt(2 / math.pi)
+
+
+def gelu_forward(x, L):
+    if L["approximate"] == "tanh":
+        return 0.5 * x * (1 + np.tanh(_K * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+
+
+def gelu_derivative(x, L):
+    if L["approximate"] == "tanh":
+        t = np.tanh(_K * (x + 0.044715 * x ** 3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t ** 2) * _K * (1 + 3 * 0.044715 * x ** 2)
+    return 0.5 * (1 + _erf(x / math.sqrt(2))) + x * np.exp(-x ** 2 / 2) / math.sqrt(2 * math.pi)
+
+
 # ---------------------------------------------------------------- the network
 
 
@@ -212,6 +295,16 @@ def forward(layers, x):
             t = t.reshape(t.shape[0], -1)
         elif op == "gemm":
             t = t @ L["W"].astype(np.float64).T + L["B"].astype(np.float64)
+        elif op == "pick":
+            t = pick_forward(t, L)
+        elif op == "chunk":
+            t = t[:, _half(t.shape, L["index"])]
+        elif op == "clip":
+            t = np.clip(t, L["min"], L["max"])
+        elif op == "layernorm":
+            t = layernorm_forward(t, L)
+        elif op == "gelu":
+            t = gelu_forward(t, L)
         else:
             raise ValueError(op)
         rec["output"] = t
@@ -249,6 +342,21 @@ def project(layers, records, seed, mode):
             R = R.reshape(R.shape[0], *x.shape[1:])
         elif op == "gemm":
             R = R @ L["W"].astype(np.float64)
+        elif op == "pick":
+            R = pick_reverse(R, x.shape, L)
+        elif op == "chunk":
+            g = np.zeros((R.shape[0], *x.shape[1:]))
+            g[:, _half(x.shape, L["index"])] = R
+            R = g
+        elif op == "clip":
+            if L["min"] != 0:
+                raise ValueError("clip: only min 0 (a rectifier) is modelled")
+            rectified = R if mode == "backprop" else np.maximum(R, 0.0)
+            R = rectified if mode == "deconvnet" else rectified * ((x > 0) & (x < L["max"]))
+        elif op == "layernorm":
+            R = layernorm_vjp(R, x, L)
+        elif op == "gelu":
+            R = R * gelu_derivative(x, L)
         else:
             raise ValueError(op)
     return R

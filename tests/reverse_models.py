@@ -89,12 +89,16 @@ class Net:
             self.inits,
         )
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], producer_name="cnncli-tests")
-        m.ir_version = 8 if self.opset >= 13 else 7
+        m.ir_version = _ir_version(self.opset)
         onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)  # fails on a malformed model
         return m
 
     def case(self, name: str, target: str, channels) -> Case:
         return Case(name, self.model(target), target, self.input_shape, list(channels))
+
+
+def _ir_version(opset: int) -> int:
+    return 9 if opset >= 19 else 8 if opset >= 13 else 7
 
 
 # ---------------------------------------------------------------- the op-coverage cases
@@ -301,25 +305,172 @@ def upsample_opset9() -> Case:
     return n.case("upsample_opset9", t, [0, 3])
 
 
+def transform_input() -> Case:
+    """GoogLeNet / Inception v3 transform_input as TorchScript writes it: x[:, c] is Gather(axis 1,
+    scalar index) → Unsqueeze → Mul → Add, the three concatenated; a Gather with repeated and
+    negative 1-D indices; x.view(x.size(0), -1), whose shape comes from a Shape → Gather →
+    Unsqueeze → Concat subgraph (integer tensors, no signal)."""
+    n = Net((1, 3, 12, 12), seed=22)
+    chans = []
+    for c, (scale, shift) in enumerate([(0.229 / 0.5, (0.485 - 0.5) / 0.5), (0.224 / 0.5, (0.456 - 0.5) / 0.5),
+                                        (0.225 / 0.5, (0.406 - 0.5) / 0.5)]):
+        g = n.op("Gather", ["x", n.const(c, np.int64, "idx")], axis=1)             # [1,12,12]
+        g = n.op("Unsqueeze", [g, n.ints([1])])
+        chans.append(n.op("Add", [n.op("Mul", [g, n.const(scale)]), n.const(shift)]))
+    t = n.op("Concat", chans, axis=1)
+    t = n.op("Relu", [n.conv(t, 3, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1])])         # [1,4,6,6]
+    t = n.op("Gather", [t, n.ints([3, 0, -1, 1, 0])], axis=1)                         # [1,5,6,6]
+    t = n.op("MaxPool", [n.conv(t, 5, 4, 3, pads=[1, 1, 1, 1])], kernel_shape=[2, 2], strides=[2, 2])
+    batch = n.op("Unsqueeze", [n.op("Gather", [n.op("Shape", [t]), n.const(0, np.int64, "idx")], axis=0), n.ints([0])])
+    flat = n.op("Reshape", [t, n.op("Concat", [batch, n.ints([-1])], axis=0)])        # [1,36]
+    t = n.op("Gather", [n.op("Relu", [flat]), n.ints([[0, 5], [35, 5]])], axis=1)     # [1,2,2]: 2-D indices
+    t = n.op("Gemm", [n.op("Flatten", [t]), n.randn((3, 4), 0.5)], transB=1)
+    return n.case("transform_input", t, [0, 2])
+
+
+def computed_constants() -> Case:
+    """Values the graph computes from shapes or constants, as TorchScript writes them: chunk as
+    Slices whose starts/ends come from Shape → Gather → Add → Div → Mul, clamp(x, 0, 6) as Clip
+    with Cast(Constant) bounds, TF-style "same" padding as a Pad whose pads come from a Shape
+    subgraph, a Reshape of a channel shuffle whose shape is computed."""
+    n = Net((1, 3, 13, 13), seed=23)
+    t = n.op("Relu", [n.conv("x", 3, 8, 3, pads=[1, 1, 1, 1])])                      # [1,8,13,13]
+    c = n.op("Gather", [n.op("Shape", [t]), n.ints([1])], axis=0)                     # [8]
+    half = n.op("Div", [n.op("Add", [c, n.ints([1])]), n.ints([2])])                  # (8 + 1) // 2 = 4
+    a = n.op("Slice", [t, n.ints([0]), n.op("Mul", [half, n.ints([1])]), n.ints([1])])
+    b = n.op("Slice", [t, n.op("Mul", [half, n.ints([1])]), n.op("Mul", [half, n.ints([2])]), n.ints([1])])
+    lo = n.op("Cast", [n.op("Constant", [], value=numpy_helper.from_array(np.array(0, np.int64)))], to=FLOAT)
+    hi = n.op("Cast", [n.op("Constant", [], value=numpy_helper.from_array(np.array(6, np.int64)))], to=FLOAT)
+    b = n.op("Clip", [n.conv(b, 4, 4, 3, pads=[1, 1, 1, 1], gain=4.0), lo, hi])       # ReLU6, some > 6
+    # "same" padding for a 3x3 stride-2 conv: total = max((ceil(H/2) − 1)·2 + 3 − H, 0), split low/high
+    h = n.op("Gather", [n.op("Shape", [b]), n.ints([2])], axis=0)
+    total = n.op("Sub", [n.op("Add", [n.op("Mul", [n.op("Sub", [n.op("Div", [n.op("Add", [h, n.ints([1])]), n.ints([2])]),
+                                                                 n.ints([1])]), n.ints([2])]), n.ints([3])]), h])
+    low = n.op("Div", [total, n.ints([2])])
+    pads = n.op("Concat", [n.ints([0, 0]), low, low, n.ints([0, 0]), n.op("Sub", [total, low]), n.op("Sub", [total, low])], axis=0)
+    b = n.conv(n.op("Pad", [b, pads]), 4, 4, 3, strides=[2, 2])                        # [1,4,7,7]
+    a = n.conv(a, 4, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1])                         # [1,4,7,7]
+    t = n.op("Concat", [a, b], axis=1)
+    shape = n.op("Concat", [n.op("Gather", [n.op("Shape", [t]), n.ints([0])], axis=0), n.ints([2, 4, 7, 7])], axis=0)
+    t = n.op("Reshape", [n.op("Transpose", [n.op("Reshape", [t, shape])], perm=[0, 2, 1, 3, 4]), n.ints([1, 8, 7, 7])])
+    t = n.op("Relu", [n.conv(t, 8, 5, 3, strides=[2, 2])])
+    return n.case("computed_constants", t, [0, 4])
+
+
+def _convnext_block(n: Net, t: str, c: int, gelu) -> str:
+    """ConvNeXt's CNBlock: depthwise 7x7 → NHWC → LayerNorm(C) → Linear(4C) → GELU → Linear(C) →
+    layer scale → NCHW → residual."""
+    h = n.conv(t, c, c, 7, group=c, pads=[3, 3, 3, 3])
+    h = n.op("Transpose", [h], perm=[0, 2, 3, 1])
+    outs = 3 if n.opset >= 18 else 1  # the dynamo exporter writes (and leaves unused) Mean and InvStdDev
+    h = n.op("LayerNormalization", [h, n.const(1 + 0.3 * n.rng.standard_normal(c)), n.randn((c,), 0.2)],
+             n_out=outs, axis=-1, epsilon=1e-6)
+    h = h[0] if outs > 1 else h
+    h = n.op("Add", [n.op("MatMul", [h, n.randn((c, 4 * c), 1 / np.sqrt(c))]), n.randn((4 * c,), 0.2)])
+    h = gelu(h)
+    h = n.op("Add", [n.op("MatMul", [h, n.randn((4 * c, c), 1 / np.sqrt(4 * c))]), n.randn((c,), 0.2)])
+    h = n.op("Mul", [h, n.const(0.5 + n.rng.uniform(0, 1, c))])                        # layer scale
+    h = n.op("Transpose", [h], perm=[0, 3, 1, 2])
+    return n.op("Add", [t, h])
+
+
+def convnext_torchscript() -> Case:
+    """A ConvNeXt stem and block as the TorchScript exporter writes them (opset 17): GELU as
+    Div(√2) → Erf → Add(1) → Mul(x) → Mul(0.5)."""
+    n = Net((1, 3, 12, 12), seed=24)
+    t = n.conv("x", 3, 6, 2, strides=[2, 2])                                         # [1,6,6,6]
+
+    def gelu(h):
+        e = n.op("Erf", [n.op("Div", [h, n.const(np.sqrt(2.0))])])
+        return n.op("Mul", [n.op("Mul", [h, n.op("Add", [e, n.const(1.0)])]), n.const(0.5)])
+
+    t = _convnext_block(n, t, 6, gelu)
+    return n.case("convnext_torchscript", t, [0, 5])
+
+
+def convnext_dynamo() -> Case:
+    """The same block as the dynamo exporter writes it (opset 20): Gelu (exact and tanh),
+    LayerNormalization with three outputs, Split with num_outputs, ReduceMean and Pad with axes
+    as inputs (opset 18)."""
+    n = Net((1, 3, 12, 12), seed=25, opset=20)
+    t = n.conv("x", 3, 6, 2, strides=[2, 2])                                         # [1,6,6,6]
+    t = _convnext_block(n, t, 6, lambda h: n.op("Gelu", [h]))
+    t = _convnext_block(n, t, 6, lambda h: n.op("Gelu", [h], approximate="tanh"))
+    p, q = n.op("Split", [t], n_out=2, axis=1, num_outputs=2)                        # [1,3,6,6] each
+    q = n.op("Pad", [q, n.ints([1, 0, 0, 2]), n.const(0.0), n.ints([2, -1])])        # H +1 above, W +2 at the end
+    q = n.conv(q, 3, 3, 2, strides=[1, 2], pads=[0, 0, 0, 1])                        # [1,3,6,4]
+    m = n.op("ReduceMean", [p, n.ints([2, 3])], keepdims=1)                           # [1,3,1,1]
+    t = n.op("Concat", [n.op("Mul", [p, m]), n.op("Resize", [q, "", "", n.ints([1, 3, 6, 6])], mode="linear")], axis=1)
+    return n.case("convnext_dynamo", t, [0, 4])
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
-              classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9)
+              classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
+              computed_constants, convnext_torchscript, convnext_dynamo)
 }
 
 
 # ---------------------------------------------------------------- chain models for the numpy reference
 
 
-def chain_model(layers: list[dict], input_shape) -> tuple[onnx.ModelProto, str]:
-    """An ONNX model of a chain of layers as numpy_deconv.py describes them; returns (model, last tensor)."""
+def chain_model(layers: list[dict], input_shape, opset: int = 17) -> tuple[onnx.ModelProto, str]:
+    """An ONNX model of a chain of layers as numpy_deconv.py describes them; returns (model, last tensor).
+
+    The newer layers are written as PyTorch's exporters write them: "pick" as TorchScript's
+    transform_input (Gather → Unsqueeze → Mul → Add → Concat), "chunk" as a Slice whose bounds
+    come from a Shape subgraph, "clip" with Cast(Constant) bounds, "layernorm" over channels as
+    Transpose → LayerNormalization → Transpose, "gelu" as Gelu from opset 20, else as Erf."""
     nodes, inits, t = [], [], "x"
+
+    def add(op, ins, hint, **attrs):
+        name = f"{hint}_{len(nodes)}"
+        nodes.append(helper.make_node(op, ins, [name], **attrs))
+        return name
+
+    def const(value, hint, dtype=np.float32):
+        name = f"{hint}_{len(inits)}"
+        inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
     for i, L in enumerate(layers):
         kind, out = L["op"], f"t{i}"
         if kind == "conv":
             inits += [numpy_helper.from_array(L["W"], f"W{i}"), numpy_helper.from_array(L["B"], f"B{i}")]
             nodes.append(helper.make_node("Conv", [t, f"W{i}", f"B{i}"], [out], strides=list(L["strides"]),
-                                          pads=list(L["pads"]), dilations=list(L.get("dilations", (1, 1)))))
+                                          pads=list(L["pads"]), dilations=list(L.get("dilations", (1, 1))),
+                                          group=int(L.get("group", 1))))
+        elif kind == "pick":
+            picked = []
+            for c, sc, sh in zip(L["source"], L["scale"], L["shift"]):
+                g = add("Unsqueeze", [add("Gather", [t, const(c, "idx", np.int64)], "gather", axis=1), const([1], "ax", np.int64)], "unsq")
+                picked.append(add("Add", [add("Mul", [g, const(sc, "scale")], "mul"), const(sh, "shift")], "add"))
+            nodes.append(helper.make_node("Concat", picked, [out], axis=1))
+        elif kind == "chunk":
+            c = add("Gather", [add("Shape", [t], "shape"), const([1], "i", np.int64)], "dim", axis=0)
+            half = add("Div", [add("Add", [c, const([1], "one", np.int64)], "add"), const([2], "two", np.int64)], "half")
+            lo = add("Mul", [half, const([L["index"]], "k", np.int64)], "start")
+            hi = add("Mul", [half, const([L["index"] + 1], "k", np.int64)], "end")
+            nodes.append(helper.make_node("Slice", [t, lo, hi, const([1], "axis", np.int64)], [out]))
+        elif kind == "clip":
+            bounds = [add("Cast", [add("Constant", [], "k", value=numpy_helper.from_array(np.array(v, np.int64)))], "cast",
+                          to=FLOAT) for v in (L["min"], L["max"])]
+            nodes.append(helper.make_node("Clip", [t, *bounds], [out]))
+        elif kind == "layernorm":
+            nhwc = add("Transpose", [t], "nhwc", perm=[0, 2, 3, 1])
+            ln = add("LayerNormalization", [nhwc, const(L["gamma"], "gamma"), const(L["beta"], "beta")], "ln",
+                     axis=-1, epsilon=float(L["eps"]))
+            nodes.append(helper.make_node("Transpose", [ln], [out], perm=[0, 3, 1, 2]))
+        elif kind == "gelu":
+            if opset >= 20:
+                nodes.append(helper.make_node("Gelu", [t], [out], approximate=L["approximate"]))
+            elif L["approximate"] == "none":
+                e = add("Erf", [add("Div", [t, const(np.sqrt(2.0), "sqrt2")], "div")], "erf")
+                half = add("Mul", [t, add("Add", [e, const(1.0, "one")], "add")], "mul")
+                nodes.append(helper.make_node("Mul", [half, const(0.5, "half")], [out]))
+            else:
+                raise ValueError("the tanh GELU needs opset 20")
         elif kind == "relu":
             nodes.append(helper.make_node("Relu", [t], [out]))
         elif kind == "maxpool":
@@ -340,8 +491,8 @@ def chain_model(layers: list[dict], input_shape) -> tuple[onnx.ModelProto, str]:
         t = out
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", FLOAT, list(input_shape))],
                               [helper.make_tensor_value_info(t, FLOAT, None)], inits)
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="cnncli-tests")
-    m.ir_version = 8
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="cnncli-tests")
+    m.ir_version = _ir_version(opset)
     onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)  # fails on a malformed model
     return m, t
 
@@ -398,6 +549,41 @@ def chain_conv_relu(seed: int = 32) -> tuple[list[dict], tuple]:
         _conv_layer(rng, 3, 4, 3, pads=(1, 1, 1, 1)),
         {"op": "relu"},
         _conv_layer(rng, 4, 5, 3, strides=(2, 2)),
+        {"op": "relu"},
+    ]
+    return layers, (1, 3, 12, 12)
+
+
+def chain_transform(seed: int = 33) -> tuple[list[dict], tuple]:
+    """transform_input (channel picks, one of them twice) → conv → ReLU → chunk (second half) →
+    maxpool → conv → ReLU6 with Cast(Constant) bounds: GoogLeNet's input path and ShuffleNet's chunk."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        {"op": "pick", "source": [2, 0, 1, 0], "scale": [0.458, 0.448, 0.45, -0.7], "shift": [-0.03, -0.088, -0.188, 0.1]},
+        _conv_layer(rng, 4, 6, 3, pads=(1, 1, 1, 1)),
+        {"op": "relu"},
+        {"op": "chunk", "index": 1},
+        {"op": "maxpool", "kernel": (3, 3), "strides": (2, 2), "pads": (0, 0, 0, 0)},
+        _conv_layer(rng, 3, 4, 3, pads=(1, 1, 1, 1), gain=4.0),
+        {"op": "clip", "min": 0.0, "max": 6.0},
+    ]
+    return layers, (1, 3, 13, 13)
+
+
+def chain_convnext(seed: int = 34, approximate: str = "tanh") -> tuple[list[dict], tuple]:
+    """conv → depthwise 7x7 → LayerNorm over channels → 1x1 conv → GELU → 1x1 conv → ReLU →
+    conv → ReLU: ConvNeXt's block (with convs for its Linears) followed by ReLUs, so the modes differ."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        _conv_layer(rng, 3, 4, 2, strides=(2, 2)),
+        {**_conv_layer(rng, 1, 4, 7, pads=(3, 3, 3, 3)), "group": 4},
+        {"op": "layernorm", "gamma": (1 + 0.3 * rng.standard_normal(4)).astype(np.float32),
+         "beta": (0.2 * rng.standard_normal(4)).astype(np.float32), "eps": 1e-6},
+        _conv_layer(rng, 4, 8, 1),
+        {"op": "gelu", "approximate": approximate},
+        _conv_layer(rng, 8, 4, 1),
+        {"op": "relu"},
+        _conv_layer(rng, 4, 5, 3, pads=(1, 1, 1, 1)),
         {"op": "relu"},
     ]
     return layers, (1, 3, 12, 12)

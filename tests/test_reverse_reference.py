@@ -17,7 +17,10 @@ from cnncli.graph import analyse
 from cnncli.project import Projector
 
 MODES = ("deconvnet", "backprop", "guided")
-CHAINS = {"zf": RM.chain_zf, "classifier": RM.chain_classifier, "conv_relu": RM.chain_conv_relu}
+CHAINS = {"zf": RM.chain_zf, "classifier": RM.chain_classifier, "conv_relu": RM.chain_conv_relu,
+          "transform": RM.chain_transform, "convnext": RM.chain_convnext,
+          "convnext_erf": lambda: RM.chain_convnext(approximate="none")}
+OPSETS = {"convnext": 20}  # Gelu is an opset-20 op; convnext_erf writes it with Erf at opset 17
 
 
 def _close(got, want, rtol=1e-4):
@@ -33,7 +36,7 @@ def chains():
     def get(name):
         if name not in cache:
             layers, shape = CHAINS[name]()
-            model, target = RM.chain_model(layers, shape)
+            model, target = RM.chain_model(layers, shape, OPSETS.get(name, 17))
             x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
             cache[name] = (layers, model, target, analyse(model), x, ND.forward(layers, x))
         return cache[name]
@@ -54,7 +57,7 @@ def test_numpy_forward_matches_onnxruntime(name, chains):
     layers, model, _target, _, x, records = chains(name)
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    names = [n.output[0] for n in m.graph.node]
+    names = [f"t{i}" for i in range(len(layers))]  # each layer's output (a layer may be several nodes)
     del m.graph.output[:]
     m.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
     ort.set_default_logger_severity(3)
@@ -69,23 +72,33 @@ def test_numpy_forward_matches_onnxruntime(name, chains):
             np.testing.assert_array_equal(picked, rec["output"][0])
 
 
+def _reference_is_gradient(layers, shape, channel):
+    x = np.random.default_rng(8).standard_normal(shape)
+    recs = ND.forward(layers, x)
+    seed = ND.seeds(recs[-1]["output"], [channel], "map")
+    grad = ND.project(layers, recs, seed, "backprop")[0]
+    assert np.abs(grad).max() > 0
+    rng = np.random.default_rng(9)
+    for _ in range(3):
+        v = rng.standard_normal(shape)
+        eps = 1e-5
+        lp = 0.5 * np.sum(ND.forward(layers, x + eps * v)[-1]["output"][0, channel] ** 2)
+        lm = 0.5 * np.sum(ND.forward(layers, x - eps * v)[-1]["output"][0, channel] ** 2)
+        np.testing.assert_allclose((lp - lm) / (2 * eps), np.sum(grad * v[0]), rtol=1e-6)
+
+
 def test_numpy_reference_backprop_is_a_gradient():
     """The reference's backprop (LRN and avg-pool included) is the gradient of its own forward,
     by float64 central differences: so the LRN and pooling transposes are right before they judge."""
     layers, shape = RM.chain_zf()
     layers = layers + [{"op": "avgpool", "kernel": (2, 2), "strides": (1, 1), "pads": (1, 0, 0, 1), "count_include_pad": 0}]
-    x = np.random.default_rng(8).standard_normal(shape)
-    recs = ND.forward(layers, x)
-    act = recs[-1]["output"]
-    seed = ND.seeds(act, [2], "map")
-    grad = ND.project(layers, recs, seed, "backprop")[0]
-    rng = np.random.default_rng(9)
-    for _ in range(3):
-        v = rng.standard_normal(shape)
-        eps = 1e-5
-        lp = 0.5 * np.sum(ND.forward(layers, x + eps * v)[-1]["output"][0, 2] ** 2)
-        lm = 0.5 * np.sum(ND.forward(layers, x - eps * v)[-1]["output"][0, 2] ** 2)
-        np.testing.assert_allclose((lp - lm) / (2 * eps), np.sum(grad * v[0]), rtol=1e-6)
+    _reference_is_gradient(layers, shape, 2)
+
+
+@pytest.mark.parametrize("name", ["transform", "convnext", "convnext_erf"])
+def test_numpy_reference_new_layers_are_gradients(name):
+    """The same for the channel picks, chunk, ReLU6, grouped conv, LayerNorm and GELU layers."""
+    _reference_is_gradient(*CHAINS[name](), 1)
 
 
 # ---------------------------------------------------------------- Projector against the reference

@@ -10,7 +10,8 @@ from cnncli.reverse.rules import register
 RELU_FAMILY = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip"})
 
 
-@register("Relu", "LeakyRelu", "PRelu", "Clip")
+@register("Clip", values=(1, 2))
+@register("Relu", "LeakyRelu", "PRelu")
 def _relu_family(b: Builder, node, a, grads) -> dict:
     """f(R) in deconvnet, R·f'(x) in backprop, f(R)·f'(x) in guided."""
     x, R, op = node.input[0], grads[0], node.op_type
@@ -51,7 +52,7 @@ def _clip_bounds(b: Builder, node, a) -> tuple[float, float | None]:
         if not name:
             values.append(None)
             continue
-        v = b.const_values.get(name)
+        v = b.value(name)
         if v is None:
             raise unsupported(node, "has bounds computed at run time; not supported")
         values.append(float(np.asarray(v).reshape(-1)[0]))
@@ -100,4 +101,38 @@ def _hard_swish(b: Builder, node, a, grads) -> dict:
     above = b.op("Greater", [x, b.const(3.0)])
     below = b.op("Less", [x, b.const(-3.0)])
     d = b.op("Where", [above, b.const(1.0), b.op("Where", [below, b.const(0.0), mid])], "dhswish")
+    return {node.input[0]: b.op("Mul", [grads[0], d], "gate")}
+
+
+@register("Erf")
+def _erf(b: Builder, node, a, grads) -> dict:
+    # erf'(x) = 2/√π · exp(−x²)
+    x = b.fwd(node.input[0])
+    d = b.op("Mul", [b.op("Exp", [b.op("Neg", [b.op("Mul", [x, x])])]), b.const(2 / np.sqrt(np.pi))], "derf")
+    return {node.input[0]: b.op("Mul", [grads[0], d], "gate")}
+
+
+@register("Gelu")
+def _gelu(b: Builder, node, a, grads) -> dict:
+    """Gelu (opset 20), written with opset-17 ops. approximate='none': y = x·Φ(x), y' = Φ(x) + x·φ(x);
+    'tanh': y = ½x(1 + tanh u), u = √(2/π)(x + 0.044715x³), y' = ½(1 + t) + ½x(1 − t²)·u'."""
+    x = b.fwd(node.input[0])
+    approx = a.get("approximate", "none")
+    if approx == "none":
+        cdf = b.op("Mul", [b.op("Add", [b.op("Erf", [b.op("Mul", [x, b.const(1 / np.sqrt(2))])]), b.const(1.0)]), b.const(0.5)], "cdf")
+        pdf = b.op("Mul", [b.op("Exp", [b.op("Mul", [b.op("Mul", [x, x]), b.const(-0.5)])]), b.const(1 / np.sqrt(2 * np.pi))], "pdf")
+        d = b.op("Add", [cdf, b.op("Mul", [x, pdf])], "dgelu")
+    elif approx == "tanh":
+        k, c = np.sqrt(2 / np.pi), 0.044715
+        x2 = b.op("Mul", [x, x])
+        u = b.op("Mul", [b.op("Add", [x, b.op("Mul", [b.op("Mul", [x2, x]), b.const(c)])]), b.const(k)], "u")
+        t = b.op("Tanh", [u])
+        du = b.op("Mul", [b.op("Add", [b.op("Mul", [x2, b.const(3 * c)]), b.const(1.0)]), b.const(k)], "du")
+        sech2 = b.op("Sub", [b.const(1.0), b.op("Mul", [t, t])], "sech2")
+        d = b.op("Add", [
+            b.op("Mul", [b.op("Add", [t, b.const(1.0)]), b.const(0.5)]),
+            b.op("Mul", [b.op("Mul", [b.op("Mul", [x, sech2]), du]), b.const(0.5)]),
+        ], "dgelu")
+    else:
+        raise unsupported(node, f"with approximate='{approx}' is not supported")
     return {node.input[0]: b.op("Mul", [grads[0], d], "gate")}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnncli.reverse.builder import Builder, is_dynamic, shape_of, unsupported
+from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 
 
@@ -10,7 +10,7 @@ from cnncli.reverse.rules import register
 def _add_sub(b: Builder, node, a, grads) -> dict:
     out, ys = {}, shape_of(b, node.output[0])
     for slot, name in enumerate(node.input):
-        if not is_dynamic(b, name):
+        if not carries_signal(b, name):
             continue
         g = grads[0]
         if node.op_type == "Sub" and slot == 1:
@@ -24,9 +24,9 @@ def _add_sub(b: Builder, node, a, grads) -> dict:
 def _mul(b: Builder, node, a, grads) -> dict:
     A, B = node.input
     out, ys = {}, shape_of(b, node.output[0])
-    if is_dynamic(b, A):
+    if carries_signal(b, A):
         out[A] = b.reduce_to(b.op("Mul", [grads[0], b.fwd(B)], "dmul"), ys, shape_of(b, A))
-    if is_dynamic(b, B):
+    if carries_signal(b, B):
         g = b.reduce_to(b.op("Mul", [grads[0], b.fwd(A)], "dmul"), ys, shape_of(b, B))
         out[B] = b.op("Add", [out[B], g], "acc") if B in out else g
     return out
@@ -35,7 +35,7 @@ def _mul(b: Builder, node, a, grads) -> dict:
 @register("Div")
 def _div(b: Builder, node, a, grads) -> dict:
     A, B = node.input
-    if is_dynamic(b, B):
+    if carries_signal(b, B):
         raise unsupported(node, "divides by a tensor computed from the input; not supported")
     return {A: b.reduce_to(b.op("Div", [grads[0], b.fwd(B)], "ddiv"), shape_of(b, node.output[0]), shape_of(b, A))}
 

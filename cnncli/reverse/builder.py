@@ -25,8 +25,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cnncli.errors import UnsupportedError
-from cnncli.graph import Graph, attrs
-from cnncli.reverse.rules import RULES
+from cnncli.graph import FLOAT_TYPES, Graph, attrs
+from cnncli.reverse.rules import RULES, value_inputs
+from cnncli.reverse.values import forward_values
 
 OPSET = 17
 MODES = ("deconvnet", "backprop", "guided")
@@ -52,8 +53,10 @@ class Builder:
     needed: dict = field(default_factory=dict)  # forward name -> elem type
     extra_outputs: dict = field(default_factory=dict)
     extra_shapes: dict = field(default_factory=dict)  # shapes of the added forward outputs
-    dynamic: set = field(default_factory=set)  # tensors that depend on the input
+    dynamic: set = field(default_factory=set)  # tensors that depend on the input (values or shape)
+    signal: set = field(default_factory=set)  # the float tensors among them that the signal flows through
     const_values: object = field(default_factory=dict)  # .get(name) -> value of a constant tensor, or None
+    values: dict = field(default_factory=dict)  # values of non-signal tensors computed by the forward graph
     count: int = 0
 
     def fresh(self, hint: str) -> str:
@@ -104,6 +107,20 @@ class Builder:
     def float_mask(self, cond: str) -> str:
         return self.op("Cast", [cond], "mask", to=TensorProto.FLOAT)
 
+    def value(self, name: str) -> np.ndarray | None:
+        """The value of a tensor that carries no signal (a shape, axes, bounds, indices): stored in
+        the model, folded by the front end, or computed by a forward run (see values.py); None if
+        it is not known."""
+        if not name:
+            return None
+        v = self.const_values.get(name)
+        if v is None:
+            ref = self.graph.consts.get(name)
+            v = ref.value if ref is not None else None
+        if v is None:
+            v = self.values.get(name)
+        return None if v is None else np.asarray(v)
+
 
 def shape_of(b: Builder, name: str):
     s = b.graph.shape(name)
@@ -112,8 +129,10 @@ def shape_of(b: Builder, name: str):
     return s
 
 
-def is_dynamic(b: Builder, name: str) -> bool:
-    return bool(name) and name in b.dynamic
+def carries_signal(b: Builder, name: str) -> bool:
+    """Whether the reverse signal flows into this forward tensor (a float tensor computed from the
+    input's values; integer tensors such as shapes and indices carry none)."""
+    return bool(name) and name in b.signal
 
 
 def unsupported(node: onnx.NodeProto, why: str) -> UnsupportedError:
@@ -121,12 +140,27 @@ def unsupported(node: onnx.NodeProto, why: str) -> UnsupportedError:
 
 
 def dynamic_tensors(graph: Graph, start: str) -> set[str]:
-    """Tensors whose value depends on the input ``start``."""
+    """Tensors whose value depends on the input ``start`` (through its values or its shape)."""
     dyn = {start}
     for node in graph.nodes:
         if any(i in dyn for i in node.input if i):
             dyn.update(o for o in node.output if o)
     return dyn
+
+
+def signal_tensors(graph: Graph, start: str) -> set[str]:
+    """The float tensors computed from the values of ``start``: the ones a reverse signal flows
+    through. Integer and boolean tensors (Shape, Size, indices, comparisons) stop it, so a shape
+    subgraph is never on the reverse path; an output of unknown type counts as float."""
+    sig = {start}
+    for node in graph.nodes:
+        if node.op_type in _NO_SIGNAL_OPS or not any(i in sig for i in node.input if i):
+            continue
+        sig.update(o for o in node.output if o and graph.types.get(o, TensorProto.FLOAT) in FLOAT_TYPES)
+    return sig
+
+
+_NO_SIGNAL_OPS = frozenset({"Shape", "Size"})
 
 
 def path_nodes(graph: Graph, target: str, dynamic: set[str]) -> list[onnx.NodeProto]:
@@ -156,22 +190,29 @@ def build_reverse(
     """Write the reverse graph from ``target`` back to the model input ``input_name``.
 
     ``const_values``: values of small constant tensors some rules need at build time (Clip
-    bounds, Slice starts, Pad pads, ReduceMean axes). The result reads forward tensors by their
-    own names; see :func:`bake_constants` to turn weight inputs into initializers.
+    bounds, Slice starts, Pad pads, ReduceMean axes, Gather indices), looked up with ``.get``;
+    values neither there nor folded by the front end (``graph.consts``) are computed by one
+    forward run of the subgraph that makes them (:func:`values.forward_values`). The result
+    reads forward tensors by their own names; see :func:`bake_constants` to turn weight inputs
+    into initializers.
     """
     if mode not in MODES:
         raise ValueError(mode)
     dynamic = dynamic_tensors(graph, input_name)
-    if target not in dynamic:
-        raise UnsupportedError(f"tensor '{target}' does not depend on input '{input_name}'")
-    nodes = path_nodes(graph, target, dynamic)
-    b = Builder(graph, mode, dynamic=dynamic, const_values=const_values if const_values is not None else {})
+    signal = signal_tensors(graph, input_name)
+    if target not in signal:
+        raise UnsupportedError(f"tensor '{target}' does not depend on the values of input '{input_name}'")
+    nodes = path_nodes(graph, target, signal)
+    b = Builder(graph, mode, dynamic=dynamic, signal=signal, const_values=const_values if const_values is not None else {})
     for node in nodes:  # check every op first: one clear error before any work
         if node.op_type not in RULES or node.domain not in ("", "ai.onnx"):
             raise UnsupportedError(
                 f"op {node.op_type} (node '{node.name or node.output[0]}') lies between the input and "
                 f"'{target}' and has no reverse rule; supported: {', '.join(sorted(RULES))}"
             )
+    wanted = [n for node in nodes for n in value_inputs(node) if b.value(n) is None]
+    if wanted:
+        b.values = forward_values(graph, list(dict.fromkeys(wanted)), signal)
     grads: dict[str, list[str]] = {target: [SEED]}
     for node in reversed(nodes):
         outs = []
@@ -186,9 +227,9 @@ def build_reverse(
         if all(g is None for g in outs):
             continue
         if node.op_type != "Split" and outs[0] is None:
-            continue  # only a secondary output (e.g. MaxPool indices) is used downstream
+            raise unsupported(node, "reaches the target only through a secondary output; not supported")
         for name, g in RULES[node.op_type](b, node, attrs(node), outs).items():
-            if name in dynamic:
+            if name in signal:
                 grads.setdefault(name, []).append(g)
     final = grads.get(input_name)
     if not final:

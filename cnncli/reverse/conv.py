@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from cnncli.geometry import Window, window
-from cnncli.reverse.builder import Builder, is_dynamic, shape_of, unsupported
+from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 
 
 @register("Conv")
 def _conv(b: Builder, node, a, grads) -> dict:
     x, w = node.input[0], node.input[1]
-    if is_dynamic(b, w):
+    if carries_signal(b, w):
         raise unsupported(node, "has a weight computed from the input; not supported")
     xs, ws = shape_of(b, x), shape_of(b, w)
     win = window(node, xs, tuple(ws[2:]))
@@ -43,7 +43,7 @@ def transpose_padding(win: Window, in_spatial, out_spatial) -> tuple[list[int], 
 @register("ConvTranspose")
 def _conv_transpose(b: Builder, node, a, grads) -> dict:
     x, w = node.input[0], node.input[1]
-    if is_dynamic(b, w):
+    if carries_signal(b, w):
         raise unsupported(node, "has a weight computed from the input; not supported")
     xs, ws, ys = shape_of(b, x), shape_of(b, w), shape_of(b, node.output[0])
     k = tuple(a.get("kernel_shape", ws[2:]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnncli.reverse.builder import Builder, is_dynamic, shape_of, unsupported
+from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 
 
@@ -15,14 +15,14 @@ def _gemm(b: Builder, node, a, grads) -> dict:
     if alpha != 1.0:
         R = b.op("Mul", [R, b.const(alpha)], "alpha")
     out = {}
-    if is_dynamic(b, A):
+    if carries_signal(b, A):
         # A' = op(A); dA' = R · op(B)ᵀ; dA = dA' or its transpose
         g = b.op("Gemm", [R, b.fwd(B)], "gemm_dA", transB=0 if tb else 1)
         out[A] = b.op("Transpose", [g], "T", perm=[1, 0]) if ta else g
-    if is_dynamic(b, B):
+    if carries_signal(b, B):
         g = b.op("Gemm", [b.fwd(A), R], "gemm_dB", transA=0 if ta else 1)
         out[B] = b.op("Transpose", [g], "T", perm=[1, 0]) if tb else g
-    if len(node.input) > 2 and is_dynamic(b, node.input[2]):
+    if len(node.input) > 2 and carries_signal(b, node.input[2]):
         beta = float(a.get("beta", 1.0))
         g = b.op("Mul", [grads[0], b.const(beta)], "beta") if beta != 1.0 else grads[0]
         out[node.input[2]] = b.reduce_to(g, shape_of(b, node.output[0]), shape_of(b, node.input[2]))
@@ -42,8 +42,8 @@ def _matmul(b: Builder, node, a, grads) -> dict:
     if len(sa) < 2 or len(sb) < 2:
         raise unsupported(node, "with a 1-D operand is not supported")
     out = {}
-    if is_dynamic(b, A):
+    if carries_signal(b, A):
         out[A] = b.reduce_to(b.op("MatMul", [grads[0], _swap_last(b, b.fwd(B), len(sb))], "mm_dA"), sy, sa)
-    if is_dynamic(b, B):
+    if carries_signal(b, B):
         out[B] = b.reduce_to(b.op("MatMul", [_swap_last(b, b.fwd(A), len(sa)), grads[0]], "mm_dB"), sy, sb)
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnncli.reverse.builder import Builder, shape_of
+from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 
 
@@ -51,3 +51,35 @@ def _channel_window_sum(b: Builder, t: str, xs, before: int, after: int) -> str:
     )
     pooled = b.op("Mul", [pooled, b.const(float(k))], "chan_sum")
     return b.reshape(pooled, xs, "chan_back")
+
+
+@register("LayerNormalization")
+def _layer_norm(b: Builder, node, a, grads) -> dict:
+    """The exact Jacobianᵀ at the forward point, in every mode (a normalisation, not a rectifier).
+
+    With x̂ = (x − μ)/σ over the normalised axes, σ = √(var + ε) and g = R·γ:
+    dx = (g − mean(g) − x̂·mean(g·x̂)) / σ.
+    """
+    if any(g is not None for g in grads[1:]):
+        raise unsupported(node, "with a signal through its Mean or InvStdDev output is not supported")
+    x = node.input[0]
+    if any(carries_signal(b, n) for n in node.input[1:]):
+        raise unsupported(node, "with a scale or bias computed from the input is not supported")
+    r = len(shape_of(b, x))
+    axis = int(a.get("axis", -1)) % r
+    if axis == 0:
+        raise unsupported(node, "normalising over the batch axis is not supported")
+    axes = list(range(axis, r))
+
+    def mean(t: str, hint: str) -> str:
+        return b.op("ReduceMean", [t], hint, axes=axes, keepdims=1)  # opset 17: axes as an attribute
+
+    xf = b.fwd(x)
+    xc = b.op("Sub", [xf, mean(xf, "ln_mean")], "ln_centred")
+    var = mean(b.op("Mul", [xc, xc]), "ln_var")
+    inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.const(float(a.get("epsilon", 1e-5)))])])], "ln_inv")
+    xhat = b.op("Mul", [xc, inv], "ln_xhat")
+    g = b.op("Mul", [grads[0], b.fwd(node.input[1])], "ln_g")
+    centred_g = b.op("Sub", [g, mean(g, "ln_mg")])
+    proj = b.op("Mul", [xhat, mean(b.op("Mul", [g, xhat]), "ln_mgx")])
+    return {x: b.op("Mul", [b.op("Sub", [centred_g, proj]), inv], "ln_T")}

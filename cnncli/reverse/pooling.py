@@ -101,15 +101,19 @@ def _global_max(b: Builder, node, a, grads) -> dict:
     return {x: b.op("Mul", [grads[0], mask], "gmp_T")}
 
 
-@register("ReduceMean")
+@register("ReduceMean", values=(1,))
 def _reduce_mean(b: Builder, node, a, grads) -> dict:
     xs = shape_of(b, node.input[0])
     axes = a.get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        v = b.const_values.get(node.input[1])
-        axes = None if v is None else [int(i) for i in np.asarray(v).reshape(-1)]
-    if axes is None:
-        raise unsupported(node, "without constant axes is not supported")
+    if axes is None and len(node.input) > 1 and node.input[1]:  # opset 18: axes as an input
+        v = b.value(node.input[1])
+        if v is None:
+            raise unsupported(node, "with axes that could not be computed is not supported")
+        axes = [int(i) for i in v.reshape(-1)]
+    if not axes:  # none given: every axis, or (opset 18, noop_with_empty_axes) none
+        if int(a.get("noop_with_empty_axes", 0)):
+            return {node.input[0]: grads[0]}
+        axes = list(range(len(xs)))
     axes = sorted(ax % len(xs) for ax in axes)
     if 0 in axes:
         raise unsupported(node, "reduces over the batch axis; not supported")

@@ -9,7 +9,7 @@ from cnncli.reverse.builder import Builder, shape_of, unsupported
 from cnncli.reverse.rules import register
 
 
-@register("Resize", "Upsample")
+@register("Resize", "Upsample", values=(1, 2))
 def _resize(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs, ys = shape_of(b, x), shape_of(b, node.output[0])
@@ -53,7 +53,7 @@ def _resize_scales(b: Builder, node, a, rank: int, legacy: bool) -> list[float] 
     else:
         slot = 1 if legacy else 2
         name = node.input[slot] if len(node.input) > slot else ""
-        v = b.const_values.get(name) if name else None
+        v = b.value(name)
         if v is None or np.asarray(v).size == 0:  # sizes given (or scales unknown until run time)
             return None
         values = [float(s) for s in np.asarray(v, dtype=np.float32).reshape(-1)]

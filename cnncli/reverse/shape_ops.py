@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 from onnx import TensorProto, helper
 
-from cnncli.reverse.builder import Builder, is_dynamic, shape_of, unsupported
+from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 
 
@@ -45,7 +46,7 @@ def _concat(b: Builder, node, a, grads) -> dict:
     b.nodes.append(helper.make_node("Split", [grads[0], b.ints(sizes)], parts, name=parts[0] + "_n", axis=axis))
     out = {}
     for name, part in zip(node.input, parts):
-        if is_dynamic(b, name):
+        if carries_signal(b, name):
             out[name] = b.op("Add", [out[name], part], "acc") if name in out else part
     return out
 
@@ -63,7 +64,7 @@ def _first(grads):
     return next(g for g in grads if g is not None)
 
 
-@register("Slice")
+@register("Slice", values=(1, 2, 3, 4))
 def _slice(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs, ys = shape_of(b, x), shape_of(b, node.output[0])
@@ -72,7 +73,7 @@ def _slice(b: Builder, node, a, grads) -> dict:
         starts = a["starts"]
         axes, steps = a.get("axes", list(range(len(starts)))), [1] * len(starts)
     else:
-        vals = [b.const_values.get(n) if n else None for n in list(node.input[1:]) + [""] * 4]
+        vals = [b.value(n) for n in list(node.input[1:]) + [""] * 4]
         if vals[0] is None or vals[1] is None:
             raise unsupported(node, "with starts/ends computed at run time is not supported")
         starts = [int(v) for v in vals[0]]
@@ -92,22 +93,63 @@ def _slice(b: Builder, node, a, grads) -> dict:
     return {x: b.op("Pad", [grads[0], b.ints(pads)], "unslice")}
 
 
-@register("Pad")
+@register("Pad", values=(1, 3))
 def _pad(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs = shape_of(b, x)
     if a.get("mode", "constant") != "constant":
         raise unsupported(node, f"in mode '{a.get('mode')}' is not supported (constant only)")
-    if "pads" in a:
-        pads = a["pads"]
-    else:
-        v = b.const_values.get(node.input[1])
-        if v is None or (len(node.input) > 3 and node.input[3]):
-            raise unsupported(node, "with pads computed at run time or explicit axes is not supported")
-        pads = [int(p) for p in v]
     r = len(xs)
+    if "pads" in a or "paddings" in a:  # Pad-2 and Pad-1
+        pads = a.get("pads", a.get("paddings"))
+    else:
+        v = b.value(node.input[1])
+        if v is None:
+            raise unsupported(node, "with pads that could not be computed is not supported")
+        pads = [int(p) for p in v.reshape(-1)]
+        axes_v = b.value(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        if axes_v is not None:  # opset 18: pads for the listed axes only
+            axes = [int(ax) % r for ax in axes_v.reshape(-1)]
+            full = [0] * (2 * r)
+            for i, ax in enumerate(axes):
+                full[ax], full[r + ax] = pads[i], pads[len(axes) + i]
+            pads = full
+        elif len(node.input) > 3 and node.input[3]:
+            raise unsupported(node, "with axes that could not be computed is not supported")
     if any(p < 0 for p in pads) or pads[0] or pads[r]:
         raise unsupported(node, "with negative pads or pads on the batch axis is not supported")
     starts = list(pads[1:r])
     ends = [p + n for p, n in zip(starts, xs[1:])]
     return {x: b.op("Slice", [grads[0], b.ints(starts), b.ints(ends), b.ints(list(range(1, r)))], "unpad")}
+
+
+@register("Gather", values=(1,))
+def _gather(b: Builder, node, a, grads) -> dict:
+    """Scatter-add the signal back to the gathered positions (an index taken twice adds twice)."""
+    x = node.input[0]
+    xs = shape_of(b, x)
+    r = len(xs)
+    axis = int(a.get("axis", 0)) % r
+    if axis == 0:
+        raise unsupported(node, "along the batch axis is not supported")
+    idx = b.value(node.input[1])
+    if idx is None:
+        raise unsupported(node, "with indices that could not be computed is not supported")
+    n = xs[axis]
+    flat = idx.reshape(-1).astype(np.int64)
+    flat = np.where(flat < 0, flat + n, flat)
+    m = int(flat.size)
+    # the gathered axis last, the indices' dims flattened into it: [rows, m] -> zeros [rows, n]
+    perm = list(range(r))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    moved = [xs[p] for p in perm]
+    g = b.reshape(grads[0], [*xs[:axis], m, *xs[axis + 1:]], "gather_flat")
+    if axis != r - 1:
+        g = b.op("Transpose", [g], "T", perm=perm)
+    g = b.op("Reshape", [g, b.ints([-1, m])], "rows")
+    index = b.op("Expand", [b.ints(flat.reshape(1, m)), b.op("Shape", [g])], "idx")
+    g = b.op("ScatterElements", [b.zeros_like_batch(g, [None, n]), index, g], "ungather", axis=1, reduction="add")
+    g = b.reshape(g, moved, "ungathered")
+    if axis != r - 1:
+        g = b.op("Transpose", [g], "T", perm=perm)
+    return {x: g}
