@@ -341,6 +341,8 @@ def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, o
     from cnncli.top import ChannelTopRow
     from cnncli.top_job import TopRequest, run_top
 
+    if engine == "local" and (address is not None or workers is not None):
+        raise BadArgument("--engine", "--address and --workers need --engine ray")
     mean, std, size_hw = parse_image_options(mean, std, size)
     req = TopRequest(model=model, images=images, layer=layer, channels=channels, n_channels=n_channels, seed=seed,
                      k=k, mode=mode, batch_size=batch_size, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw,
