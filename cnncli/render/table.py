@@ -37,10 +37,19 @@ class Grid:
     kinds: list[str]
     rows: list[list[str]]  # exact texts (numbers with thousands separators)
     units: list[list[str]] | None = None  # the same with integers in human units (terminal only)
+    numbers: list[bool] | None = None  # columns whose values are all numbers (terminal only)
 
     @property
     def right(self) -> list[bool]:
         return [k == "int" for k in self.kinds]
+
+    @property
+    def right_terminal(self) -> list[bool]:
+        return [k == "int" or bool(self.numbers and self.numbers[j]) for j, k in enumerate(self.kinds)]
+
+    def shrinkable(self, j: int) -> bool:
+        """Whether column j holds text that may be shortened in the middle (never numbers)."""
+        return self.kinds[j] in _SHRINKABLE and not (self.numbers and self.numbers[j])
 
 
 def grid(doc: Document, picked: list[int], prep: Callable[[str], str] | None, with_units: bool) -> Grid:
@@ -54,9 +63,13 @@ def grid(doc: Document, picked: list[int], prep: Callable[[str], str] | None, wi
     if prep is not None:
         heads = [prep(h) for h in heads]
         rows = [[prep(c) for c in r] for r in rows]
-    units = None
+    units = numbers = None
     if with_units:
         names = [column_names(doc.row_type)[i] for i in picked]
+        numbers = [
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (getattr(r, n) for r in doc.rows) if v is not None)
+            for n in names
+        ]
         units = []
         for r, texts in zip(doc.rows, rows):
             u = list(texts)
@@ -65,7 +78,7 @@ def grid(doc: Document, picked: list[int], prep: Callable[[str], str] | None, wi
                 if kind == "int" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     u[j] = human(value)
             units.append(u)
-    return Grid(heads, ks, rows, units)
+    return Grid(heads, ks, rows, units, numbers)
 
 
 def _preparer(encoding: str | None) -> Callable[[str], str] | None:
@@ -166,7 +179,7 @@ def shrink(g: Grid, rows: list[list[str]], limit: int, ellipsis: str) -> tuple[l
     """Shorten the text columns in the middle, widest first, until the table fits ``limit``."""
     need = [max([0, *(width(r[j]) for r in rows)]) for j in range(len(g.heads))]
     base = [max(n, _words_width(h), 1) for n, h in zip(need, g.heads)]
-    can = [k in _SHRINKABLE for k in g.kinds]
+    can = [g.shrinkable(j) for j in range(len(g.kinds))]
     floor = [max(_words_width(h), min(n, _MIN_SHRUNK)) if c else b for h, n, c, b in zip(g.heads, need, can, base)]
     widths = list(base)
     while _box_width(widths) > limit:
@@ -213,7 +226,7 @@ def records(g: Grid, limit: int, ellipsis: str, bold: bool) -> list[str]:
             head = g.heads[j]
             if width(head) + 1 + width(text) > limit - len(indent) and g.units is not None and g.kinds[j] == "int":
                 text = g.units[i][j]
-            if g.kinds[j] in _SHRINKABLE:
+            if g.shrinkable(j):
                 text = shorten_middle(text, max(_MIN_SHRUNK, limit - len(indent) - width(head) - 1), ellipsis)
             items.append((head, text))
         line, used, fresh = "", 0, True
@@ -236,18 +249,16 @@ def summary_block(totals: dict[str, Any], limit: int, prep: Callable[[str], str]
     b0, b1 = ("\x1b[1m", "\x1b[0m") if bold else ("", "")
     summary = [(prep(k), prep(v)) for k, v in summary_lines(totals)]
     kw = max(width(k) for k, _ in summary)
-    vw = max(width(v) for _, v in summary)
+    fits = [width(v) for _, v in summary if kw + 2 + width(v) <= limit]
+    vw = max(fits, default=0)
     lines = []
-    if kw + 2 + vw <= limit:
-        return [b0 + _pad(k, kw, False) + b1 + "  " + _pad(v, vw, True) for k, v in summary]
     for k, v in summary:
-        if width(k) + 2 + width(v) <= limit:
-            lines.append(b0 + k + b1 + "  " + v)
+        if kw + 2 + width(v) <= limit:  # keys in one column, values right-aligned after them
+            lines.append(b0 + _pad(k, kw, False) + b1 + "  " + _pad(v, vw, True))
             continue
-        lines.append(b0 + k + b1)
-        parts = v.split(", ")
+        lines.append(b0 + k + b1)  # the value under its key, broken after commas if need be
         line = "  "
-        for p in parts:
+        for p in v.split(", "):
             if line.strip() and width(line) + 2 + width(p) > limit:
                 lines.append(line + ",")
                 line = "  "
@@ -270,13 +281,13 @@ def terminal_table(doc: Document, picked: list[int], write: Write, limit: int, e
     for rows in (g.rows, g.units):
         widths = fit_widths(g, rows, limit)
         if widths is not None:
-            body = boxed(title, g.heads, rows, widths, g.right, bold)
+            body = boxed(title, g.heads, rows, widths, g.right_terminal, bold)
             break
     if body is None:
         fitted = shrink(g, g.units, limit, ellipsis)
         if fitted is not None:
             rows, widths = fitted
-            body = boxed(title, g.heads, rows, widths, g.right, bold)
+            body = boxed(title, g.heads, rows, widths, g.right_terminal, bold)
     if body is None:
         body = title + records(g, limit, ellipsis, bold)
     if doc.totals:
