@@ -152,7 +152,10 @@ def load_graph(model: str, batch: int, input_shapes: tuple[str, ...]):
             f"external data file '{loaded.missing_external[0]}' is missing; "
             "analysing from shapes alone (weights are not needed for costs)"
         )
-    return loaded, analyse(loaded.model, batch=batch, input_shapes=shapes)
+    graph = analyse(loaded.model, batch=batch, input_shapes=shapes)
+    for message in graph.warnings:
+        warn(message)
+    return loaded, graph
 
 
 @click.group(cls=CnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -188,7 +191,7 @@ def stats(model, batch, input_shapes, fmt, by, sort_by, top, plot_path):
     loaded, graph = load_graph(model, batch, input_shapes)
     result = compute_stats(graph)
     if result.unknown_ops:
-        warn(f"cannot cost op types {', '.join(result.unknown_ops)}: their rows are unknown and totals incomplete")
+        warn(result.warning())
     rows = by_op(result.layers) if by == "op" else result.layers
     if sort_by:
         rows = sort_rows(rows, row_type, sort_by)

@@ -196,6 +196,10 @@ RULES: dict[str, Callable[[NodeView], Cost]] = {
     **{op: _per_in for op in REDUCE},
 }
 
+# elementwise arithmetic: a constant operand of more than one element is a folded scale or
+# bias (a weight); a one-element one (GELU's 1/sqrt(2), 0.5 and 1) is configuration
+ELEMENTWISE_ARITHMETIC = ("Add", "Sub", "Mul", "Div", "Sum")  # Pow, Max, Min, ...: constants never params
+
 # Which constant inputs are learnable parameters. weight: the multiplied tensor (CPR divides
 # by it); extra: other params (biases, affine scales); buffer: running statistics.
 @dataclass(frozen=True)
@@ -204,6 +208,7 @@ class Slots:
     extra: tuple[int, ...] = ()
     buffer: tuple[int, ...] = ()
     every_input: bool = False  # all inputs are param slots (elementwise with a constant)
+    scalar_is_config: bool = False  # a one-element constant operand is configuration, not a weight
 
 
 SLOTS: dict[str, Slots] = {
@@ -220,7 +225,8 @@ SLOTS: dict[str, Slots] = {
     "LSTM": Slots(weight=(1, 2), extra=(3,)),
     "GRU": Slots(weight=(1, 2), extra=(3,)),
     "RNN": Slots(weight=(1, 2), extra=(3,)),
-    **{op: Slots(every_input=True) for op in ("Add", "Sub", "Mul", "Div", "Sum", "Concat")},
+    **{op: Slots(every_input=True, scalar_is_config=True) for op in ELEMENTWISE_ARITHMETIC},
+    "Concat": Slots(every_input=True),
 }
 UNKNOWN_OP_SLOTS = Slots(every_input=True)
 NO_SLOTS = Slots()

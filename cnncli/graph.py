@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from cnncli.errors import BadArgument, CnnError, ModelError
+from cnncli.frontend.fold import FOLD_CAP, tensor_value
 from cnncli.gcpause import gc_paused
 
 Shape = tuple  # of int | None (None: unknown dim)
@@ -95,14 +96,37 @@ class InputSpec:
     dtype: str
 
 
-@dataclass(frozen=True)
 class ConstRef:
-    """A tensor whose value is fixed by the model: an initializer, or produced from one."""
+    """A tensor whose value is fixed by the model: an initializer, or produced from one.
 
-    source: str  # the stored tensor it comes from (what params are counted by)
-    numel: int | None
-    elem_type: int  # storage type of the source
-    value: np.ndarray | None = None  # known only for small integer tensors (shapes, axes)
+    ``source``: the stored tensor it comes from (what params are counted by); ``numel`` and
+    ``elem_type``: its size and storage type. ``value``: the numpy value when the tensor is
+    small (at most ``FOLD_CAP`` elements, any dtype) and held in the model file, including every
+    value constant folding worked out; None for weights (never read in) and external data.
+    """
+
+    __slots__ = ("source", "numel", "elem_type", "_value", "_tensor")
+
+    def __init__(self, source: str, numel: int | None, elem_type: int, value: np.ndarray | None = None,
+                 tensor: TensorProto | None = None):
+        self.source = source
+        self.numel = numel
+        self.elem_type = elem_type
+        self._value = value
+        self._tensor = tensor  # decoded on first use of .value (most never are)
+
+    @property
+    def value(self) -> np.ndarray | None:
+        if self._value is None and self._tensor is not None:
+            self._value = tensor_value(self._tensor)
+            self._tensor = None
+        return self._value
+
+    def with_value(self, value: np.ndarray) -> "ConstRef":
+        return ConstRef(self.source, self.numel, self.elem_type, value)
+
+    def __repr__(self) -> str:
+        return f"ConstRef({self.source!r}, numel={self.numel}, elem_type={self.elem_type})"
 
 
 @dataclass
@@ -112,10 +136,18 @@ class Graph:
     shapes: dict[str, Shape]
     types: dict[str, int]
     consts: dict[str, ConstRef]
-    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    nodes: list[onnx.NodeProto] = field(default_factory=list)  # every node, folded ones included
+    # the nodes constant folding replaced by values: each one's name (when it has one) and its
+    # output names; test a node with is_folded(node)
+    folded: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)  # for the user (the CLI prints them)
+    unresolved: str | None = None  # the first tensor whose shape stays unknown, if any
 
     def shape(self, name: str) -> Shape | None:
         return self.shapes.get(name)
+
+    def is_folded(self, node: onnx.NodeProto) -> bool:
+        return bool(node.output) and node.output[0] in self.folded
 
     def is_const(self, name: str) -> bool:
         return name in self.consts
@@ -148,7 +180,8 @@ def _shape_of(value_info: onnx.ValueInfoProto) -> Shape | None:
 def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without large weight payloads, for shape inference (shapes only need dims)."""
     light = onnx.ModelProto()
-    light.ir_version = model.ir_version
+    # IR 4 on: an initializer need not be a graph input (folded values are added as initializers)
+    light.ir_version = max(model.ir_version, 4)
     light.opset_import.extend(model.opset_import)
     light.functions.extend(model.functions)
     g = light.graph
@@ -170,7 +203,8 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
-def _fix_inputs(light: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[int, ...]]) -> list[InputSpec]:
+def _fix_inputs(light: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[int, ...]]) -> tuple[list[InputSpec], bool]:
+    """Set every input's shape; also says whether ``batch`` filled a symbolic leading dim."""
     if batch < 1:
         raise BadArgument("--batch", f"must be at least 1, not {batch}")
     inputs = real_inputs(light.graph)
@@ -179,6 +213,7 @@ def _fix_inputs(light: onnx.ModelProto, batch: int, input_shapes: dict[str, tupl
         if name not in names:
             raise BadArgument("--input-shape", f"the model has no input '{name}' (inputs: {', '.join(names)})")
     specs = []
+    filled = False
     for inp in inputs:
         tt = inp.type.tensor_type
         if name_shape := input_shapes.get(inp.name):
@@ -195,6 +230,7 @@ def _fix_inputs(light: onnx.ModelProto, batch: int, input_shapes: dict[str, tupl
                 if i == 0:
                     d.Clear()
                     d.dim_value = batch
+                    filled = True
                     continue
                 raise CnnError(
                     f"input '{inp.name}' dim {i}{label} is unknown: set it with "
@@ -204,7 +240,7 @@ def _fix_inputs(light: onnx.ModelProto, batch: int, input_shapes: dict[str, tupl
                     )
                 )
         specs.append(InputSpec(inp.name, tuple(d.dim_value for d in tt.shape.dim), dtype_name(tt.elem_type)))
-    return specs
+    return specs, filled
 
 
 def _infer(light: onnx.ModelProto, data_prop: bool) -> onnx.ModelProto:
@@ -233,29 +269,75 @@ def _collect(inferred: onnx.ModelProto, shapes: dict, types: dict) -> None:
         types[t.name] = t.data_type
 
 
-def _complete(shapes: dict, nodes) -> bool:
+def _fill(shapes: dict, extra: dict) -> list[str]:
+    """Fill the dims shape inference left unknown from another source (same rank only).
+    Returns the names that became fully known."""
+    filled = []
+    for name, new in extra.items():
+        old = shapes.get(name)
+        if old is None:
+            merged = new
+        elif None in old and len(old) == len(new):
+            merged = tuple(a if a is not None else b for a, b in zip(old, new))
+        else:
+            continue
+        shapes[name] = merged
+        if None not in merged:
+            filled.append(name)
+    return filled
+
+
+def _first_unknown(shapes: dict, nodes, used: set[str] | None = None) -> str | None:
+    """The first node output, in graph order, whose shape is not fully known (among ``used``:
+    an output nothing reads, such as Dropout's mask, does not count)."""
     for node in nodes:
         for out in node.output:
-            if out and (shapes.get(out) is None or None in shapes[out]):
-                return False
-    return True
+            if out and (used is None or out in used):
+                s = shapes.get(out)
+                if s is None or None in s:
+                    return out
+    return None
 
 
-def _const_value(tensor: TensorProto) -> np.ndarray | None:
-    if tensor.data_type in FLOAT_TYPES or math.prod(tensor.dims) > _SMALL_TENSOR:
-        return None
-    if tensor.data_location == TensorProto.EXTERNAL:
-        return None
-    try:
-        return numpy_helper.to_array(tensor)
-    except Exception:
-        return None
+def _used(model: onnx.ModelProto) -> set[str]:
+    used = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        used.update(node.input)
+    return used
+
+
+def _declared_shapes(model: onnx.ModelProto, inputs: list[InputSpec]) -> dict[str, Shape]:
+    """The graph's own value_info shapes, where they hold for the input shapes being analysed:
+    symbolic dims named on an input take that input's value; a fixed input dim that differs from
+    the one being analysed makes them all unusable."""
+    symbols: dict[str, int] = {}
+    specs = {s.name: s for s in inputs}
+    for vi in model.graph.input:
+        spec = specs.get(vi.name)
+        if spec is None or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != len(spec.shape):
+            return {}
+        for d, v in zip(dims, spec.shape):
+            if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != v:
+                return {}
+            if d.dim_param:
+                symbols[d.dim_param] = v
+    out = {}
+    for vi in (*model.graph.value_info, *model.graph.output):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            out[vi.name] = tuple(
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else symbols.get(d.dim_param) for d in tt.shape.dim
+            )
+    return out
 
 
 def _find_consts(graph: onnx.GraphProto, shapes: dict) -> dict[str, ConstRef]:
     consts: dict[str, ConstRef] = {}
     for t in graph.initializer:
-        consts[t.name] = ConstRef(t.name, math.prod(t.dims), t.data_type, _const_value(t))
+        consts[t.name] = ConstRef(t.name, math.prod(t.dims), t.data_type, tensor=t)
     for st in graph.sparse_initializer:
         consts[st.values.name] = ConstRef(st.values.name, math.prod(st.dims), st.values.data_type)
     for node in graph.node:
@@ -266,10 +348,10 @@ def _find_consts(graph: onnx.GraphProto, shapes: dict) -> dict[str, ConstRef]:
             a = attrs(node)
             if "value" in a:
                 t = a["value"]
-                ref = ConstRef(node.output[0], math.prod(t.dims), t.data_type, _const_value(t))
+                ref = ConstRef(node.output[0], math.prod(t.dims), t.data_type, tensor=t)
             elif "value_float" in a or "value_floats" in a:
                 v = np.asarray(a.get("value_float", a.get("value_floats")), dtype=np.float32)
-                ref = ConstRef(node.output[0], int(v.size), TensorProto.FLOAT)
+                ref = ConstRef(node.output[0], int(v.size), TensorProto.FLOAT, v)
             elif "value_int" in a or "value_ints" in a:
                 v = np.asarray(a.get("value_int", a.get("value_ints")), dtype=np.int64)
                 ref = ConstRef(node.output[0], int(v.size), TensorProto.INT64, v)
@@ -292,6 +374,32 @@ def _find_consts(graph: onnx.GraphProto, shapes: dict) -> dict[str, ConstRef]:
             src = consts[node.input[0]]
             consts[node.output[0]] = ConstRef(src.source, src.numel, src.elem_type)
     return consts
+
+
+def _np_for(elem_type: int | None):
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(elem_type) if elem_type else None
+    except Exception:
+        return None
+
+
+def _take_values(new: dict, consts: dict, shapes: dict, types: dict) -> list[TensorProto]:
+    """Record folded values as constants; return them as initializers for the light copy."""
+    tensors = []
+    for name, v in new.items():
+        want = _np_for(types.get(name))
+        if want is not None and v.dtype != want and want != np.dtype(object):
+            v = v.astype(want)
+        ref = consts.get(name)
+        elem = onnx.helper.np_dtype_to_tensor_dtype(v.dtype)
+        consts[name] = ref.with_value(v) if ref is not None else ConstRef(name, int(v.size), elem, v)
+        shapes[name] = tuple(v.shape)
+        types[name] = elem
+        try:
+            tensors.append(numpy_helper.from_array(v, name))
+        except Exception:
+            continue
+    return tensors
 
 
 _POOLS = ("MaxPool", "AveragePool", "LpPool")
@@ -334,35 +442,105 @@ def analyse(
     batch: int = 1,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> Graph:
-    """Fix the input shapes, run ONNX shape inference and find the graph's constants.
+    """Fix the input shapes, fold what is constant and infer every tensor's shape.
 
-    Plain inference runs first; data propagation (slower) only when some shape stays unknown.
+    In rounds, cheapest first: ONNX shape inference; constant folding (its values go back into
+    the inference as initializers); inference with data propagation; then, for what is still
+    unknown, onnxruntime's symbolic shape inference and the graph's declared value_info.
     """
     with gc_paused():  # tens of thousands of small objects, none freed: see gc_paused
         return _analyse(model, batch, input_shapes)
 
 
 def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[int, ...]] | None) -> Graph:
+    from cnncli.frontend.fold import fold
+    from cnncli.frontend.inputs import batch_warning, check_conv_channels, check_ranks
+
+    input_shapes = dict(input_shapes or {})
     light = _light_copy(model)
-    inputs = _fix_inputs(light, batch, dict(input_shapes or {}))
+    check_ranks(light.graph, input_shapes)
+    inputs, batch_filled = _fix_inputs(light, batch, input_shapes)
+    nodes = list(model.graph.node)
     shapes: dict[str, Shape | None] = {}
     types: dict[str, int] = {}
-    data_prop = False
-    inferred = _infer(light, data_prop=False)
-    _collect(inferred, shapes, types)
-    if not _complete(shapes, light.graph.node):
-        data_prop = True
-        inferred = _infer(light, data_prop=True)
-        _collect(inferred, shapes, types)
+    extra: dict[str, Shape] = {}  # shapes from the fallbacks: symbolic inference, declared value_info
+    state = {"data_prop": False}
+
+    def infer() -> None:
+        _collect(_infer(light, state["data_prop"]), shapes, types)
+        if extra:
+            _fill(shapes, extra)
+
+    infer()
+    consts = _find_consts(model.graph, shapes)
+
+    def value_of(name: str):
+        ref = consts.get(name)
+        return None if ref is None else ref.value
+
+    done: set[int] = set()  # indices of folded nodes
+    dropped: set[int] = set()  # of those, the ones already taken out of the light copy
+    fell_back = False
+    used: set[str] = set()
+    for _ in range(len(nodes) + 4):
+        new = fold(nodes, value_of, shapes, done)
+        inits = _take_values(new, consts, shapes, types) if new else []
+        if inits:
+            light.graph.initializer.extend(inits)
+        if _first_unknown(shapes, nodes) is None:
+            break
+        used = used or _used(model)
+        if _first_unknown(shapes, nodes, used) is None:
+            break
+        if done - dropped:  # the folded nodes' outputs are initializers now
+            keep = [n for i, n in enumerate(nodes) if i not in done]
+            del light.graph.node[:]
+            light.graph.node.extend(keep)
+            dropped = set(done)
+        if new:
+            infer()
+        elif not state["data_prop"]:
+            state["data_prop"] = True
+            infer()
+        elif not fell_back:
+            from cnncli.frontend.symbolic import symbolic_shapes
+
+            fell_back = True
+            extra = {**_declared_shapes(model, inputs), **symbolic_shapes(light)}
+            filled = _fill(shapes, extra)
+            if not filled:
+                break
+            for name in filled:  # what ONNX could not infer, given to it for the ops that follow
+                light.graph.value_info.append(
+                    onnx.helper.make_tensor_value_info(name, types.get(name) or TensorProto.FLOAT, list(shapes[name]))
+                )
+            infer()
+        else:
+            break
     for _ in range(8):  # each round fixes the first pools; later ones may follow from them
-        fixes = _ceil_pool_fixes(light.graph.node, shapes)
+        fixes = _ceil_pool_fixes(nodes, shapes)
         if not fixes:
             break
         for name, shape in fixes.items():
             light.graph.value_info.append(onnx.helper.make_tensor_value_info(name, types.get(name, 1), list(shape)))
-        inferred = _infer(light, data_prop=data_prop)
-        _collect(inferred, shapes, types)
+        infer()
     for spec in inputs:
         shapes[spec.name] = spec.shape
-    consts = _find_consts(model.graph, shapes)
-    return Graph(model=model, inputs=inputs, shapes=shapes, types=types, consts=consts, nodes=list(model.graph.node))
+    for node in nodes:  # a ConstantOfShape weight whose size only inference knew
+        if node.op_type == "ConstantOfShape" and node.output and node.output[0] in consts:
+            ref = consts[node.output[0]]
+            if ref.numel is None:
+                consts[node.output[0]] = ConstRef(ref.source, numel(shapes.get(node.output[0])), ref.elem_type)
+    check_conv_channels(nodes, shapes, attrs, input_shapes)
+    folded: set[str] = set()
+    for i in done:
+        node = nodes[i]
+        if node.name:
+            folded.add(node.name)
+        folded.update(o for o in node.output if o)
+    warnings = [w for w in [batch_warning(batch, batch_filled, inputs, input_shapes)] if w]
+    return Graph(
+        model=model, inputs=inputs, shapes=shapes, types=types, consts=consts, nodes=nodes,
+        folded=folded, warnings=warnings,
+        unresolved=_first_unknown(shapes, nodes) and _first_unknown(shapes, nodes, used or _used(model)),
+    )

@@ -8,7 +8,7 @@ from typing import Any
 
 import onnx
 
-from cnncli.costs import NodeView, cost, is_known, slots_for
+from cnncli.costs import UNCOSTED, NodeView, cost, is_known, slots_for
 from cnncli.geometry import window
 from cnncli.graph import FLOAT_TYPES, Graph, dtype_name, nbytes, numel
 from cnncli.gcpause import gc_paused
@@ -52,7 +52,17 @@ class OpRow:
 class StatsResult:
     layers: list[LayerRow]
     totals: dict[str, Any]
-    unknown_ops: list[str]
+    unknown_ops: list[str]  # op types of the rows whose cost is unknown (totals.unknown_ops)
+    first_unknown: str | None = None  # why the first of those rows is unknown, for the warning
+    unknown_rows: int = 0
+
+    def warning(self) -> str | None:
+        """The one warning for incomplete totals, naming the first node that could not be costed."""
+        if not self.unknown_ops:
+            return None
+        n = self.unknown_rows
+        return (f"totals are incomplete: {n} node{'s' if n != 1 else ''} of op type{'s' if len(self.unknown_ops) != 1 else ''} "
+                f"{', '.join(self.unknown_ops)} cannot be costed; the first is {self.first_unknown}")
 
 
 def _sum(values) -> int | None:
@@ -81,6 +91,7 @@ def _compute_stats(graph: Graph) -> StatsResult:
     source_bytes: dict[str, tuple[int, int]] = {}
     rows: list[LayerRow] = []
     unknown: Counter[str] = Counter()
+    first_unknown = None
     conv_index = 0
     for i, node in enumerate(graph.nodes):
         op = node.op_type
@@ -101,6 +112,8 @@ def _compute_stats(graph: Graph) -> StatsResult:
             is_buffer = slot in slots.buffer
             if not (is_param or is_buffer) or consumed not in FLOAT_TYPES:
                 continue
+            if slots.scalar_is_config and ref.numel == 1:
+                continue  # GELU's 0.5, a normalisation constant: configuration, not a weight
             if slot in slots.weight:
                 weight_numel += ref.numel
             if ref.source in counted:
@@ -114,9 +127,11 @@ def _compute_stats(graph: Graph) -> StatsResult:
         view = NodeView(node, graph)
         c = cost(view)
         known = is_known(node)
-        if not known:
+        if c.macs is None or c.flops_other is None:
             unknown[op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"] += 1
-        if known and c.macs == 0 and c.flops_other == 0 and params == 0 and buffers == 0:
+            if first_unknown is None:
+                first_unknown = _why_unknown(node, i, view, known, graph)
+        elif known and c.macs == 0 and c.flops_other == 0 and params == 0 and buffers == 0:
             continue
         act = 0
         for o in outputs:
@@ -160,7 +175,20 @@ def _compute_stats(graph: Graph) -> StatsResult:
             )
         )
     totals = _totals(graph, rows, source_bytes, sorted(unknown))
-    return StatsResult(rows, totals, sorted(unknown))
+    return StatsResult(rows, totals, sorted(unknown), first_unknown, sum(unknown.values()))
+
+
+def _why_unknown(node: onnx.NodeProto, i: int, view: NodeView, known: bool, graph: Graph) -> str:
+    label = f"'{_display_name(node, i)}' ({node.op_type})"
+    if not known:
+        if node.op_type in UNCOSTED and node.domain in ("", "ai.onnx"):
+            return f"{label}: the cost of its body depends on the data"
+        return f"{label}: cnncli has no cost rule for this op"
+    for kind, names, got in (("input", node.input, view.ins), ("output", node.output, view.outs)):
+        for name, shape in zip(names, got):
+            if name and (shape is None or None in shape):
+                return f"{label}: the shape of its {kind} '{name}' is unknown"
+    return f"{label}: its shapes do not fit its cost rule"
 
 
 def _totals(graph: Graph, rows: list[LayerRow], source_bytes, unknown_ops: list[str]) -> dict[str, Any]:

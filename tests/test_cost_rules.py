@@ -596,7 +596,10 @@ def test_unknown_op_mid_graph_never_crashes():
     assert row(r, "mystery").macs is None
     assert row(r, "conv2").index == 2
     assert r.totals["incomplete"] is True
-    assert r.unknown_ops == ["com.example.Mystery"]
+    # every op type whose cost is unknown (the custom op, and what its unknown shape reaches),
+    # and the warning names the custom op as the first node that could not be costed
+    assert r.unknown_ops == r.totals["unknown_ops"] == ["Conv", "Gemm", "MaxPool", "com.example.Mystery"]
+    assert "'mystery' (Mystery)" in r.warning() and "no cost rule" in r.warning()
     assert r.totals["params"] == 4 * 3 * 3 * 3 + 4 * 4 * 3 * 3 + 16 * 10
 
 
