@@ -360,6 +360,142 @@ def goal3(layers: list[int], runs: int, runs64: int) -> list[dict] | None:
     return rows
 
 
+# ---------------------------------------------------------------------------- --channel all
+
+
+WIDE_PATH = WORK / "wide1000.onnx"
+GOAL_ALL_128_S = 4.0  # 128 channels of zfnet_mini layer 5, end to end (the CLI)
+GOAL_ORT_FRACTION = 0.80  # of the wall time of `--channel all` inside onnxruntime runs
+GOAL_FLAT_MEMORY = 0.10  # peak RSS at 1000 channels within 10% of the peak at 250
+
+
+def ensure_wide() -> Path:
+    """3x112x112 -> conv 7x7/2 (32) -> relu -> pool 3/2 -> conv 5x5/2 (64) -> relu -> pool 3/2 ->
+    conv 3x3 (1000) -> relu: a 1000-channel layer (layer 3, 1000x5x5), random weights."""
+    if WIDE_PATH.exists():
+        return WIDE_PATH
+    rng = np.random.default_rng(2)
+    spec = [("conv1", 3, 32, 7, 2, 0, True), ("conv2", 32, 64, 5, 2, 0, True), ("conv3", 64, 1000, 3, 1, 1, False)]
+    nodes, inits, x = [], [], "image"
+    for name, cin, cout, k, stride, pad, pool in spec:
+        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"{name}_w"),
+                  numpy_helper.from_array((rng.standard_normal(cout) * 0.05).astype(np.float32), f"{name}_b")]
+        nodes += [helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [name], name=name, kernel_shape=[k, k],
+                                   strides=[stride] * 2, pads=[pad] * 4),
+                  helper.make_node("Relu", [name], [f"{name}_relu"], name=f"{name}_relu")]
+        x = f"{name}_relu"
+        if pool:
+            nodes.append(helper.make_node("MaxPool", [x], [f"{name}_pool"], name=f"{name}_pool", kernel_shape=[3, 3],
+                                          strides=[2, 2]))
+            x = f"{name}_pool"
+    graph = helper.make_graph(nodes, "wide1000", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 112, 112])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="bench_project")
+    model.ir_version = 8
+    WORK.mkdir(parents=True, exist_ok=True)
+    tmp = WIDE_PATH.with_suffix(".tmp")
+    onnx.save(model, tmp)
+    os.replace(tmp, WIDE_PATH)
+    return WIDE_PATH
+
+
+def _repo() -> Path:
+    return HERE.parent
+
+
+def cli_run(args: list[str]) -> float:
+    import subprocess
+
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cnncli", *args], check=True, stdout=subprocess.DEVNULL, cwd=_repo())
+    return time.perf_counter() - t
+
+
+# a child process: run_project on N channels, then print its peak RSS and timings as JSON
+_CHILD = """
+import json, resource, sys, time, threading
+import onnxruntime as ort
+from cnncli.project_job import ProjectRequest, run_project
+spans, lock = [], threading.Lock()
+real = ort.InferenceSession.run
+def run(self, *a, **kw):
+    t0 = time.perf_counter()
+    try:
+        return real(self, *a, **kw)
+    finally:
+        with lock:
+            spans.append((t0, time.perf_counter()))
+ort.InferenceSession.run = run
+model, image, layer, channels, out = sys.argv[1:6]
+t = time.perf_counter()
+rep = run_project(ProjectRequest(model=model, input=image, layer=int(layer), channels=channels, out_dir=out))
+wall = time.perf_counter() - t
+spans.sort()
+busy, end = 0.0, None  # the union of the onnxruntime run intervals (runs can overlap file writing)
+for a, b in spans:
+    if end is None or a > end:
+        busy += b - a; end = b
+    elif b > end:
+        busy += b - end; end = b
+print(json.dumps({"wall_s": wall, "ort_s": busy, "runs": len(spans), "n": len(rep.rows),
+                  "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def child(model: Path, image: Path, layer: int, channels: str, out: Path) -> dict:
+    import shutil
+    import subprocess
+
+    shutil.rmtree(out, ignore_errors=True)
+    res = subprocess.run([sys.executable, "-c", _CHILD, str(model), str(image), str(layer), channels, str(out)],
+                         check=True, capture_output=True, text=True, cwd=_repo())
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def goal4(runs: int) -> dict:
+    """`cnn project --channel all` on the bundled network: end-to-end time and where it goes."""
+    mini = _repo() / "sample_models" / "zfnet_mini.onnx"
+    image = _repo() / "sample_models" / "images" / "chelsea.jpg"
+    out = WORK / "all_out"
+    print(f"\n== 4. cnn project --channel all: 128 channels of zfnet_mini layer 5 (goals: < {GOAL_ALL_128_S:g} s, "
+          f">= {GOAL_ORT_FRACTION:.0%} of the time in onnxruntime)")
+    walls = []
+    for _ in range(runs):
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        walls.append(cli_run(["project", str(mini), str(image), "--layer", "5", "--channel", "all", "--out", str(out),
+                              "--format", "json"]))
+    inner = [child(mini, image, 5, "all", out) for _ in range(runs)]
+    wall, inner_wall = med(walls), med([r["wall_s"] for r in inner])
+    frac = med([r["ort_s"] / r["wall_s"] for r in inner])
+    print(f"   cnn process end to end: {ms(wall)} (median of {runs}; best {ms(min(walls))})")
+    print(f"   run_project in process: {ms(inner_wall)}, onnxruntime runs {ms(med([r['ort_s'] for r in inner]))}"
+          f" = {frac:.0%} of it; {inner[0]['n']} channels, {inner[0]['runs']} runs")
+    return {"cli_s": wall, "cli_best_s": min(walls), "run_project_s": inner_wall, "ort_fraction": frac,
+            "met_time": wall < GOAL_ALL_128_S, "met_fraction": frac >= GOAL_ORT_FRACTION, "inner": inner}
+
+
+def goal5() -> dict:
+    """Peak memory of `--channel all` against the number of channels (one process per figure)."""
+    wide = ensure_wide()
+    image = _repo() / "sample_models" / "images" / "chelsea.jpg"
+    out = WORK / "wide_out"
+    print(f"\n== 5. peak memory vs channels on a 1000-channel layer (goal: 1000 within {GOAL_FLAT_MEMORY:.0%} of 250)")
+    rows = {}
+    for n in (250, 500, 1000):
+        r = child(wide, image, 3, ",".join(str(c) for c in range(n)) if n < 1000 else "all", out)
+        rows[n] = r
+        print(f"   {n:5d} channels: peak RSS {r['peak_rss_kb'] / 1024:7.1f} MiB, {ms(r['wall_s'])}, "
+              f"onnxruntime {r['ort_s'] / r['wall_s']:.0%}")
+    ratio = rows[1000]["peak_rss_kb"] / rows[250]["peak_rss_kb"]
+    print(f"   peak(1000) / peak(250) = {ratio:.3f}")
+    return {"rows": {str(k): v for k, v in rows.items()}, "ratio_1000_250": ratio,
+            "met": abs(ratio - 1) <= GOAL_FLAT_MEMORY}
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -367,13 +503,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="3 runs, fewer targets")
     ap.add_argument("--runs", type=int, help="runs per figure (default 7, --quick 3)")
-    ap.add_argument("--only", choices=("1", "2", "3"), action="append", help="run only these parts")
+    ap.add_argument("--only", choices=("1", "2", "3", "4", "5"), action="append", help="run only these parts")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = ap.parse_args(argv)
     runs = args.runs or (3 if args.quick else 7)
     runs1 = args.runs or (5 if args.quick else 25)  # goal 1: single runs of a few ms
-    parts = set(args.only or ("1", "2", "3"))
+    parts = set(args.only or ("1", "2", "3", "4", "5"))
     info = machine_info()
     print(f"{info['date']}  {info['nproc']} CPUs ({info['cpu']}), python {info['python']}, "
           f"onnxruntime {info['onnxruntime']}, load {info['loadavg_start']:.2f}; medians of {runs1} runs (part 1),"
@@ -398,10 +534,16 @@ def main(argv=None) -> int:
             result["goal2"] = goal2(cases2, max(2, runs // 2))
     if "3" in parts:
         result["goal3"] = goal3([1, 2, 5] if args.quick else [1, 2, 3, 4, 5], runs, max(2, runs // 2))
+    if "4" in parts:
+        result["goal4"] = goal4(max(3, runs // 2))
+    if "5" in parts:
+        result["goal5"] = goal5()
     result["machine"]["loadavg_end"] = os.getloadavg()[0]
     print(f"\nload average at the end: {result['machine']['loadavg_end']:.2f}")
     missed = [k for k in ("goal1", "goal2") for r in result.get(k, []) if not r["met"]]
     missed += ["goal3" for r in result.get("goal3") or [] if not r["agree"]]
+    missed += [k for k in ("goal4",) if k in result and not (result[k]["met_time"] and result[k]["met_fraction"])]
+    missed += [k for k in ("goal5",) if k in result and not result[k]["met"]]
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 1 if args.strict and missed else 0

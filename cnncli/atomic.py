@@ -23,6 +23,22 @@ def check_writable_dir(directory: Path, what: str = "output folder") -> None:
         raise CnnError(f"cannot write {what} '{directory}': '{probe}' is not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise CnnError(f"cannot write {what} '{directory}': permission denied")
+    try:  # the permission bits can say yes where nothing can be written (/proc, /sys, read-only mounts)
+        fd, tmp = tempfile.mkstemp(prefix=".cnncli-probe.", dir=probe)
+    except OSError as exc:
+        raise CnnError(f"cannot write {what} '{directory}': {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def ensure_dir(directory: Path | str) -> Path:
+    """Create ``directory`` (and its parents) if needed; an OSError becomes a one-line CnnError."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CnnError(f"cannot create folder '{directory}': {exc.strerror or exc}") from None
+    return directory
 
 
 def _umask() -> int:
@@ -41,7 +57,8 @@ def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]
     suffix = suffix if suffix is not None else target.suffix
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+        # the temporary name stays short: a target name near the 255-byte limit must still work
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=f".tmp{suffix}", dir=target.parent)
     except OSError as exc:
         raise CnnError(f"cannot write '{target}': {exc.strerror or exc}") from None
     os.close(fd)

@@ -4,6 +4,7 @@ batched run of the generated reverse graph (see reverse.py), both on onnxruntime
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -12,7 +13,7 @@ from onnx import helper, numpy_helper
 from cnncli.errors import BadArgument, CnnError
 from cnncli.graph import Graph
 from cnncli.reverse import OUTPUT, SEED, ReverseGraph, bake_constants, build_reverse, dynamic_tensors
-from cnncli.runtime import make_session
+from cnncli.runtime import as_float32, float32_view, make_session, ort_message
 
 KEEP = ("map", "max")
 
@@ -81,6 +82,27 @@ def forward_model(model: onnx.ModelProto, outputs: list[str], extra: dict[str, t
     return m
 
 
+def prefetched(fn, items: list) -> Iterator:
+    """``fn(item)`` for each item in order, the next one computed in a worker thread while the
+    caller uses the current result (at most two results exist at once)."""
+    if len(items) <= 1:
+        yield from (fn(item) for item in items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="cnncli-prefetch")
+    try:
+        future = pool.submit(fn, items[0])
+        for item in items[1:]:
+            result = future.result()
+            future = pool.submit(fn, item)
+            yield result
+            del result
+        yield future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 class Projector:
     """Project feature maps of ``target`` back to the input ``input_name`` of a loaded model.
 
@@ -96,9 +118,11 @@ class Projector:
                 raise CnnError(f"'{target}' also depends on input '{other.name}', which cnn project cannot feed; "
                                "choose a target that depends on one input only")
         consts = ConstValues(model)
-        self.reverse: ReverseGraph = build_reverse(graph, target, mode, input_name, const_values=consts)
+        # the reverse pass runs in float32 whatever the model's float type (float16 weights too)
+        self.reverse: ReverseGraph = build_reverse(float32_view(graph), target, mode, input_name, const_values=consts)
         dynamic = dynamic_tensors(graph, input_name)
-        self._baked_from_model = {n: consts.get(n) for n in self.reverse.needed if n not in dynamic and consts.is_initializer(n)}
+        self._baked_from_model = {n: as_float32(consts.get(n)) for n in self.reverse.needed
+                                  if n not in dynamic and consts.is_initializer(n)}
         types = dict(graph.types)
         for name in self.reverse.extra_outputs:
             types[name] = onnx.TensorProto.INT64
@@ -115,7 +139,7 @@ class Projector:
         try:
             values = self._fwd_session.run(self._fetch, {self.input_name: x})
         except Exception as exc:
-            raise CnnError(f"the forward run failed: {str(exc).strip().splitlines()[0]}") from None
+            raise CnnError(f"the forward run failed: {ort_message(exc)}") from None
         return dict(zip(self._fetch, values))
 
     def reverse_model(self, fwd: dict[str, np.ndarray]) -> onnx.ModelProto:
@@ -142,8 +166,8 @@ class Projector:
             try:
                 out.append(self._rev_session.run([OUTPUT], feeds)[0])
             except Exception as exc:
-                raise CnnError(f"the reverse run failed: {str(exc).strip().splitlines()[0]}") from None
-        return np.concatenate(out, axis=0)
+                raise CnnError(f"the reverse run failed: {ort_message(exc)}") from None
+        return out[0] if len(out) == 1 else np.concatenate(out, axis=0)
 
     # ------------------------------------------------------------------ seeds
     def seeds(self, act: np.ndarray, channels: list[int], keep: str) -> tuple[np.ndarray, list[tuple[float, list[int] | None]]]:
@@ -165,17 +189,38 @@ class Projector:
                 seeds[(row, c, *np.unravel_index(flat, plane.shape))] = plane.flat[flat]
         return seeds, info
 
-    def project(self, x: np.ndarray, channels: list[int] | str, keep: str = "map", top: int | None = None) -> list[ChannelResult]:
+    def choose(self, act: np.ndarray, channels: list[int] | str, top: int | None = None) -> list[int]:
+        """The channel list: as given, or (``channels == "top"``) the ``top`` strongest on this image."""
+        if channels == "top":
+            strength = act[0].reshape(act.shape[1], -1).max(axis=1)
+            return [int(c) for c in np.argsort(-strength, kind="stable")[:top]]
+        return list(channels)
+
+    def iter_project(self, x: np.ndarray, channels: list[int] | str, keep: str = "map",
+                     top: int | None = None) -> Iterator[ChannelResult]:
+        """Project ``channels`` of one image, ``max_batch`` at a time, one result after another.
+
+        Seeds and projections exist for two chunks of channels at a time (the next chunk's
+        reverse run goes on in a worker thread, onnxruntime releasing the GIL, while the caller
+        writes this chunk's files): memory does not grow with the number of channels."""
         if keep not in KEEP:
             raise BadArgument("--keep", f"'{keep}' is not one of {', '.join(KEEP)}")
         fwd = self.last_forward = self.forward(x)
         act = fwd[self.target]
-        if channels == "top":
-            strength = act[0].reshape(act.shape[1], -1).max(axis=1)
-            channels = [int(c) for c in np.argsort(-strength, kind="stable")[:top]]
-        seeds, info = self.seeds(act, channels, keep)
-        proj = self.run_reverse(seeds, fwd)
-        return [ChannelResult(c, m, loc, proj[i]) for i, (c, (m, loc)) in enumerate(zip(channels, info))]
+        channels = self.choose(act, channels, top)
+        chunks = [channels[i:i + self.max_batch] for i in range(0, len(channels), self.max_batch)]
+
+        def run(chunk):
+            seeds, info = self.seeds(act, chunk, keep)
+            return chunk, self.run_reverse(seeds, fwd), info
+
+        for chunk, proj, info in prefetched(run, chunks):
+            for j, (c, (m, loc)) in enumerate(zip(chunk, info)):
+                yield ChannelResult(c, m, loc, proj[j])
+            del proj
+
+    def project(self, x: np.ndarray, channels: list[int] | str, keep: str = "map", top: int | None = None) -> list[ChannelResult]:
+        return list(self.iter_project(x, channels, keep, top))
 
     def project_units(self, x: np.ndarray, units: list[tuple[int, tuple[int, ...]]]) -> np.ndarray:
         """Project single units, each on its own image: ``x`` holds one image per unit, and

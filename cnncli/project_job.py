@@ -1,19 +1,22 @@
-"""`cnn project` as a library call: load, choose the target, preprocess, project, write files."""
+"""`cnn project` as a library call: the Python API's projection (cnncli.api.project) plus files.
+
+Each projection is written as soon as it comes (PNG, figure, optional .npy; every file complete
+or absent: atomic renames) and dropped, so memory does not grow with the number of channels.
+File names carry the model, the input, the target, the channel and every option that changes the
+pixels (mode; keep, norm and preprocessing where not the default), so runs on other inputs or
+with other options into one folder never replace each other's files. They are fixed, and their
+length checked, before any work.
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
-
-from cnncli.errors import BadArgument
+from cnncli.api.project import DEFAULT_TOP, Projection, ProjectionJob, default_title, figure_of  # noqa: F401
+from cnncli.naming import slug as _slug  # noqa: F401  (features, filters and top name files with it)
 from cnncli.output import col
-
-
-DEFAULT_TOP = 4  # channels projected when neither --channel nor --top is given
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ProjectRequest:
     input_name: str | None = None
     verbose: bool = False
     max_batch: int = 64
+    max_memory: int | None = None  # bytes: the limit of the run's estimated memory [default: what is available]
 
 
 @dataclass(frozen=True)
@@ -55,79 +59,107 @@ class ProjectReport:
     rows: list[ProjectionRow] = field(default_factory=list)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "tensor"
+class ProjectionWriter:
+    """Writes each projection of a job under ``out_dir``; names are fixed at construction."""
+
+    def __init__(self, job: ProjectionJob, out_dir: str | Path, norm: str = "grey", save_npy: bool = False,
+                 size_given: bool = False):
+        from cnncli.atomic import check_writable_dir
+
+        self.job, self.out, self.norm, self.save_npy = job, Path(out_dir), norm, save_npy
+        check_writable_dir(self.out)
+        self.prefix = self._prefix(size_given)
+        widest = max(job.target.shape[1] - 1, 0)
+        self.name_of(widest)  # the longest name this run can make: checked now, not after the work
+        self._made_dir = False
+
+    def _prefix(self, size_given: bool) -> str:
+        from cnncli.naming import part, stem_of
+
+        job, m = self.job, self.job.model
+        label = f"layer{job.target.layer}" if job.target.layer is not None else part(job.target.tensor)
+        tags = []
+        if job.keep != "map":
+            tags.append(f"keep-{job.keep}")
+        if self.norm != "grey":
+            tags.append(f"norm-{self.norm}")
+        tags.append(self._prep_tag())
+        if size_given:
+            tags.append(f"{m.shape[2]}x{m.shape[3]}")
+        self._tags = "_".join(t for t in tags if t)
+        return f"{stem_of(m.name, 'model')}_{stem_of(job.image.name, 'input')}_{label}"
+
+    def _prep_tag(self) -> str:
+        """'' for the model's own preprocessing; the preset's name, or a hash of the settings."""
+        from cnncli.model_input import model_preprocess
+        from cnncli.naming import short_hash, slug
+
+        prep = self.job.image.prep
+        if prep is None:
+            return ""
+        default = model_preprocess(self.job.model)
+        if prep == default:
+            return ""
+        if prep.mean == default.mean and prep.std == default.std and prep.bgr != default.bgr:
+            return "bgr" if prep.bgr else "rgb"
+        base = prep.name.split("+")[0]
+        from cnncli.preprocess import preset
+
+        if prep == preset(base, self.job.model.shape[1]):
+            return slug(base)
+        return f"{slug(base)}-{short_hash(repr(prep.describe()), 6)}"
+
+    def name_of(self, channel: int) -> str:
+        """The base name (no suffix) of one channel's files."""
+        from cnncli.naming import NAME_MAX, fits, part
+
+        name = "_".join(t for t in (f"{self.prefix}_c{channel}_{self.job.mode}", self._tags) if t)
+        if not fits(name + "_figure.png"):
+            name = part(name, limit=NAME_MAX - len("_figure.png"))
+        return name
+
+    def write(self, p: Projection) -> dict[str, str]:
+        from cnncli.atomic import ensure_dir
+        from cnncli.figure import save_image
+        from cnncli.images import save_npy
+
+        if not self._made_dir:
+            ensure_dir(self.out)
+            self._made_dir = True
+        base = self.out / self.name_of(p.channel)
+        img = p.to_uint8(self.norm)
+        files = {"png": str(save_image(img, f"{base}.png"))}
+        figure = figure_of(p, self.job.image.pixels, self.norm, default_title(self.job.meta, p.channel))
+        files["figure"] = str(save_image(figure, f"{base}_figure.png"))
+        if self.save_npy:
+            files["npy"] = str(save_npy(p.array[None], f"{base}.npy"))
+        return files
 
 
-def run_project(req: ProjectRequest) -> ProjectReport:
+def run_project(req: ProjectRequest, progress: Callable[..., None] | None = None) -> ProjectReport:
+    """``progress(n, total=...)`` is called once with n=0 and the number of projections, then
+    with n=1 after each projection is written."""
+    from cnncli.api.project import NORMS, _check, prepare
     from cnncli.atomic import check_writable_dir
-    from cnncli.images import input_display, projection_figure, save_figure, save_npy, save_png, to_display
-    from cnncli.model_input import open_for_images
-    from cnncli.preprocess import display_pixels, make_preprocess, read_image, read_npy, to_tensor
-    from cnncli.project import Projector
-    from cnncli.runtime import resolve_provider
-    from cnncli.targets import by_layer, by_tensor, parse_channels
 
-    if (req.layer is None) == (req.tensor is None):
-        raise BadArgument("--layer", "give exactly one of --layer N or --tensor NAME")
-    out_dir = Path(req.out_dir)
-    check_writable_dir(out_dir)
+    _check("norm", req.norm, NORMS)
+    check_writable_dir(Path(req.out_dir))
     if req.export_reverse:
         check_writable_dir(Path(req.export_reverse).parent, "--export-reverse file")
-    provider = resolve_provider(req.provider)
-
-    is_npy = req.input.lower().endswith(".npy")
-    if is_npy:
-        x = read_npy(req.input)
-        m = open_for_images(req.model, input_name=req.input_name, array=(req.input, x.shape))
-    else:
-        m = open_for_images(req.model, req.size, req.input_name)
-    model, graph, input_name, shape = m.model, m.graph, m.input_name, m.shape
-    loaded_name = m.name
-    target = by_layer(graph, req.layer) if req.layer is not None else by_tensor(graph, req.tensor)
-    top = req.top
-    if req.channels is None and top is None:
-        top = min(DEFAULT_TOP, target.shape[1])
-    chans = parse_channels(req.channels, top, target.shape[1])
-
-    if is_npy:
-        pixels, prep_info = input_display(x), {"preset": "none (.npy used as is)"}
-        bgr = False
-    else:
-        prep = make_preprocess(shape[1], req.preset, req.mean, req.std, req.bgr)
-        raw = read_image(req.input, shape[1], (shape[2], shape[3]))
-        x = to_tensor(raw, prep)
-        pixels, prep_info, bgr = display_pixels(raw), {**prep.describe(), "size": [shape[2], shape[3]]}, prep.bgr
-
-    projector = Projector(model, graph, input_name, target.tensor, req.mode, provider, req.verbose, req.max_batch)
-    results = projector.project(x, chans, req.keep, top)
-
-    stem = _slug(Path(loaded_name).stem)
-    label = f"layer{target.layer}" if target.layer is not None else _slug(target.tensor)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    job = prepare(req.model, req.input, req.layer, req.tensor, req.channels, req.top, req.mode, req.keep,
+                  req.preset, req.mean, req.std, req.bgr, req.size, req.input_name, req.provider, req.max_batch,
+                  req.verbose, max_memory=req.max_memory)
+    writer = ProjectionWriter(job, req.out_dir, req.norm, req.save_npy, size_given=req.size is not None)
+    if progress:
+        progress(0, total=job.count)
     rows = []
-    for r in results:
-        base = out_dir / f"{stem}_{label}_c{r.channel}_{req.mode}"
-        img = to_display(r.projection, req.norm, bgr=bgr)
-        files = {"png": str(save_png(img, f"{base}.png"))}
-        title = f"{Path(loaded_name).name} · {label} · channel {r.channel} · {req.mode}, keep {req.keep}"
-        fig_img = img if img.ndim == 3 else np.repeat(img[:, :, None], 3, axis=2)
-        files["figure"] = str(save_figure(projection_figure(pixels, fig_img, r.projection, title), f"{base}_figure.png"))
-        if req.save_npy:
-            files["npy"] = str(save_npy(r.projection[None], f"{base}.npy"))
-        rows.append(ProjectionRow(r.channel, r.max_activation, r.location, files))
+    for p in job.run():
+        rows.append(ProjectionRow(p.channel, p.activation, p.location, writer.write(p)))
+        if progress:
+            progress(1)
     if req.export_reverse:
         from cnncli.atomic import write_bytes_atomic
 
+        projector = job.projector
         write_bytes_atomic(req.export_reverse, projector.reverse_model(projector.last_forward).SerializeToString())
-    meta = {
-        "model": loaded_name,
-        "input": req.input,
-        "tensor": target.tensor,
-        "layer": target.layer,
-        "mode": req.mode,
-        "keep": req.keep,
-        "provider": provider,
-        "preprocess": prep_info,
-    }
-    return ProjectReport(meta, rows)
+    return ProjectReport(job.meta, rows)

@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnncli.errors import BadArgument, CnnError
 from cnncli.top import ChannelTopRow, TopEntry
 
 
@@ -32,6 +31,10 @@ class TopRequest:
     provider: str = "auto"
     input_name: str | None = None
     verbose: bool = False
+    engine: str = "local"  # "local" or "ray" (cnncli.scale.ray_top)
+    address: str | None = None  # ray: None starts a local runtime; "auto" or "ray://host:10001" joins one
+    workers: int | None = None  # ray: actors, one onnxruntime session each [default: from the cluster]
+    max_memory: int | None = None  # bytes: the limit of the run's estimated memory [default: what is available]
 
 
 @dataclass
@@ -42,96 +45,40 @@ class TopReport:
 
 
 def choose_channels(req: TopRequest, n: int) -> list[int]:
-    from cnncli.targets import parse_channels
+    from cnncli.api.top import choose_channels as choose
 
-    if req.channels is not None:
-        if req.n_channels is not None:
-            raise BadArgument("--channels", "give --channel or --channels, not both")
-        return parse_channels(req.channels, None, n)
-    spec = (req.n_channels or "16").strip().lower()
-    if spec == "all":
-        return list(range(n))
-    try:
-        count = int(spec)
-    except ValueError:
-        raise BadArgument("--channels", f"'{spec}' is not a number or 'all'") from None
-    if count < 1:
-        raise BadArgument("--channels", "must be at least 1")
-    if count >= n:
-        return list(range(n))
-    rng = np.random.default_rng(req.seed)
-    return sorted(int(c) for c in rng.choice(n, size=count, replace=False))
+    return choose(req.channels, req.n_channels, req.seed, n)
 
 
 def run_top(req: TopRequest, stdin=None, progress: Callable[[int], None] | None = None) -> TopReport:
-    from cnncli.atomic import check_writable_dir
-    from cnncli.image_sources import iter_image_paths
-    from cnncli.images import grid, label_strip, save_png, side_by_side, to_display
-    from cnncli.model_input import image_loader, open_for_images
-    from cnncli.preprocess import display_pixels, make_preprocess
-    from cnncli.project import Projector, forward_model
-    from cnncli.project_job import _slug
-    from cnncli.receptive import receptive_fields
-    from cnncli.runtime import make_session, resolve_provider
-    from cnncli.targets import by_layer
-    from cnncli.top import scan
+    """The Python API's top-k (cnncli.api.top) plus files: a grid PNG per channel, written as each
+    channel is done, and an overview of all of them."""
+    from cnncli.api.top import prepare
+    from cnncli.atomic import check_writable_dir, ensure_dir
+    from cnncli.images import grid, label_strip, save_png, side_by_side
+    from cnncli.naming import images_stem, stem_of
 
-    if req.k < 1:
-        raise BadArgument("-k", "must be at least 1")
-    if req.model == "-" and req.images == "-":
-        raise BadArgument("IMAGES", "the model is read from standard input: give the images as a folder, glob or list file")
     out = Path(req.out_dir)
     check_writable_dir(out)
-    provider = resolve_provider(req.provider)
-    m = open_for_images(req.model, req.size, req.input_name)
-    target = by_layer(m.graph, req.layer)
-    if len(target.shape) != 4:
-        raise CnnError(f"layer {req.layer}'s output '{target.tensor}' is not a 4-D feature map")
-    channels = choose_channels(req, target.shape[1])
-    prep = make_preprocess(m.shape[1], req.preset or m.labels.get("cnncli.preprocess"), req.mean, req.std, req.bgr)
-    load = image_loader(m, prep)
-    batch = req.batch_size if m.batchable else 1
-
-    fwd = forward_model(m.model, [target.tensor], {}, m.graph.types)
-    session = make_session(fwd.SerializeToString(), provider, req.verbose)
-    result = scan(session, m.input_name, target.tensor, iter_image_paths(req.images, stdin),
-                  lambda p: load(p)[1], channels, req.k, batch, progress)
-    if result.scanned == 0:
-        raise CnnError(f"no readable images in '{req.images}'" + (f" ({len(result.skipped)} skipped)" if result.skipped else ""))
-
-    rf = receptive_fields(m.graph).get(target.tensor)
-    h, w = m.shape[2], m.shape[3]
-    projector = Projector(m.model, m.graph, m.input_name, target.tensor, req.mode, provider, req.verbose, max_batch=batch)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = _slug(Path(m.name).stem)  # '<stdin>' → 'stdin'
-    tile = int(min(128, max(64, rf[0].size if rf else 64)))
+    job = prepare(req.model, req.images, req.layer, req.channels, req.n_channels, req.seed, req.k, req.mode,
+                  req.batch_size, req.preset, req.mean, req.std, req.bgr, req.size, req.input_name, req.provider,
+                  req.verbose, stdin, req.engine, req.address, req.workers, max_memory=req.max_memory)
+    prefix = f"{stem_of(job.model.name, 'model')}_{images_stem(req.images)}_layer{req.layer}"
+    result = job.scan(progress)
+    tile = int(min(128, max(64, job.rf[0].size if job.rf else 64)))
+    cols = int(np.ceil(np.sqrt(req.k)))
     rows, overview_tiles = [], []
-    for row_i, c in enumerate(channels):
-        found = result.top.entries(row_i)
-        entries, proj_tiles, patch_tiles = [], [], []
-        for start in range(0, len(found), batch):
-            chunk = found[start:start + batch]
-            loaded = [load(path) for _, path, _ in chunk]
-            x = np.concatenate([t for _, t in loaded], axis=0)
-            proj = projector.project_units(x, [(c, tuple(loc)) for _, _, loc in chunk])
-            for (value, path, loc), (raw, _), p in zip(chunk, loaded, proj):
-                (y0, y1), (x0, x1) = (rf[0].box(loc[0], h), rf[1].box(loc[1], w)) if rf else ((0, h), (0, w))
-                entries.append(TopEntry(path, value, loc, [y0, x0, y1, x1]))
-                proj_tiles.append(to_display(p[:, y0:y1, x0:x1], "grey", prep.bgr))
-                patch_tiles.append(display_pixels(raw)[y0:y1, x0:x1])
-        cols = int(np.ceil(np.sqrt(req.k)))
-        figure = label_strip(side_by_side(grid(proj_tiles, cols, tile), grid(patch_tiles, cols, tile)),
-                             f"layer {req.layer} channel {c}: top {len(entries)} (projection | patch)")
-        path = save_png(figure, out / f"{stem}_layer{req.layer}_c{c}_top{req.k}_{req.mode}.png")
+    for ch in job.iter_channels(result):
+        figure = label_strip(side_by_side(grid(ch.tiles("grey"), cols, tile), grid(ch.patches, cols, tile)),
+                             f"layer {req.layer} channel {ch.channel}: top {len(ch.entries)} (projection | patch)")
+        ensure_dir(out)
+        path = save_png(figure, out / f"{prefix}_c{ch.channel}_top{req.k}_{req.mode}.png")
         overview_tiles.append(figure)
-        rows.append(ChannelTopRow(c, entries[0].activation if entries else None, entries, {"grid": str(path)}))
+        rows.append(ChannelTopRow(ch.channel, ch.best, ch.entries, {"grid": str(path)}))
     per_row = max(1, min(4, int(np.ceil(np.sqrt(len(overview_tiles))))))
     width = max(t.shape[1] for t in overview_tiles)
-    overview = save_png(grid(overview_tiles, per_row, width, gap=12), out / f"{stem}_layer{req.layer}_top{req.k}_overview.png")
-    meta = {
-        "model": m.name, "images": req.images, "scanned": result.scanned, "skipped": len(result.skipped),
-        "layer": req.layer, "tensor": target.tensor, "mode": req.mode, "k": req.k,
-        "receptive_field": [a.size for a in rf] if rf else None, "overview": str(overview),
-        "preprocess": {**prep.describe(), "size": [h, w]},
-    }
-    return TopReport(meta, rows, result.skipped)
+    overview = save_png(grid(overview_tiles, per_row, width, gap=12), out / f"{prefix}_top{req.k}_overview.png")
+    meta = {**job.meta, "images": req.images, "overview": str(overview)}
+    order = ["model", "images", "scanned", "skipped", "layer", "tensor", "mode", "k", "receptive_field", "overview",
+             "preprocess"]
+    return TopReport({key: meta[key] for key in order}, rows, result.skipped)

@@ -260,14 +260,14 @@ def test_glob_text_file_and_stdin_give_the_folder_result(setup, base):
 
 
 def test_model_from_stdin(setup, base, tmp_path):
-    """MODEL '-' reads the model from standard input; its files are named 'stdin_…'."""
+    """MODEL '-' reads the model from standard input; its files are named 'stdin_<images>_…'."""
     r = run_top("-", setup["images"], "--layer", 2, "--channel", "all", "-k", 3, "--batch-size", 4, "--format", "json",
                 "--preset", "unit", "--quiet", "--out", tmp_path, input=Path(setup["model"]).read_bytes())
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert_same_top(entries(doc), entries(base))
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"stdin_layer2_c{c}_top3_deconvnet.png" for c in range(6)] + ["stdin_layer2_top3_overview.png"])
+        [f"stdin_imgs_layer2_c{c}_top3_deconvnet.png" for c in range(6)] + ["stdin_imgs_layer2_top3_overview.png"])
 
 
 def test_model_and_images_both_from_stdin(setup, tmp_path):
@@ -377,14 +377,13 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
     """Each kept unit is projected alone on its own image (= Projector.project_units on that image,
     = keep 'max' on that channel), and the tiles are the receptive-field crops before scaling."""
     import cnncli.images
-    import cnncli.project
     from cnncli.images import to_display
     from cnncli.model_input import open_for_images
     from cnncli.project import Projector
     from cnncli.top_job import TopRequest, run_top as lib_run_top
 
     grids, projections = [], []
-    real_grid, real_units = cnncli.images.grid, cnncli.project.Projector.project_units
+    real_grid, real_units = cnncli.images.grid, Projector.project_units
 
     def spy_grid(tiles, cols, tile, *a, **kw):
         grids.append([np.array(t) for t in tiles])
@@ -413,7 +412,7 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
         return spy_units(self, x, units)
 
     monkeypatch.setattr(cnncli.images, "grid", spy_grid)
-    monkeypatch.setattr(cnncli.project.Projector, "project_units", spy_units_count)
+    monkeypatch.setattr(Projector, "project_units", spy_units_count)
     monkeypatch.setattr(cnncli.runtime, "make_session", lambda *a, **kw: SpySession(real_session(*a, **kw)))
     ticks = []
     req = TopRequest(model=setup["model"], images=str(setup["images"]), layer=2, channels="0,2,3", k=4,
