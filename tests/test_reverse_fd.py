@@ -392,3 +392,16 @@ def test_adjoint_of_legacy_resize(op, opset, scales, mode):
     model.ir_version = 7
     err = _adjoint_check(model, shape, np.random.default_rng(0))
     assert err is not None and err < 1e-5, err
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+@pytest.mark.parametrize("ceil_mode", [0, 1])
+def test_adjoint_of_dilated_average_pool_opset19(count_include_pad, ceil_mode):
+    """AveragePool-19 takes dilations (the dynamo exporter writes opset 20)."""
+    shape = (1, 2, 9, 8)
+    model = _one_op_model("AveragePool", shape, kernel_shape=[3, 2], strides=[2, 1], dilations=[2, 3],
+                          pads=[1, 1, 2, 1], count_include_pad=count_include_pad, ceil_mode=ceil_mode)
+    model.opset_import[0].version = 19
+    model.ir_version = 9
+    err = _adjoint_check(model, shape, np.random.default_rng(3))
+    assert err is not None and err < 1e-5, err
