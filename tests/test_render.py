@@ -156,27 +156,16 @@ def test_long_names_are_shortened_in_the_middle(monkeypatch):
 
 
 def rich_reference(doc: Document) -> str:
-    """The table exactly as cnncli printed it to a pipe before: rich at 400 columns."""
-    from rich.console import Console
-    from rich.table import Table
+    """The table exactly as cnncli printed it to a pipe before: rich at 400 columns (the
+    reference benchmarks/check_output.py checks every model and awkward text against)."""
+    import importlib.util
 
-    from cnncli.render.document import cells, headers, numeric, summary_lines
+    from helpers import REPO
 
-    stream = Pipe()
-    console = Console(file=stream, width=400, highlight=False, soft_wrap=True)
-    table = Table(title=doc.title, show_lines=False, header_style="bold")
-    for head, num in zip(headers(doc.row_type), numeric(doc.row_type)):
-        table.add_column(head, justify="right" if num else "left", overflow="fold")
-    for r in doc.rows:
-        table.add_row(*cells(r, human=True))
-    console.print(table)
-    summary = Table(show_header=False, box=None, pad_edge=False)
-    summary.add_column(style="bold")
-    summary.add_column(justify="right")
-    for k, v in summary_lines(doc.totals):
-        summary.add_row(k, v)
-    console.print(summary)
-    return stream.getvalue()
+    spec = importlib.util.spec_from_file_location("check_output", REPO / "benchmarks" / "check_output.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reference_table(doc)
 
 
 @pytest.mark.parametrize("by", ["layer", "op"])

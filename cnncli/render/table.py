@@ -104,7 +104,7 @@ def plain_table(doc: Document, picked: list[int], write: Write, encoding: str | 
     widths = [max(map(measure, column)) for column in zip(g.heads, *g.rows)]
     right = g.right
     lines = []
-    if doc.title is not None:
+    if doc.title:
         lines.append(visible(doc.title))
     lines.append("┏" + "┳".join("━" * (w + 2) for w in widths) + "┓")
     lines.append("┃ " + " ┃ ".join(_pad(h, w, r, measure) for h, w, r in zip(g.heads, widths, right)) + " ┃")
@@ -274,7 +274,7 @@ def terminal_table(doc: Document, picked: list[int], write: Write, limit: int, e
     prep = _preparer(encoding) or (lambda s: s)
     ellipsis = "…" if is_unicode(encoding) else "..."
     g = grid(doc, picked, prep, with_units=True)
-    title = [] if doc.title is None else [prep(doc.title)]
+    title = [prep(doc.title)] if doc.title else []
     if title and width(title[0]) > limit:
         title = textwrap.wrap(title[0], limit, break_on_hyphens=False) or [""]
     body: list[str] | None = None
