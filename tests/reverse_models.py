@@ -404,11 +404,26 @@ def convnext_dynamo() -> Case:
     return n.case("convnext_dynamo", t, [0, 4])
 
 
+def strided_slices() -> Case:
+    """Slice with steps: YOLOv5's Focus (x[..., ::2, ::2] and its three siblings, concatenated),
+    a flip (x[..., ::-1], steps −1 from −1 to −∞) and steps on two axes at once."""
+    n = Net((1, 3, 12, 10), seed=26)
+    big = np.iinfo(np.int64).max
+    parts = [n.op("Slice", ["x", n.ints([r, c]), n.ints([big, big]), n.ints([2, 3]), n.ints([2, 2])])
+             for r, c in [(0, 0), (1, 0), (0, 1), (1, 1)]]                          # [1,3,6,5] each
+    t = n.op("Relu", [n.conv(n.op("Concat", parts, axis=1), 12, 6, 3, pads=[1, 1, 1, 1])])   # [1,6,6,5]
+    f = n.op("Slice", [t, n.ints([-1]), n.ints([-big]), n.ints([3]), n.ints([-1])])  # flipped left-right
+    t = n.op("Add", [t, n.op("Mul", [f, n.const(0.5)])])
+    t = n.op("Slice", [t, n.ints([5, 1]), n.ints([-big, 6]), n.ints([1, 2]), n.ints([-2, 3])])  # channels 5,3,1; rows 1,4
+    t = n.op("Relu", [n.conv(t, 3, 4, 1)])                                            # [1,4,2,5]
+    return n.case("strided_slices", t, [0, 3])
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
-              computed_constants, convnext_torchscript, convnext_dynamo)
+              computed_constants, convnext_torchscript, convnext_dynamo, strided_slices)
 }
 
 

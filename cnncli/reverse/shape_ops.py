@@ -80,7 +80,7 @@ def _slice(b: Builder, node, a, grads) -> dict:
         axes = [int(v) for v in vals[2]] if vals[2] is not None else list(range(len(starts)))
         steps = [int(v) for v in vals[3]] if vals[3] is not None else [1] * len(starts)
     if any(s != 1 for s in steps):
-        raise unsupported(node, "with steps other than 1 is not supported")
+        return {x: _strided_unslice(b, node, grads[0], xs, ys, starts, axes, steps)}
     pads = [0] * (2 * len(xs))
     for st, ax in zip(starts, axes):
         ax %= len(xs)
@@ -91,6 +91,24 @@ def _slice(b: Builder, node, a, grads) -> dict:
     if pads[0] or pads[len(xs)]:
         raise unsupported(node, "slices the batch axis; not supported")
     return {x: b.op("Pad", [grads[0], b.ints(pads)], "unslice")}
+
+
+def _strided_unslice(b: Builder, node, g: str, xs, ys, starts, axes, steps) -> str:
+    """Slice with steps (x[..., ::2], a flip): each sliced axis scattered back in turn."""
+    cur = list(ys)
+    for st, ax, step in zip(starts, axes, steps):
+        ax %= len(xs)
+        n = xs[ax]
+        if ax == 0:
+            raise unsupported(node, "slices the batch axis; not supported")
+        if step > 0:
+            first = min(max(st + n if st < 0 else st, 0), n)
+        else:
+            first = min(max(st + n if st < 0 else st, 0), n - 1)
+        index = first + step * np.arange(ys[ax], dtype=np.int64)  # the output length fixes the end
+        cur[ax] = n
+        g = scatter_along(b, g, cur, ax, index)
+    return g
 
 
 @register("Pad", values=(1, 3))
@@ -128,28 +146,28 @@ def _gather(b: Builder, node, a, grads) -> dict:
     """Scatter-add the signal back to the gathered positions (an index taken twice adds twice)."""
     x = node.input[0]
     xs = shape_of(b, x)
-    r = len(xs)
-    axis = int(a.get("axis", 0)) % r
+    axis = int(a.get("axis", 0)) % len(xs)
     if axis == 0:
         raise unsupported(node, "along the batch axis is not supported")
     idx = b.value(node.input[1])
     if idx is None:
         raise unsupported(node, "with indices that could not be computed is not supported")
-    n = xs[axis]
     flat = idx.reshape(-1).astype(np.int64)
-    flat = np.where(flat < 0, flat + n, flat)
-    m = int(flat.size)
-    # the gathered axis last, the indices' dims flattened into it: [rows, m] -> zeros [rows, n]
-    perm = list(range(r))
+    flat = np.where(flat < 0, flat + xs[axis], flat)
+    g = b.reshape(grads[0], [*xs[:axis], flat.size, *xs[axis + 1:]], "gather_flat")  # the indices' dims as one
+    return {x: scatter_along(b, g, xs, axis, flat)}
+
+
+def scatter_along(b: Builder, g: str, xs, axis: int, index: np.ndarray) -> str:
+    """The adjoint of taking positions ``index`` along ``axis`` (not the batch axis) of a tensor
+    shaped ``xs``: ``g`` (that axis of size len(index)) added into zeros at those positions."""
+    r, m, n = len(xs), int(index.size), xs[axis]
+    perm = list(range(r))  # the axis last: [rows, m] scattered into zeros [rows, n]
     perm[axis], perm[-1] = perm[-1], perm[axis]
-    moved = [xs[p] for p in perm]
-    g = b.reshape(grads[0], [*xs[:axis], m, *xs[axis + 1:]], "gather_flat")
     if axis != r - 1:
         g = b.op("Transpose", [g], "T", perm=perm)
     g = b.op("Reshape", [g, b.ints([-1, m])], "rows")
-    index = b.op("Expand", [b.ints(flat.reshape(1, m)), b.op("Shape", [g])], "idx")
-    g = b.op("ScatterElements", [b.zeros_like_batch(g, [None, n]), index, g], "ungather", axis=1, reduction="add")
-    g = b.reshape(g, moved, "ungathered")
-    if axis != r - 1:
-        g = b.op("Transpose", [g], "T", perm=perm)
-    return {x: g}
+    idx = b.op("Expand", [b.ints(index.reshape(1, m)), b.op("Shape", [g])], "idx")
+    g = b.op("ScatterElements", [b.zeros_like_batch(g, [None, n]), idx, g], "ungather", axis=1, reduction="add")
+    g = b.reshape(g, [xs[p] for p in perm], "ungathered")
+    return b.op("Transpose", [g], "T", perm=perm) if axis != r - 1 else g
