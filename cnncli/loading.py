@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from cnncli.errors import ModelError
+from cnncli.frontend.external import check_locations
 
 
 @dataclass
@@ -28,16 +30,32 @@ class LoadedModel:
 
 
 def read_source_bytes(source: str, stdin: BinaryIO | None = None) -> bytes:
+    """The model file's bytes, once its first bytes show it can be a model (a large file that
+    is not one is refused without being read whole)."""
+    from cnncli.frontend.sniff import CHUNK, check_model_bytes
+
     if source == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
-        return stream.read()
+        head = stream.read(CHUNK)
+        if head:
+            check_model_bytes(stream, head, None, "<stdin>")
+        return head + stream.read()
     path = Path(source)
     if not path.exists():
         raise ModelError(f"cannot read model '{source}': no such file")
     if path.is_dir():
         raise ModelError(f"cannot read model '{source}': it is a directory")
     try:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            regular = stat.S_ISREG(st.st_mode)  # a FIFO or device cannot seek: checked as a pipe
+            head = f.read(CHUNK)
+            if head:
+                check_model_bytes(f, head, st.st_size if regular else None, source)
+            if not regular:
+                return head + f.read()
+            f.seek(0)
+            return f.read()
     except OSError as exc:
         raise ModelError(f"cannot read model '{source}': {exc.strerror or exc}") from None
 
@@ -74,10 +92,19 @@ def _check_references(graph: onnx.GraphProto, name: str) -> None:
             raise ModelError(f"'{name}' is damaged or truncated: graph output '{out.name}' is never produced")
 
 
+def _all_tensors(model: onnx.ModelProto):
+    try:  # initializers and tensor attributes, subgraphs included
+        from onnx.external_data_helper import _get_all_tensors
+
+        return _get_all_tensors(model)
+    except ImportError:
+        return model.graph.initializer
+
+
 def external_data_files(model: onnx.ModelProto) -> list[str]:
-    """Locations of the external data files the model's initializers refer to, in order."""
+    """Locations of the external data files the model's tensors refer to, in order."""
     seen: dict[str, None] = {}
-    for tensor in model.graph.initializer:
+    for tensor in _all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             for entry in tensor.external_data:
                 if entry.key == "location":
@@ -115,7 +142,9 @@ def load_model(source: str, stdin: BinaryIO | None = None) -> LoadedModel:
     model = parse_model(data, name)
     base_dir = None if source == "-" else Path(source).resolve().parent
     missing, present = [], set()
-    for location in external_data_files(model):
+    locations = external_data_files(model)
+    check_locations(locations, base_dir, name)  # before any of them is looked at
+    for location in locations:
         if base_dir is None or not os.path.isfile(base_dir / location):
             missing.append(location)
         else:
@@ -131,7 +160,13 @@ def load_external_weights(loaded: LoadedModel) -> None:
         raise ModelError(
             f"'{loaded.name}' keeps its weights in '{loaded.missing_external[0]}', which is missing"
         )
-    if loaded.base_dir is not None and external_data_files(loaded.model):
+    locations = external_data_files(loaded.model)
+    if loaded.base_dir is not None and locations:
         from onnx.external_data_helper import load_external_data_for_model
 
-        load_external_data_for_model(loaded.model, str(loaded.base_dir))
+        check_locations(locations, loaded.base_dir, loaded.name)
+        try:
+            load_external_data_for_model(loaded.model, str(loaded.base_dir))
+        except Exception as exc:  # onnx's ValidationError, a short file, an offset past its end
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot read the external data of '{loaded.name}': {first}") from None

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from onnx import helper, numpy_helper
 
 from cnncli.cli import cli
-from helpers import PNG_MAGIC, REPO, ZFNET_PAPER, assert_one_line_error, conv_model, init, make_model, out, save, vi
+from helpers import LIGHT_DIR, PNG_MAGIC, REPO, ZFNET_PAPER, assert_one_line_error, conv_model, init, make_model, out, save, vi
 
 ZF = str(ZFNET_PAPER)
 
@@ -391,3 +391,112 @@ def test_plot_path_not_png(tmp_path):
     msg = assert_one_line_error(CliRunner().invoke(cli, ["stats", ZF, "--plot", str(target)]), 2)
     assert "--plot" in msg
     assert not target.exists()
+
+
+# ----------------------------------------------------------------------------- non-models recognised from their first bytes
+
+
+def _big_sparse(path, head: bytes, size: int):
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)  # sparse: takes neither the disk nor the time to write
+    return path
+
+
+def test_big_random_file_refused_from_its_first_bytes(tmp_path):
+    """A large non-model is refused after reading its first bytes, not read whole: the peak of
+    Python allocations stays far below the file's size (old behaviour: the whole file)."""
+    import tracemalloc
+
+    from cnncli.errors import ModelError
+    from cnncli.loading import load_model
+
+    size = 256 * 2**20
+    p = _big_sparse(tmp_path / "big.onnx", np.random.default_rng(3).bytes(1 << 16), size)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelError, match="not an ONNX model"):
+            load_model(str(p))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak
+    assert_one_line_error(run_stats(str(p)), 1)
+
+
+def test_big_file_of_zeros_refused(tmp_path):
+    p = _big_sparse(tmp_path / "zeros.onnx", b"", 64 * 2**20)
+    assert "not an ONNX model" in assert_one_line_error(run_stats(str(p)), 1)
+
+
+def test_field_running_past_the_end_refused(tmp_path):
+    # ir_version 8, then a graph (field 7) said to be 2^32-1 bytes long, in a 100-byte file
+    head = b"\x08\x08" + b"\x3a\xff\xff\xff\xff\x0f"
+    p = tmp_path / "short.onnx"
+    p.write_bytes(head + bytes(100 - len(head)))
+    msg = assert_one_line_error(run_stats(str(p)), 1)
+    assert "truncated" in msg
+
+
+def test_sniff_accepts_every_real_model():
+    """The first-bytes check accepts real models of every exporter the onnx package ships."""
+    import io
+
+    from cnncli.frontend.sniff import check_model_bytes
+
+    paths = [ZFNET_PAPER, *sorted(LIGHT_DIR.glob("light_*.onnx"))]
+    for path in paths:
+        data = path.read_bytes()
+        check_model_bytes(io.BytesIO(data), data[:4096], len(data), str(path))  # file, walked to the end
+        check_model_bytes(io.BytesIO(data), data[:4096], None, str(path))  # pipe, first chunk only
+
+
+# ----------------------------------------------------------------------------- --input-shape and --batch that do not fit
+
+
+def _fixed_batch_model(tmp_path):
+    return save(conv_model([1, 3, 8, 8], [4, 3, 3, 3], x_name="pixels"), tmp_path / "fixed.onnx")
+
+
+def test_input_shape_wrong_rank(tmp_path):
+    p = _fixed_batch_model(tmp_path)
+    msg = assert_one_line_error(run_stats(str(p), "--input-shape", "pixels=3x8x8", tmp_path=tmp_path), 2)
+    assert "--input-shape" in msg and "'pixels'" in msg and "4 dims" in msg
+
+
+def test_input_shape_wrong_channels(tmp_path):
+    p = _fixed_batch_model(tmp_path)
+    msg = assert_one_line_error(run_stats(str(p), "--input-shape", "pixels=1x5x8x8", tmp_path=tmp_path), 2)
+    assert "'pixels'" in msg and "3 input channels" in msg and "5" in msg
+
+
+def test_input_shape_wrong_channels_through_other_ops(tmp_path):
+    # pixels -> Relu -> Conv(W 4x3x3x3): 6 channels do not fit, named by the input that feeds it
+    nodes = [helper.make_node("Relu", ["pixels"], ["r"]), helper.make_node("Conv", ["r", "W"], ["y"], name="conv")]
+    p = save(make_model(nodes, [vi("pixels", ["N", 3, 8, 8])], [out()], [init("W", [4, 3, 3, 3])]), tmp_path / "m.onnx")
+    msg = assert_one_line_error(run_stats(str(p), "--input-shape", "pixels=1x6x8x8"), 2)
+    assert "'pixels'" in msg and "conv" in msg
+
+
+def test_input_shape_that_fits_is_costed(tmp_path):
+    p = _fixed_batch_model(tmp_path)
+    r = CliRunner().invoke(cli, ["stats", str(p), "--input-shape", "pixels=2x3x10x10", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["totals"]["macs"] == 2 * 4 * 8 * 8 * 27
+
+
+def test_batch_on_fixed_batch_model_warns(tmp_path):
+    p = _fixed_batch_model(tmp_path)
+    r = CliRunner().invoke(cli, ["stats", str(p), "--batch", "8", "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["totals"]["macs"] == 1 * 4 * 6 * 6 * 27  # batch 1, as the model says
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--batch 8" in lines[0] and "ignored" in lines[0] and "pixels" in lines[0]
+    assert "--input-shape pixels=8x3x8x8" in lines[0]
+
+
+def test_batch_on_symbolic_batch_model_is_quiet(tmp_path):
+    p = save(conv_model(["N", 3, 8, 8], [4, 3, 3, 3], x_name="pixels"), tmp_path / "sym.onnx")
+    r = CliRunner().invoke(cli, ["stats", str(p), "--batch", "8", "--format", "json"])
+    assert r.exit_code == 0 and r.stderr.strip() == ""
+    assert json.loads(r.stdout)["totals"]["macs"] == 8 * 4 * 6 * 6 * 27
