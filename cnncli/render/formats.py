@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 from typing import Any, Callable
 
 from cnncli.render.document import Document, cells, columns, headers, numeric, summary_lines, to_json_value
@@ -102,6 +103,8 @@ def csv_rows(doc: Document, write: Write, picked: list[int]) -> None:
 
 
 _MD = str.maketrans({c: "\\" + c for c in "\\|*`[]<>&"})
+# True for text (cells joined by \x00) that md_escape would leave as it is
+_MD_PLAIN = re.compile(r"[^\\|*`\[\]<>&\x01-\x1f\x7f-\x9f\u2028\u2029]*").fullmatch
 
 
 def md_escape(text: str) -> str:
@@ -122,9 +125,16 @@ def markdown(doc: Document, write: Write, picked: list[int]) -> None:
     nums = numeric(doc.row_type)
     out.append("| " + " | ".join(md_escape(heads[i]) for i in picked) + " |\n")
     out.append("|" + "|".join("---:" if nums[i] else "---" for i in picked) + "|\n")
+    full = len(picked) == len(heads)
     for r in doc.rows:
         cs = cells(r, human=True)
-        out.append("| " + " | ".join(md_escape(cs[i]) for i in picked) + " |\n")
+        if not full:
+            cs = [cs[i] for i in picked]
+        line = "\x00".join(cs)
+        if _MD_PLAIN(line) and line.count("\x00") == len(cs) - 1:  # nothing to escape: the common case
+            out.append("| " + line.replace("\x00", " | ") + " |\n")
+        else:
+            out.append("| " + " | ".join(map(md_escape, cs)) + " |\n")
     if doc.totals:
         out.append("\n| total | value |\n|---|---:|\n")
         for k, v in summary_lines(doc.totals):
