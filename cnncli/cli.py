@@ -23,8 +23,15 @@ def _one_line(message: str) -> str:
 
 class CnnGroup(click.Group):
     def invoke(self, ctx: click.Context):
+        from cnncli.routed_warnings import routed_warnings
+
         try:
-            return super().invoke(ctx)
+            with routed_warnings():  # numpy's, Pillow's and cnncli's warnings: one line each
+                return super().invoke(ctx)
+        except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (128 + SIGINT); atomic writes left nothing half-written
+            _interrupted()
+        except MemoryError:
+            raise click.ClickException("not enough memory for this run") from None
         except BadArgument as exc:
             raise click.BadParameter(_one_line(exc), param_hint=f"'{exc.param}'") from None
         except CnnError as exc:
@@ -34,6 +41,14 @@ class CnnGroup(click.Group):
             raise
         except BrokenPipeError:  # the reader of stdout left (cnn … | head): a normal end, exit 0
             raise click.exceptions.Exit(0) from None
+
+
+def _interrupted() -> None:
+    try:
+        sys.stderr.write("Interrupted.\n")
+    except (OSError, ValueError):
+        pass
+    raise click.exceptions.Exit(130)
 
 
 # The row type each command renders, so --columns is checked before any work (a command not
@@ -107,10 +122,23 @@ def image_options(f):
         click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                      help="onnxruntime execution provider."),
         click.option("--verbose", is_flag=True, help="Let onnxruntime's log lines through to stderr."),
+        click.option("--max-memory", metavar="SIZE", callback=_max_memory,
+                     help="Refuse a run whose estimated memory exceeds SIZE (e.g. 64G) [default: the memory available]."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _max_memory(ctx, param, value):
+    from cnncli.memory import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except BadArgument as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_image_options(mean, std, size):
@@ -272,35 +300,34 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
               help="Seed the channel's whole map, or only its strongest activation.")
 @click.option("--norm", type=click.Choice(["grey", "minmax", "percentile"]), default="grey", show_default=True,
               help="How projections become pixels (grey: 0 at mid-grey, symmetric scale).")
-@click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out_dir", default="cnn-out", show_default=True, help="Output folder.")
 @click.option("--save-npy", is_flag=True, help="Also save the raw float32 projection, shaped like the model input.")
 @click.option("--export-reverse", type=click.Path(dir_okay=False), metavar="FILE.onnx", help="Write the generated reverse graph.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Channels per batched reverse run.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 @image_options
 @format_option
 def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, out_dir, save_npy, export_reverse,
-            batch_size, preset, mean, std, bgr, size, input_name, provider, verbose, fmt):
+            batch_size, quiet, preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
     """Project feature maps of MODEL on INPUT (an image or a .npy) back to pixels (Zeiler & Fergus deconvnet)."""
     from cnncli.output import Document, render
     from cnncli.project_job import ProjectionRow, ProjectRequest, run_project
 
     mean, std, size_hw = parse_image_options(mean, std, size)
-    report = run_project(
-        ProjectRequest(
+    with _progress(quiet, "projecting channels", min_total=8) as tick:
+        report = run_project(ProjectRequest(
             model=model, input=input_path, layer=layer, tensor=tensor, channels=channels, top=top, mode=mode,
             keep=keep, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw, norm=norm, out_dir=out_dir, save_npy=save_npy, export_reverse=export_reverse,
-            provider=provider, input_name=input_name, verbose=verbose, max_batch=batch_size,
-        )
-    )
+            provider=provider, input_name=input_name, verbose=verbose, max_batch=batch_size, max_memory=max_memory,
+        ), progress=tick)
     m = report.meta
     title = f"{m['model']} · {m['tensor']} · {m['mode']} (keep {m['keep']}) on {m['provider']}"
     render(Document(rows=report.rows, row_type=ProjectionRow, rows_key="results", meta=m, title=title), fmt, sys.stdout)
 
 
 @cli.command(short_help="The whole tool on the bundled trained network and photos.")
-@click.option("--out", "out_dir", default="cnn-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for the gallery.")
+@click.option("--out", "out_dir", default="cnn-demo", show_default=True, help="Folder for the gallery.")
 @click.option("--top", type=click.IntRange(min=1), default=4, show_default=True, help="Channels per layer and image.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress messages on stderr.")
@@ -327,7 +354,7 @@ def demo(out_dir, top, provider, quiet, fmt):
 @click.option("-k", "k", type=click.IntRange(min=1), default=9, show_default=True, help="Top activations per channel.")
 @click.option("--mode", type=click.Choice(["deconvnet", "backprop", "guided"]), default="deconvnet", show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Images per forward run.")
-@click.option("--out", "out_dir", default="cnn-top", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out_dir", default="cnn-top", show_default=True, help="Output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Scan in this process, or on Ray Data (pip install 'cnncli[ray]').")
@@ -336,7 +363,7 @@ def demo(out_dir, top, provider, quiet, fmt):
 @image_options
 @format_option
 def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, out_dir, quiet, engine, address, workers,
-        preset, mean, std, bgr, size, input_name, provider, verbose, fmt):
+        preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
     """The top-k activations of a layer's feature maps over IMAGES (a folder, a glob, a text file of
     paths, or - for paths on stdin), each projected alone beside its receptive-field patch."""
     from cnncli.console import warn
@@ -350,7 +377,7 @@ def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, o
     req = TopRequest(model=model, images=images, layer=layer, channels=channels, n_channels=n_channels, seed=seed,
                      k=k, mode=mode, batch_size=batch_size, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw,
                      out_dir=out_dir, provider=provider, input_name=input_name, verbose=verbose,
-                     engine=engine, address=address, workers=workers)
+                     engine=engine, address=address, workers=workers, max_memory=max_memory)
     with _progress(quiet, "scanning images") as tick:
         report = run_top(req, stdin=sys.stdin if images == "-" else None, progress=tick)
     if report.skipped:
@@ -362,23 +389,38 @@ def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, o
 
 
 class _progress:
-    """A transient progress counter on stderr (nothing when quiet); yields a tick(n) function."""
+    """A transient progress bar on stderr (nothing when quiet or not a terminal); yields a
+    tick(n, total=None) function. With ``min_total`` the bar starts only when a tick announces a
+    total above it, so a run of a handful of items stays silent."""
 
-    def __init__(self, quiet: bool, label: str):
-        self.quiet, self.label, self.bar = quiet, label, None
+    def __init__(self, quiet: bool, label: str, min_total: int | None = None):
+        self.quiet, self.label, self.min_total, self.bar, self.task = quiet, label, min_total, None, None
 
     def __enter__(self):
         from cnncli.console import err_console
 
         if self.quiet or not err_console().is_terminal:  # rich leaves a blank line when not a terminal
             return None
+        if self.min_total is None:
+            self._start(None)
+        return self._tick
+
+    def _start(self, total):
         from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from cnncli.console import err_console
 
         self.bar = Progress(SpinnerColumn(), TextColumn(self.label), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=err_console(), transient=True)
         self.bar.start()
-        task = self.bar.add_task(self.label, total=None)
-        return lambda n: self.bar.advance(task, n)
+        self.task = self.bar.add_task(self.label, total=total)
+
+    def _tick(self, n: int, total: int | None = None) -> None:
+        if self.bar is None:
+            if total is None or total <= self.min_total:
+                return
+            self._start(total)
+        self.bar.advance(self.task, n)
 
     def __exit__(self, *exc):
         if self.bar is not None:
@@ -390,16 +432,17 @@ class _progress:
 @click.argument("model")
 @click.argument("image")
 @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
-@click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out_dir", default="cnn-out", show_default=True, help="Output folder.")
 @image_options
 @format_option
-def features(model, image, layer, out_dir, preset, mean, std, bgr, size, input_name, provider, verbose, fmt):
+def features(model, image, layer, out_dir, preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
     """All of a layer's activation maps for IMAGE as a montage, strongest first, with per-channel max, mean and zeros."""
     from cnncli.features import FeatureRow, run_features
     from cnncli.output import Document, render
 
     mean, std, size_hw = parse_image_options(mean, std, size)
-    meta, rows = run_features(model, image, layer, out_dir, size_hw, preset, mean, std, bgr, input_name, provider, verbose)
+    meta, rows = run_features(model, image, layer, out_dir, size_hw, preset, mean, std, bgr, input_name, provider, verbose,
+                              max_memory)
     title = f"{meta['model']} · layer {layer} ({meta['tensor']}) on {image} · montage {meta['montage']}"
     render(Document(rows=rows, row_type=FeatureRow, rows_key="channels", meta=meta, title=title), fmt, sys.stdout)
 
@@ -407,7 +450,7 @@ def features(model, image, layer, out_dir, preset, mean, std, bgr, size, input_n
 @cli.command(short_help="A conv layer's kernels as a montage.")
 @click.argument("model")
 @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
-@click.option("--out", "out_dir", default="cnn-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--out", "out_dir", default="cnn-out", show_default=True, help="Output folder.")
 @format_option
 def filters(model, layer, out_dir, fmt):
     """A conv layer's kernels as a montage: RGB for the first layer, strongest input slice in grey deeper."""

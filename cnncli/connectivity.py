@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cnncli.errors import CnnError
 from cnncli.graph import Graph, numel
 from cnncli.output import col
 
@@ -53,6 +54,8 @@ def connectivity_row(index, name, in_shape, out_shape, weight_shape) -> Connecti
 
 
 def model_connectivity(graph: Graph) -> list[ConnectivityRow]:
+    """One row per Conv (ConvTranspose, Gemm and MatMul are not local or shared windows); a model
+    without any Conv is an error, not an empty table."""
     rows = []
     index = 0
     for i, node in enumerate(graph.nodes):
@@ -68,6 +71,10 @@ def model_connectivity(graph: Graph) -> list[ConnectivityRow]:
                 graph.shape(node.input[1]),
             )
         )
+    if not rows:
+        ops = sorted({n.op_type for n in graph.nodes})
+        raise CnnError("the model has no Conv layer: connectivity compares a conv's shared weights with local and full "
+                       f"connections (the model's ops: {', '.join(ops[:8]) + (', …' if len(ops) > 8 else '') or 'none'})")
     return rows
 
 

@@ -43,13 +43,14 @@ def montage(act: np.ndarray, rows: list[FeatureRow], tile: int = 64) -> np.ndarr
 
 
 def run_features(model: str, image: str, layer: int, out_dir: str, size=None, preset=None, mean=None, std=None,
-                 bgr=None, input_name=None, provider: str = "auto", verbose: bool = False) -> tuple[dict[str, Any], list[FeatureRow]]:
-    from cnncli.atomic import check_writable_dir
+                 bgr=None, input_name=None, provider: str = "auto", verbose: bool = False,
+                 max_memory: int | None = None) -> tuple[dict[str, Any], list[FeatureRow]]:
+    from cnncli.atomic import check_writable_dir, ensure_dir
     from cnncli.images import save_png
-    from cnncli.model_input import image_loader, open_for_images
-    from cnncli.preprocess import make_preprocess
+    from cnncli.model_input import check_feedable, check_run_memory, image_loader, open_for_images
+    from cnncli.model_input import model_preprocess
+    from cnncli.naming import stem_of
     from cnncli.project import forward_model
-    from cnncli.project_job import _slug
     from cnncli.runtime import make_session, resolve_provider
     from cnncli.targets import by_layer
 
@@ -58,13 +59,15 @@ def run_features(model: str, image: str, layer: int, out_dir: str, size=None, pr
     provider = resolve_provider(provider)
     m = open_for_images(model, size, input_name)
     target = by_layer(m.graph, layer)
-    prep = make_preprocess(m.shape[1], preset or m.labels.get("cnncli.preprocess"), mean, std, bgr)
+    check_feedable(m, target.tensor, "cnn features")
+    check_run_memory(m, target.tensor, limit=max_memory)
+    prep = model_preprocess(m, preset, mean, std, bgr)
+    name = f"{stem_of(m.name, 'model')}_{stem_of(image, 'image')}_layer{layer}_features.png"  # fixed before the work
     _, x = image_loader(m, prep)(image)
     session = make_session(forward_model(m.model, [target.tensor], {}, m.graph.types).SerializeToString(), provider, verbose)
     act = session.run([target.tensor], {m.input_name: x})[0][0]
     rows = channel_stats(act)
-    out.mkdir(parents=True, exist_ok=True)
-    path = save_png(montage(act, rows), out / f"{_slug(Path(m.name).stem)}_layer{layer}_features.png")
+    path = save_png(montage(act, rows), ensure_dir(out) / name)
     meta = {"model": m.name, "image": image, "layer": layer, "tensor": target.tensor,
             "shape": list(act.shape), "montage": str(path)}
     return meta, rows

@@ -1,11 +1,18 @@
-"""Where `cnn top` finds its images: a folder (recursive), a glob, a text file of paths, or stdin."""
+"""Where `cnn top` finds its images: a folder (recursive), a glob, a text file of paths, or stdin.
+
+Each file comes at most once, by its resolved path: a symlink to an image already listed, a
+path repeated in a list file (or spelt differently: ``./a.png``, ``a.png``) and the endless
+paths of a symlink loop name one file, which must not fill several of a channel's top k.
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import os
 import sys
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Iterable, Iterator, TextIO
 
 from cnncli.bundled import IMAGE_SUFFIXES
 from cnncli.errors import CnnError
@@ -14,14 +21,30 @@ GLOB_CHARS = set("*?[")
 
 
 def iter_image_paths(spec: str, stdin: TextIO | None = None) -> Iterator[str]:
-    """Paths in a stable order, streamed (a list of 100,000 paths is never materialised twice)."""
+    """Paths in a stable order, streamed (a list of 100,000 paths is never materialised twice),
+    each file once (see :func:`unique_paths`)."""
+    return unique_paths(_iter_listed(spec, stdin))
+
+
+def unique_paths(paths: Iterable[str]) -> Iterator[str]:
+    """``paths`` without the ones naming a file already given (compared by resolved path:
+    symlinks followed, ``.`` and ``..`` removed); the first spelling is kept."""
+    seen: set[str] = set()
+    for p in paths:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            yield p
+
+
+def _iter_listed(spec: str, stdin: TextIO | None) -> Iterator[str]:
     if spec == "-":
         stream = stdin if stdin is not None else sys.stdin
         yield from _lines(stream)
         return
     path = Path(spec)
     if path.is_dir():
-        for p in sorted(path.rglob("*")):
+        for p in sorted(path.rglob("*")):  # rglob does not follow symlinked folders: no loops
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
                 yield str(p)
         return
@@ -36,10 +59,50 @@ def iter_image_paths(spec: str, stdin: TextIO | None = None) -> Iterator[str]:
             raise CnnError(f"'{spec}' is neither an image nor a text file of image paths") from None
         return
     if GLOB_CHARS & set(spec):
-        matches = sorted(glob.glob(spec, recursive=True))
-        yield from (m for m in matches if Path(m).is_file())
+        if "**" in spec:
+            yield from _recursive_glob(spec)
+        else:
+            yield from (m for m in sorted(glob.glob(spec)) if Path(m).is_file())
         return
     raise CnnError(f"no such file, folder or glob: '{spec}'")
+
+
+def _recursive_glob(spec: str) -> Iterator[str]:
+    """glob's ``**`` (any number of folders), walking every real folder once: glob.glob follows
+    symlinked folders into loops (two links back up double the paths at every level)."""
+    parts = spec.split(os.sep)
+    fixed = 0
+    while fixed < len(parts) - 1 and not GLOB_CHARS & set(parts[fixed]):
+        fixed += 1
+    root = os.sep.join(parts[:fixed]) or (os.sep if fixed else ".")
+    pattern = [p for p in parts[fixed:] if p]
+    found, visited = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        visited.add(os.path.realpath(folder))
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(folder, d)) not in visited)
+        rel = os.path.relpath(folder, root)
+        rel_parts = [] if rel == "." else rel.split(os.sep)
+        for name in files:
+            full = os.path.join(folder, name)
+            if _match(rel_parts + [name], pattern) and os.path.isfile(full):
+                found.append(full[2:] if root == "." else full)  # "./a/b.png" as glob spells it: "a/b.png"
+    return iter(sorted(found))
+
+
+def _match(names: list[str], pattern: list[str]) -> bool:
+    """Path components against glob components, '**' matching any number of folders (hidden
+    names only where the component itself starts with a dot, as glob does)."""
+    if not pattern:
+        return not names
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_match(names[i:], rest) for i in range(len(names) + 1)
+                   if all(not n.startswith(".") for n in names[:i]))
+    if not names:
+        return False
+    if names[0].startswith(".") and not head.startswith("."):
+        return False
+    return fnmatch.fnmatchcase(names[0], head) and _match(names[1:], rest)
 
 
 def _lines(stream) -> Iterator[str]:
@@ -47,3 +110,12 @@ def _lines(stream) -> Iterator[str]:
         line = line.strip()
         if line and not line.startswith("#"):
             yield line
+
+
+def skipped_text(skipped: list[str], reasons: dict[str, str] | None = None, first: int = 3) -> str:
+    """The first few skipped images with why, e.g. "'a.png' (no such file), 'b.jpg' (not an
+    image Pillow can read) and 3 more"."""
+    reasons = reasons or {}
+    named = [f"'{p}'" + (f" ({reasons[p]})" if p in reasons else "") for p in skipped[:first]]
+    more = len(skipped) - len(named)
+    return ", ".join(named) + (f" and {more} more" if more > 0 else "")

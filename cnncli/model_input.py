@@ -44,16 +44,19 @@ def declared_shape(model: onnx.ModelProto, name: str) -> tuple:
     return ()
 
 
-def open_for_images(source: str, size: tuple[int, int] | None = None, input_name: str | None = None,
-                    array: tuple[str, tuple] | None = None) -> RunnableModel:
+def open_for_images(source, size: tuple[int, int] | None = None, input_name: str | None = None,
+                    array: tuple[str, tuple] | None = None, arrays: bool = False) -> RunnableModel:
     """Load MODEL with its weights and fix its image input to [1, C, H, W].
 
     ``array`` = (label, shape) of a .npy input: its shape is checked and used instead.
+    ``arrays``: the caller also takes arrays (cnn project's .npy), so errors may suggest one.
+    The model's other inputs, never fed, get placeholder shapes (unknown dims 1) so that the
+    analysis goes on; :func:`check_feedable` refuses a target that depends on one of them.
     """
     from cnncli.graph import analyse, real_inputs
-    from cnncli.loading import load_external_weights, load_model
+    from cnncli.loading import LoadedModel, load_external_weights, load_model
 
-    loaded = load_model(source)
+    loaded = source if isinstance(source, LoadedModel) else load_model(source)  # the API passes a LoadedModel
     load_external_weights(loaded)
     model = loaded.model
     name = choose_input([i.name for i in real_inputs(model.graph)], input_name)
@@ -64,11 +67,18 @@ def open_for_images(source: str, size: tuple[int, int] | None = None, input_name
         check_input_shape(array[0], tuple(array[1]), declared)
         shape = tuple(array[1])
     else:
+        use_array = "; pass a .npy array shaped like it instead" if arrays else ""
         if len(declared) != 4:
-            raise CnnError(f"input '{name}' is not an image tensor [N, C, H, W]; pass a .npy array")
+            raise CnnError(f"input '{name}' is not an image tensor [N, C, H, W]{use_array}")
         channels, h, w = declared[1], declared[2], declared[3]
+        if channels not in IMAGE_CHANNELS and declared[3] in IMAGE_CHANNELS:
+            raise CnnError(
+                f"input '{name}' is {_dims(declared)}, which looks channels-last (NHWC); cnn feeds images "
+                f"channels-first [N, C, H, W]: export the model with a channels-first input{use_array.replace('; ', ', or ')}")
         if channels is None:
-            raise CnnError(f"input '{name}' has no fixed channel count; pass a .npy array")
+            raise CnnError(f"input '{name}' has no fixed channel count{use_array}")
+        if channels not in IMAGE_CHANNELS:
+            raise CnnError(f"input '{name}' has {channels} channels; an image gives 1, 3 or 4{use_array}")
         if size is not None:
             if h is not None and w is not None and (h, w) != tuple(size):
                 raise BadArgument("--size", f"the model's input is fixed at {h}x{w}")
@@ -76,18 +86,82 @@ def open_for_images(source: str, size: tuple[int, int] | None = None, input_name
         if h is None or w is None:
             raise BadArgument("--size", f"input '{name}' has a symbolic height or width: give --size HxW")
         shape = (1, channels, h, w)
-    graph = analyse(model, batch=1, input_shapes={name: shape})
+    graph = analyse(model, batch=1, input_shapes={name: shape, **_placeholder_shapes(model, name)})
     batchable = bool(declared) and declared[0] is None
     labels = {p.key: p.value for p in model.metadata_props}
     return RunnableModel(loaded.name, model, graph, name, shape, batchable, labels)
 
 
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+def _dims(shape: tuple) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def _placeholder_shapes(model: onnx.ModelProto, fed: str) -> dict[str, tuple[int, ...]]:
+    """Shapes for the inputs other than ``fed``: declared dims, 1 where unknown ((1,) when the
+    input declares no shape). Nothing feeds them; they only keep the shape analysis going."""
+    from cnncli.graph import real_inputs
+
+    out = {}
+    for vi in real_inputs(model.graph):
+        if vi.name == fed:
+            continue
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            out[vi.name] = (1,)
+        elif any(d is None for d in declared_shape(model, vi.name)):
+            out[vi.name] = tuple(d or 1 for d in declared_shape(model, vi.name))
+    return out
+
+
+def check_feedable(m: RunnableModel, tensor: str, command: str) -> None:
+    """Refuse a target that depends on a model input other than the image input (a second input,
+    or a weight given as a graph input): nothing can feed it."""
+    from cnncli.reverse import dynamic_tensors
+
+    for other in m.graph.inputs:
+        if other.name != m.input_name and tensor in dynamic_tensors(m.graph, other.name):
+            raise CnnError(f"'{tensor}' also depends on input '{other.name}', which {command} cannot feed "
+                           f"(it feeds only the image input '{m.input_name}'); choose a layer that depends on that input alone")
+
+
+def check_run_memory(m: RunnableModel, tensor: str, rows: int = 1, reverse_rows: int = 0,
+                     limit: int | None = None, hint: str = "") -> None:
+    """Refuse, before any image is decoded or run, a run whose estimated memory (see
+    :func:`cnncli.memory.run_estimate`) exceeds ``limit`` or the memory available."""
+    from cnncli.memory import check_memory, run_estimate
+
+    needed = run_estimate(m.graph, m.input_name, tensor, rows, reverse_rows)
+    images = f"{rows} image{'s' if rows > 1 else ''} of {_dims(m.shape[1:])}"
+    check_memory(needed, limit, f"this run ({images}, activations up to '{tensor}')", hint)
+
+
 def image_loader(m: RunnableModel, prep: Preprocess):
-    """path -> (uint8 pixels [H, W, C], float32 tensor [1, C, H, W])."""
-    from cnncli.preprocess import read_image, to_tensor
+    """path -> (uint8 pixels [H, W, C], float32 tensor [1, C, H, W]). The function's
+    ``failures`` dict keeps why the first few unreadable images failed (path -> reason)."""
+    from cnncli.preprocess import ImageReadError, read_image, to_tensor
+
+    failures: dict[str, str] = {}
 
     def load(path: str) -> tuple[np.ndarray, np.ndarray]:
-        raw = read_image(path, m.shape[1], (m.shape[2], m.shape[3]))
+        try:
+            raw = read_image(path, m.shape[1], (m.shape[2], m.shape[3]))
+        except ImageReadError as exc:
+            if len(failures) < 10:
+                failures[exc.path] = exc.reason
+            raise
         return raw, to_tensor(raw, prep)
 
+    load.failures = failures  # type: ignore[attr-defined]
     return load
+
+
+def model_preprocess(m: RunnableModel, preset: str | None = None, mean=None, std=None, bgr: bool | None = None) -> Preprocess:
+    """How images are prepared for ``m``: ``preset`` when given, else the model's own (metadata
+    ``cnncli.preprocess``), else the default for its channel count; mean/std/bgr override fields.
+    One choice for project, top, features and the Python API."""
+    from cnncli.preprocess import make_preprocess
+
+    return make_preprocess(m.shape[1], preset or m.labels.get("cnncli.preprocess"), mean, std, bgr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -48,6 +50,8 @@ def make_preprocess(channels: int, name: str | None, mean=None, std=None, bgr: b
     for label, values in (("--mean", mean), ("--std", std)):
         if values is not None and len(values) not in (1, channels):
             raise BadArgument(label, f"give 1 or {channels} values, not {len(values)}")
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise BadArgument(label, f"values must be finite numbers, not {', '.join(str(v) for v in values)}")
     if mean is not None:
         p = replace(p, mean=tuple(mean) * (channels if len(mean) == 1 else 1), name=p.name + "+custom")
     if std is not None:
@@ -62,6 +66,14 @@ def make_preprocess(channels: int, name: str | None, mean=None, std=None, bgr: b
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
 
+class ImageReadError(CnnError):
+    """An image file that cannot be read; ``reason`` says why in a few words."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"cannot read image '{path}': {reason}")
+        self.path, self.reason = str(path), reason
+
+
 def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> np.ndarray:
     """Decode (any mode: grey, RGB, RGBA, palette…), convert to the model's channel count and
     resize: uint8 array [H, W, C] in RGB order."""
@@ -71,18 +83,75 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> np.nda
         raise CnnError(f"the model input has {channels} channels; images give 1, 3 or 4: pass a .npy array")
     path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert(_MODES[channels])
-            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                pixels = image_pixels(im, channels, size)
+        for w in caught:  # Pillow's own line does not say which file; name it
+            warnings.warn(f"'{path}': {w.message}", w.category, stacklevel=2)
+        return pixels
     except FileNotFoundError:
-        raise CnnError(f"cannot read image '{path}': no such file") from None
+        raise ImageReadError(path, "no such file") from None
     except IsADirectoryError:
-        raise CnnError(f"cannot read image '{path}': it is a directory") from None
+        raise ImageReadError(path, "it is a directory") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
-        raise CnnError(f"cannot read image '{path}': {str(exc).splitlines()[0] if str(exc) else 'not an image'}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "not an image"
+        if isinstance(exc, UnidentifiedImageError):
+            reason = "not an image Pillow can read"
+        elif isinstance(exc, PermissionError):
+            reason = "permission denied"
+        raise ImageReadError(path, reason) from None
+
+
+def image_pixels(im, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """A decoded Pillow image → uint8 [H, W, C] in RGB order, converted to the model's channel
+    count and resized (shared by image files and the Python API's PIL images)."""
+    from PIL import Image
+
+    if channels not in _MODES:
+        raise CnnError(f"the model input has {channels} channels; images give 1, 3 or 4: pass an array")
+    im = _upright(im)
+    im = _eight_bit(im)
+    im = im.convert(_MODES[channels])
+    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    arr = np.asarray(im, dtype=np.uint8)
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def _upright(im):
+    """The image turned as its EXIF orientation says (a phone photo taken upright comes out
+    upright); an image without EXIF, or with EXIF Pillow cannot read, as it is."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # a broken EXIF block must not make the picture unreadable
+        return im
+
+
+def _eight_bit(im):
+    """Modes ``convert`` would clip or mangle, as 8-bit images with their range kept: 16-bit
+    grey ('I;16…', and 'I' holding 16-bit values) scaled by 255/65535; 32-bit 'I' by its
+    maximum; float 'F' taken as 0–1 when it lies there (else 0–255, clipped); a palette with
+    transparency through RGBA (as Pillow asks)."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        a = np.where(np.isfinite(a), a, 0.0)
+        top = float(a.max()) if a.size else 0.0
+        if mode == "F":
+            scale = 255.0 if a.size and a.min() >= 0 and top <= 1 else 1.0
+        elif mode.startswith("I;16") or top <= 65535:
+            scale = 255.0 / 65535.0 if (mode.startswith("I;16") or top > 255) else 1.0
+        else:
+            scale = 255.0 / top
+        return Image.fromarray(np.clip(np.round(a * scale), 0, 255).astype(np.uint8), "L")
+    if mode == "P" and "transparency" in im.info:
+        return im.convert("RGBA")
+    return im
 
 
 def to_tensor(pixels: np.ndarray, p: Preprocess) -> np.ndarray:
@@ -129,6 +198,11 @@ def parse_floats(label: str, text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
     except ValueError:
         raise BadArgument(label, f"'{text}' is not a comma-separated list of numbers") from None
+    if not all(math.isfinite(v) for v in values):
+        raise BadArgument(label, f"'{text}': values must be finite numbers")
+    if label == "--std" and any(v == 0 for v in values):
+        raise BadArgument(label, f"'{text}': values must be non-zero")
+    return values

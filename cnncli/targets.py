@@ -58,10 +58,12 @@ def block_output(graph: Graph, conv) -> str:
         t = n.output[0]
 
 
-def by_layer(graph: Graph, layer: int) -> Target:
+def by_layer(graph: Graph, layer: int, alternative: str = "") -> Target:
+    """``alternative``: what else the command takes when there is no conv (e.g. "use --tensor
+    NAME"); only a command that has that option names it."""
     convs = conv_nodes(graph)
     if not convs:
-        raise BadArgument("--layer", "the model has no Conv layers; use --tensor")
+        raise BadArgument("--layer", "the model has no Conv layers" + (f"; {alternative}" if alternative else ""))
     if not 1 <= layer <= len(convs):
         raise BadArgument("--layer", f"{layer} is out of range: the model has {len(convs)} Conv layers (1–{len(convs)})")
     conv = convs[layer - 1]

@@ -157,7 +157,7 @@ def prepare(model: Any, image: Any, layer: int | None = None, tensor: str | None
         raise BadArgument("--batch-size", f"must be at least 1, not {batch_size}")
     provider = resolve_provider(provider)
     m, array = open_with_image(model, image, size, input_name)
-    target = by_layer(m.graph, layer) if layer is not None else by_tensor(m.graph, tensor)
+    target = by_layer(m.graph, layer, "use --tensor NAME") if layer is not None else by_tensor(m.graph, tensor)
     text = channels_text(channels)
     if text is None and top is None:
         top = min(DEFAULT_TOP, target.shape[1])

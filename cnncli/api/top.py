@@ -136,8 +136,12 @@ class TopJob:
             result = scan(self.forward_session(), m.input_name, self.target.tensor, self.paths,
                           lambda p: load(p)[1], self.channels, self.k, self.batch, progress)
         if result.scanned == 0:
+            from cnncli.image_sources import skipped_text
+
+            reasons = getattr(load, "failures", None) if self.engine != "ray" else None
             raise CnnError(f"no readable images in '{self.images_label}'"
-                           + (f" ({len(result.skipped)} skipped)" if result.skipped else ""))
+                           + (f": {len(result.skipped)} skipped: {skipped_text(result.skipped, reasons)}"
+                              if result.skipped else ""))
         self.meta.update(scanned=result.scanned, skipped=len(result.skipped))
         return result
 
@@ -177,13 +181,13 @@ def project_entries(projector, load, channel: int, found: list[tuple[float, str,
 
 
 def _paths(images: Any, stdin=None) -> tuple[Iterable[str], str]:
-    from cnncli.image_sources import iter_image_paths
+    from cnncli.image_sources import iter_image_paths, unique_paths
 
     if isinstance(images, (str, os.PathLike)):
         spec = os.fspath(images)
         return iter_image_paths(spec, stdin), spec
     try:
-        listed = [os.fspath(p) for p in images]
+        listed = list(unique_paths(os.fspath(p) for p in images))
     except TypeError:
         raise BadArgument("IMAGES", "give a folder, a glob, a list file, '-', or a list of paths") from None
     return listed, f"<{len(listed)} paths>"

@@ -1,0 +1,32 @@
+"""Python warnings on the CLI's terms: one `Warning: …` line on stderr each, every distinct
+message once. numpy's RuntimeWarnings (overflow, invalid value), Pillow's
+DecompressionBombWarning and cnncli's own run warnings otherwise print two lines with a source
+file path and a code line."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def routed_warnings() -> Iterator[None]:
+    """Within the block, warnings that would be shown go through :func:`cnncli.console.warn`.
+    The filters stay as Python sets them (DeprecationWarnings of libraries stay hidden)."""
+    seen: set[tuple[type, str]] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        from cnncli.console import warn
+
+        text = str(message).strip() or category.__name__
+        if category is RuntimeWarning and "encountered in" in text:  # numpy's floating point errors
+            text = f"numerical problem in the activations: {text}"
+        if (category, text) in seen:
+            return
+        seen.add((category, text))
+        warn(text)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
