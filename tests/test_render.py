@@ -417,3 +417,29 @@ def test_multi_line_error_messages_become_one_line():
 
     line = assert_one_line_error(CliRunner().invoke(group, ["boom"]), 1)
     assert line == "Error: first line second line"
+
+
+def test_features_json_of_a_model_with_infinite_activations(tmp_path):
+    """Channel 0's weights are infinite and channel 1 has a NaN weight: their max and mean are
+    not finite, and the JSON says null (with one warning) instead of NaN or Infinity."""
+    import numpy as np
+
+    from helpers import REPO
+
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    w[0] = np.inf
+    w[1, 0, 0, 0] = np.nan
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu1")]
+    path = save(make_model(nodes, [vi("x", [1, 3, 16, 16])], [out()], [init("W", [4, 3, 3, 3], value=w)]), tmp_path / "m.onnx")
+    image = REPO / "sample_models" / "images" / "star.png"
+    r = CliRunner().invoke(cli, ["features", str(path), str(image), "--layer", "1", "--out", str(tmp_path / "o"), "--format", "json"])
+    assert r.exit_code == 0, r.output
+
+    def strict(c):
+        raise AssertionError(f"non-standard JSON constant {c}")
+
+    channels = {c["channel"]: c for c in json.loads(r.stdout, parse_constant=strict)["channels"]}
+    assert channels[0]["max"] is None and channels[1]["mean"] is None
+    assert all(isinstance(channels[c]["max"], float) for c in (2, 3))
+    assert sum("not finite" in line for line in r.stderr.splitlines()) == 1

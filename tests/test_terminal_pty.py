@@ -94,3 +94,19 @@ def test_stats_by_op_and_connectivity_in_a_terminal():
             assert code == 0, text
             assert all(width(line) <= cols for line in text.splitlines()), text
             assert "Conv" in text or "conv5" in text
+
+
+@pytest.mark.parametrize("cols", [40, 80])
+def test_filters_and_features_in_a_terminal(cols, tmp_path):
+    mini = str(REPO / "sample_models" / "zfnet_mini.onnx")
+    image = str(REPO / "sample_models" / "images" / "star.png")
+    for args, rows in ((["filters", mini, "--layer", "1"], 48), (["features", mini, image, "--layer", "1"], 48)):
+        code, text = run_in_pty([sys.executable, "-m", "cnncli", *args, "--out", str(tmp_path)], cols)
+        assert code == 0, text
+        lines = text.splitlines()
+        assert all(width(line) <= cols for line in lines), text
+        boxed = [line for line in lines if line.startswith("│")]
+        records = [line for line in lines if re.match(r"(filter|channel) \d+", line)]
+        assert len(boxed) == rows or len(records) == rows, text
+        for line in boxed:
+            assert all(c.strip() for c in line.strip("│").split("│")[:2]), line  # channel and its first number
