@@ -206,6 +206,23 @@ def test_help_and_the_local_engine_do_not_import_ray(setup):
     assert out.stdout.strip() == "[]"
 
 
+def test_decode_reads_uris_as_the_local_reader_reads_paths(setup):
+    """A list may name URIs (read through pyarrow's filesystems, as Ray's readers do): file://
+    gives the local reader's pixels; an unreadable or missing one is flagged, not fatal."""
+    pytest.importorskip("pyarrow")
+    from cnncli.preprocess import read_image
+    from cnncli.scale.ray_top import decode_block
+
+    base, _ = setup
+    good = sorted((base / "imgs").glob("a_000[0-4].png"))
+    names = [p.as_uri() for p in good] + [str(good[0]), (base / "imgs" / "a_0007_text.png").as_uri(),
+                                          (base / "imgs" / "gone.png").as_uri()]
+    out = decode_block({"id": np.arange(len(names)), "path": np.array(names, dtype=object)}, 3, (32, 32))
+    assert out["ok"].tolist() == [True] * 6 + [False, False]
+    for i, p in enumerate(good + [good[0]]):
+        np.testing.assert_array_equal(out["pixels"][i], read_image(p, 3, (32, 32)))
+
+
 # ----------------------------------------------------------------------------- Ray against local
 
 

@@ -1,6 +1,7 @@
 """The scan of `cnn top --engine ray` as a Ray Data pipeline.
 
-    image paths (listed on the driver by the local engine's `iter_image_paths`, numbered in order)
+    image paths (listed on the driver by the local engine's `iter_image_paths`, numbered in order;
+    a list file or stdin may also name URIs: s3://, gs://, file://, … read through pyarrow)
       → blocks of (number, path) in Ray's object store
       → decode tasks: `read_image`, the local engine's decoder (uint8 pixels travel, 4× smaller
         than the float tensors); an unreadable image is flagged, not fatal
@@ -21,6 +22,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -31,12 +33,13 @@ from cnncli.errors import BadArgument, CnnError
 from cnncli.preprocess import Preprocess
 from cnncli.top import ScanResult, TopK, batched
 
-# Fault tolerance of the actor pool: a dead actor (its process killed, its node lost) is restarted
-# up to MAX_RESTARTS times, and the block it was working on is retried up to MAX_TASK_RETRIES
-# times; after that the run fails with an error (exit 1) and writes nothing.
-# A decode task whose worker process dies is retried by Ray's default, 3 times. (Ray 2.60 marks
-# these per-operator retry settings deprecated; Ray Data's own default is unbounded restarts, which
-# would let a crash loop hang the run, so they are set here and the warning silenced.)
+# Fault tolerance, for worker processes that die (killed, out of memory, node lost): a decode
+# task is retried up to DECODE_RETRIES times; a model actor is restarted up to MAX_RESTARTS times
+# and the block it held resubmitted up to MAX_TASK_RETRIES times. After that the run fails with
+# an error (exit 1) and writes nothing. Ray Data's own defaults are unbounded, which lets a crash
+# loop hang the run; Ray 2.60 marks these per-operator settings deprecated (the warning is
+# silenced: the version is pinned).
+DECODE_RETRIES = 3
 MAX_RESTARTS = 3
 MAX_TASK_RETRIES = 3
 
@@ -99,16 +102,40 @@ def plan(resources: dict, workers: int | None, provider: str) -> Placement:
     return Placement(workers, provider, share, 0.0, max(1, int(share)))
 
 
+URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def read_pixels(path: str, image_channels: int, size: tuple[int, int]) -> np.ndarray:
+    """The local engine's reader (`read_image`) for a path; for a URI (s3://, gs://, hdfs://,
+    file://, … any filesystem pyarrow knows, as Ray's own readers use) the bytes through pyarrow
+    and then the local engine's pixel code (`image_pixels`)."""
+    if not URI.match(path):
+        from cnncli.preprocess import read_image
+
+        return read_image(path, image_channels, size)
+    import io
+
+    import pyarrow.fs
+    from PIL import Image
+
+    from cnncli.preprocess import image_pixels
+
+    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+    with fs.open_input_file(inner) as f:
+        data = f.read()
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return image_pixels(im, image_channels, size)
+
+
 def decode_block(batch: dict, image_channels: int, size: tuple[int, int]) -> dict:
     """Decode a block of paths with the local engine's reader; unreadable images get ok=False."""
-    from cnncli.preprocess import read_image
-
     paths = [str(p) for p in batch["path"]]
     pixels = np.zeros((len(paths), size[0], size[1], image_channels), dtype=np.uint8)
     ok = np.zeros(len(paths), dtype=bool)
     for i, path in enumerate(paths):
         try:
-            pixels[i] = read_image(path, image_channels, size)
+            pixels[i] = read_pixels(path, image_channels, size)
             ok[i] = True
         except Exception:  # as in the local engine: skipped and reported, never ends a long scan
             pass
@@ -217,11 +244,11 @@ def ray_scan(model_bytes: bytes, input_name: str, target: str, image_shape: tupl
         if not refs:
             return ScanResult(top, 0, [])
         ds = ray.data.from_arrow_refs(refs)
-        ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", zero_copy_batch=True,
-                            fn_kwargs={"image_channels": image_shape[0], "size": tuple(image_shape[1:])},
-                            num_cpus=1)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # RayDeprecationWarning: max_restarts, …
+            warnings.simplefilter("ignore", DeprecationWarning)  # RayDeprecationWarning: max_retries, …
+            ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", zero_copy_batch=True,
+                                fn_kwargs={"image_channels": image_shape[0], "size": tuple(image_shape[1:])},
+                                num_cpus=1, max_retries=DECODE_RETRIES)
             ds = ds.map_batches(BlockTopK, batch_size=None, batch_format="numpy", zero_copy_batch=True,
                                 compute=ray.data.ActorPoolStrategy(size=place.workers),
                                 fn_constructor_args=([ray.put(model_bytes)], spec),
