@@ -160,7 +160,8 @@ def signal_tensors(graph: Graph, start: str) -> set[str]:
     return sig
 
 
-_NO_SIGNAL_OPS = frozenset({"Shape", "Size"})
+# float outputs too, but of the input's shape alone
+_NO_SIGNAL_OPS = frozenset({"Shape", "Size", "EyeLike", "RandomNormalLike", "RandomUniformLike"})
 
 
 def path_nodes(graph: Graph, target: str, dynamic: set[str]) -> list[onnx.NodeProto]:
