@@ -83,9 +83,12 @@ def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[
         stream.flush()
     except BrokenPipeError:
         raise
-    except (OSError, ValueError) as exc:  # a full disk, an I/O error, a closed stream
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise CnnError(f"cannot write to {_stream_name(stream)}: {reason}") from None
+    except OSError as exc:  # a full disk, an I/O error
+        raise CnnError(f"cannot write to {_stream_name(stream)}: {exc.strerror or exc}") from None
+    except ValueError:
+        if getattr(stream, "closed", False):  # "I/O operation on closed file"
+            raise CnnError(f"cannot write to {_stream_name(stream)}: it is closed") from None
+        raise
 
 
 def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: bool, warn) -> None:

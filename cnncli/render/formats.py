@@ -23,8 +23,11 @@ _field_names: dict[type, tuple[str, ...]] = {}
 
 
 def _fields_of(obj: Any) -> dict[str, Any]:
-    """``default`` hook of the JSON encoder: a dataclass row as an object of its fields."""
+    """``default`` hook of the JSON encoder: a dataclass row as an object of its fields (and a
+    numpy scalar or array as its Python value)."""
     if not dataclasses.is_dataclass(obj):
+        if hasattr(obj, "dtype") and hasattr(obj, "tolist"):
+            return obj.tolist()
         raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
     names = _field_names.get(type(obj))
     if names is None:
@@ -47,7 +50,7 @@ def finite(obj: Any) -> Any:
         return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [finite(v) for v in obj]
-    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # a numpy scalar
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # a numpy scalar or array
         return finite(obj.tolist())
     return obj
 
