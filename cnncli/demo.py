@@ -57,7 +57,7 @@ h3{margin-bottom:.2em}.note{color:#555;max-width:60em}
 
 def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
              progress: Callable[[str], None] | None = None) -> DemoReport:
-    from cnncli.atomic import check_writable_dir, write_bytes_atomic
+    from cnncli.atomic import check_writable_dir, ensure_dir, write_bytes_atomic
     from cnncli.bundled import sample_images, sample_model
     from cnncli.connectivity import model_connectivity
     from cnncli.graph import analyse
@@ -84,7 +84,8 @@ def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
     labels = {p.key: p.value for p in model.metadata_props}
     prep = make_preprocess(spec.shape[1], labels.get("cnncli.preprocess", "imagenet"))
     images = sample_images()
-    (out / "img").mkdir(parents=True, exist_ok=True)
+    previous = read_manifest(out)
+    ensure_dir(out / "img")
     fields = receptive_fields(graph)
     files: list[str] = []
     inputs = {}
@@ -121,7 +122,39 @@ def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
     write_bytes_atomic(out / "stats.json", json.dumps(
         {"layers": to_json_value(stats.layers), "totals": stats.totals}, indent=1).encode())
     files.append(str(out / "stats.json"))
+    replace_manifest(out, previous, files)
     return DemoReport(str(model_path), str(index), rows, files)
+
+
+MANIFEST = ".cnn-demo-files.json"  # what the last run wrote, relative to the folder
+
+
+def read_manifest(out: Path) -> list[str]:
+    """The files a previous demo run wrote into ``out`` (relative paths), [] when none or unreadable."""
+    try:
+        names = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def replace_manifest(out: Path, previous: list[str], files: list[str]) -> None:
+    """Record this run's files, then remove the previous run's files this run did not write again:
+    a run replaces its own outputs and never touches a file it did not make (the manifest names
+    them; anything outside the folder, or not a plain file, is left alone)."""
+    from cnncli.atomic import write_bytes_atomic
+
+    root = out.resolve()
+    now = sorted({str(Path(f).resolve().relative_to(root)) for f in files})
+    write_bytes_atomic(out / MANIFEST, json.dumps(now, indent=0).encode("utf-8"))
+    for name in set(previous) - set(now):
+        p = out / name
+        if Path(name).is_absolute() or ".." in Path(name).parts or p.is_symlink() or not p.is_file():
+            continue
+        try:
+            p.unlink()
+        except OSError:  # a stale picture that cannot be removed is not worth failing the run
+            pass
 
 
 def _page(model_path: Path, stats, conn, rows, gallery, labels, prep) -> str:

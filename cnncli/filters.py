@@ -52,11 +52,11 @@ def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[Filte
 
 
 def run_filters(model: str, layer: int, out_dir: str) -> tuple[dict[str, Any], list[FilterRow]]:
-    from cnncli.atomic import check_writable_dir
+    from cnncli.atomic import check_writable_dir, ensure_dir
     from cnncli.graph import analyse
     from cnncli.images import grid, save_png
     from cnncli.loading import load_external_weights, load_model
-    from cnncli.project_job import _slug
+    from cnncli.naming import stem_of
     from cnncli.targets import by_layer, conv_nodes
 
     out = Path(out_dir)
@@ -74,9 +74,8 @@ def run_filters(model: str, layer: int, out_dir: str) -> tuple[dict[str, Any], l
     rgb = layer == 1 and w.shape[1] == 3  # a deeper conv reading 3 channels is not looking at colours
     tiles, rows = filter_tiles(w, rgb)
     tile = int(max(24, min(64, 8 * max(w.shape[2:]))))
-    out.mkdir(parents=True, exist_ok=True)
     path = save_png(grid(tiles, int(np.ceil(np.sqrt(len(tiles)))), tile, gap=2, bg=255),
-                    out / f"{_slug(Path(loaded.name).stem)}_layer{layer}_filters.png")
+                    ensure_dir(out) / f"{stem_of(loaded.name, 'model')}_layer{layer}_filters.png")
     meta = {"model": loaded.name, "layer": layer, "node": conv.name or conv.output[0],
             "weight_shape": list(w.shape), "rgb": rgb, "montage": str(path)}
     return meta, rows

@@ -1,5 +1,5 @@
 """The projection engine: one forward run with the extra outputs the reverse pass needs, then one
-batched run of the generated reverse graph (see reverse.py), both on onnxruntime."""
+batched run of the generated reverse graph (see cnncli/reverse/), both on onnxruntime."""
 
 from __future__ import annotations
 

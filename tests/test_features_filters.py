@@ -186,7 +186,7 @@ def test_feature_formats(setup, tmp_path, fmt):
     else:
         assert "zeros" in r.stdout and "max" in r.stdout
         assert len([line for line in r.stdout.splitlines() if line.strip()]) >= 6
-    assert (tmp_path / "tiny_layer2_features.png").is_file()
+    assert (tmp_path / "tiny_photo_layer2_features.png").is_file()
 
 
 def test_features_and_filters_of_a_model_on_stdin(setup, tmp_path):
@@ -197,7 +197,7 @@ def test_features_and_filters_of_a_model_on_stdin(setup, tmp_path):
     assert json.loads(r.stdout)["channels"] == features_json(setup, 2, "--preset", "unit")["channels"]
     r = invoke("filters", "-", "--layer", 1, "--format", "json", "--out", tmp_path, input=data)
     assert r.exit_code == 0, r.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["stdin_layer1_filters.png", "stdin_layer2_features.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stdin_layer1_filters.png", "stdin_photo_layer2_features.png"]
 
 
 @pytest.mark.parametrize("layer", [0, 3, -1])
