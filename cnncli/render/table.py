@@ -176,7 +176,8 @@ def fit_widths(g: Grid, rows: list[list[str]], limit: int) -> list[int] | None:
 
 
 def shrink(g: Grid, rows: list[list[str]], limit: int, ellipsis: str) -> tuple[list[list[str]], list[int]] | None:
-    """Shorten the text columns in the middle, widest first, until the table fits ``limit``."""
+    """Shorten the text columns in the middle until the table fits ``limit``: the others
+    (op types, paths) first, widest first, then the first text column, which names the row."""
     need = [max([0, *(width(r[j]) for r in rows)]) for j in range(len(g.heads))]
     base = [max(n, _words_width(h), 1) for n, h in zip(need, g.heads)]
     can = [g.shrinkable(j) for j in range(len(g.kinds))]
@@ -186,7 +187,8 @@ def shrink(g: Grid, rows: list[list[str]], limit: int, ellipsis: str) -> tuple[l
         candidates = [j for j in range(len(widths)) if can[j] and widths[j] > floor[j]]
         if not candidates:
             return None
-        j = max(candidates, key=lambda j: widths[j])
+        first = next(j for j in range(len(can)) if can[j])
+        j = max(candidates, key=lambda j: (j != first, widths[j]))
         widths[j] -= 1
     out = [[shorten_middle(c, widths[j], ellipsis) if can[j] else c for j, c in enumerate(r)] for r in rows]
     return out, widths

@@ -52,13 +52,14 @@ def width(text: str) -> int:
 
 def shorten_middle(text: str, limit: int, ellipsis: str = "…") -> str:
     """``text`` cut to at most ``limit`` cells by replacing its middle with ``ellipsis``,
-    keeping a little more of the end (where layer names differ: ``features.12.conv``)."""
+    keeping a third of the room for the start and two thirds for the end (where layer names
+    differ: ``/layer1/layer1.0/conv1/Conv``)."""
     if width(text) <= limit:
         return text
     room = limit - width(ellipsis)
     if room <= 0:
         return ellipsis[:limit]
-    head_room = room // 2
+    head_room = room // 3
     tail_room = room - head_room
     head, used = [], 0
     for ch in text:
