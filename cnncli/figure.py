@@ -7,6 +7,7 @@ nearest-neighbour sampling (pixels stay crisp), large ones reduced to at most ``
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -39,14 +40,19 @@ def overlay(pixels: np.ndarray, proj: np.ndarray) -> np.ndarray:
     return np.round(out * 255).astype(np.uint8)
 
 
-@lru_cache(maxsize=4)
+_local = threading.local()  # fonts per thread: a FreeType face must not be shared between threads
+
+
 def _font(size: int):
     from PIL import ImageFont
 
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: the bitmap font, one size
-        return ImageFont.load_default()
+    fonts = _local.__dict__.setdefault("fonts", {})
+    if size not in fonts:
+        try:
+            fonts[size] = ImageFont.load_default(size=size)
+        except TypeError:  # Pillow < 10.1: the bitmap font, one size
+            fonts[size] = ImageFont.load_default()
+    return fonts[size]
 
 
 def _fit_text(draw, text: str, font, width: int) -> str:
@@ -82,7 +88,7 @@ def _panel(img: np.ndarray):
 
 
 @lru_cache(maxsize=8)
-def _template(pw: int, ph: int):
+def _template(pw: int, ph: int):  # read-only once made: each figure draws on a copy
     """The figure's background with the three panel labels drawn (the same for every channel)."""
     from PIL import Image, ImageDraw
 

@@ -10,6 +10,9 @@ length checked, before any work.
 
 from __future__ import annotations
 
+import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +20,10 @@ from typing import Any, Callable
 from cnncli.api.project import DEFAULT_TOP, Projection, ProjectionJob, default_title, figure_of  # noqa: F401
 from cnncli.naming import slug as _slug  # noqa: F401  (features, filters and top name files with it)
 from cnncli.output import col
+
+
+WRITERS = max(1, min(4, os.cpu_count() or 1))  # threads making and writing the pictures
+WRITE_AHEAD = 2 * WRITERS  # projections waiting to be written, at most
 
 
 @dataclass(frozen=True)
@@ -153,10 +160,24 @@ def run_project(req: ProjectRequest, progress: Callable[..., None] | None = None
     if progress:
         progress(0, total=job.count)
     rows = []
-    for p in job.run():
-        rows.append(ProjectionRow(p.channel, p.activation, p.location, writer.write(p)))
+
+    def done(p: Projection, files) -> None:
+        rows.append(ProjectionRow(p.channel, p.activation, p.location, files.result()))
+        del p
         if progress:
             progress(1)
+
+    # pictures are made and written on worker threads (Pillow and zlib release the GIL) while the
+    # next projections are computed; at most WRITE_AHEAD wait, so memory stays flat
+    with ThreadPoolExecutor(WRITERS, thread_name_prefix="cnncli-write") as pool:
+        pending: deque = deque()
+        for p in job.run():
+            pending.append((p, pool.submit(writer.write, p)))
+            del p
+            while len(pending) > WRITE_AHEAD:
+                done(*pending.popleft())
+        while pending:
+            done(*pending.popleft())
     if req.export_reverse:
         from cnncli.atomic import write_bytes_atomic
 
