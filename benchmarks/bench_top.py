@@ -18,6 +18,7 @@ Images (400 JPEGs of 256x256) and the ZF-style model are made under benchmarks/_
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -142,7 +143,7 @@ def projection_phase(model: str, layers: list[int], images: str, batch: int, run
                      k: int = 9) -> list[dict]:
     """Time run_top end to end, its scan and its project_units calls; the projection phase is
     everything after the scan (Projector set-up, projecting, cropping, rendering, PNG writing)."""
-    import cnncli.top as top_mod
+    top_mod = importlib.import_module("cnncli.top")  # the module (cnncli.top is the API function)
     from cnncli.project import Projector
     from cnncli.top_job import TopRequest, run_top
 
