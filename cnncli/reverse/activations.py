@@ -54,7 +54,7 @@ def _clip_bounds(b: Builder, node, a) -> tuple[float, float | None]:
             continue
         v = b.value(name)
         if v is None:
-            raise unsupported(node, "has bounds computed at run time; not supported")
+            raise unsupported(node, "has bounds that could not be computed; not supported")
         values.append(float(np.asarray(v).reshape(-1)[0]))
     lo = -np.inf if values[0] is None else values[0]
     return lo, values[1]

@@ -75,7 +75,7 @@ def _slice(b: Builder, node, a, grads) -> dict:
     else:
         vals = [b.value(n) for n in list(node.input[1:]) + [""] * 4]
         if vals[0] is None or vals[1] is None:
-            raise unsupported(node, "with starts/ends computed at run time is not supported")
+            raise unsupported(node, "with starts/ends that could not be computed is not supported")
         starts = [int(v) for v in vals[0]]
         axes = [int(v) for v in vals[2]] if vals[2] is not None else list(range(len(starts)))
         steps = [int(v) for v in vals[3]] if vals[3] is not None else [1] * len(starts)
