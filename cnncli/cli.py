@@ -305,11 +305,13 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
 @click.option("--export-reverse", type=click.Path(dir_okay=False), metavar="FILE.onnx", help="Write the generated reverse graph.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Channels per batched reverse run.")
+@click.option("--figure/--no-figure", default=True, show_default=True,
+              help="Write the input | projection | overlay figure beside each projection PNG.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @image_options
 @format_option
 def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, out_dir, save_npy, export_reverse,
-            batch_size, quiet, preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
+            batch_size, figure, quiet, preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
     """Project feature maps of MODEL on INPUT (an image or a .npy) back to pixels (Zeiler & Fergus deconvnet)."""
     from cnncli.output import Document, render
     from cnncli.project_job import ProjectionRow, ProjectRequest, run_project
@@ -318,7 +320,7 @@ def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, o
     with _progress(quiet, "projecting channels", min_total=8) as tick:
         report = run_project(ProjectRequest(
             model=model, input=input_path, layer=layer, tensor=tensor, channels=channels, top=top, mode=mode,
-            keep=keep, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw, norm=norm, out_dir=out_dir, save_npy=save_npy, export_reverse=export_reverse,
+            keep=keep, preset=preset, mean=mean, std=std, bgr=bgr, size=size_hw, norm=norm, out_dir=out_dir, save_npy=save_npy, figure=figure, export_reverse=export_reverse,
             provider=provider, input_name=input_name, verbose=verbose, max_batch=batch_size, max_memory=max_memory,
         ), progress=tick)
     m = report.meta

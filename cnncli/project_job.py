@@ -44,6 +44,7 @@ class ProjectRequest:
     norm: str = "grey"
     out_dir: str = "cnn-out"
     save_npy: bool = False
+    figure: bool = True  # the input | projection | overlay figure beside each projection
     export_reverse: str | None = None
     provider: str = "auto"
     input_name: str | None = None
@@ -70,10 +71,10 @@ class ProjectionWriter:
     """Writes each projection of a job under ``out_dir``; names are fixed at construction."""
 
     def __init__(self, job: ProjectionJob, out_dir: str | Path, norm: str = "grey", save_npy: bool = False,
-                 size_given: bool = False):
+                 size_given: bool = False, figure: bool = True):
         from cnncli.atomic import check_writable_dir
 
-        self.job, self.out, self.norm, self.save_npy = job, Path(out_dir), norm, save_npy
+        self.job, self.out, self.norm, self.save_npy, self.figure = job, Path(out_dir), norm, save_npy, figure
         check_writable_dir(self.out)
         self.prefix = self._prefix(size_given)
         widest = max(job.target.shape[1] - 1, 0)
@@ -136,8 +137,9 @@ class ProjectionWriter:
         base = self.out / self.name_of(p.channel)
         img = p.to_uint8(self.norm)
         files = {"png": str(save_image(img, f"{base}.png"))}
-        figure = figure_of(p, self.job.image.pixels, self.norm, default_title(self.job.meta, p.channel))
-        files["figure"] = str(save_image(figure, f"{base}_figure.png"))
+        if self.figure:
+            figure = figure_of(p, self.job.image.pixels, self.norm, default_title(self.job.meta, p.channel))
+            files["figure"] = str(save_image(figure, f"{base}_figure.png"))
         if self.save_npy:
             files["npy"] = str(save_npy(p.array[None], f"{base}.npy"))
         return files
@@ -156,7 +158,8 @@ def run_project(req: ProjectRequest, progress: Callable[..., None] | None = None
     job = prepare(req.model, req.input, req.layer, req.tensor, req.channels, req.top, req.mode, req.keep,
                   req.preset, req.mean, req.std, req.bgr, req.size, req.input_name, req.provider, req.max_batch,
                   req.verbose, max_memory=req.max_memory)
-    writer = ProjectionWriter(job, req.out_dir, req.norm, req.save_npy, size_given=req.size is not None)
+    writer = ProjectionWriter(job, req.out_dir, req.norm, req.save_npy, size_given=req.size is not None,
+                              figure=req.figure)
     if progress:
         progress(0, total=job.count)
     rows = []

@@ -563,3 +563,9 @@ def test_onnxruntime_logs_stay_off_stderr_unless_verbose(tmp_path, models, image
     assert loud.returncode == 0, loud.stderr
     assert "onnxruntime" in loud.stderr
     assert json.loads(loud.stdout)["results"][0]["channel"] == 0  # logs never reach stdout
+
+
+def test_no_figure_writes_only_the_projections(tmp_path, models, images):
+    doc = run_json(models["tiny"], images["npy32"], "--layer", 2, "--channel", "all", "--no-figure", "--out", tmp_path)
+    assert [sorted(r["files"]) for r in doc["results"]] == [["png"]] * 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(r["files"]["png"]).name for r in doc["results"])

@@ -174,7 +174,8 @@ def project(model: Any, image: Any, layer: int | None = None, tensor: str | None
             top: int | None = None, mode: str = "deconvnet", keep: str = "map", *, preset: str | None = None,
             mean: Sequence[float] | None = None, std: Sequence[float] | None = None, bgr: bool | None = None,
             size: tuple[int, int] | None = None, input_name: str | None = None, provider: str = "auto",
-            batch_size: int = 64, out: str | None = None, norm: str = "grey", save_npy: bool = False) -> Projections:
+            batch_size: int = 64, out: str | None = None, norm: str = "grey", save_npy: bool = False,
+            figure: bool = True) -> Projections:
     """Project feature maps of one image back to pixels (Zeiler & Fergus deconvnet; ``mode`` may
     also be 'backprop' or 'guided').
 
@@ -196,7 +197,7 @@ def project(model: Any, image: Any, layer: int | None = None, tensor: str | None
     if out is not None:
         from cnncli.project_job import ProjectionWriter
 
-        writer = ProjectionWriter(job, out, norm=norm, save_npy=save_npy)
+        writer = ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure)
     items, files = [], []
     for p in job.run():
         items.append(p)
