@@ -419,11 +419,23 @@ def strided_slices() -> Case:
     return n.case("strided_slices", t, [0, 3])
 
 
+def flattened_gather() -> Case:
+    """The dynamo exporter's as_strided (ConvNeXt's head): a [1, C, 1, 1] tensor flattened to 1-D,
+    then Gather(axis 0) with indices shaped [1, C, 1, 1]; here with a permutation and a repeat."""
+    n = Net((1, 3, 8, 8), seed=27)
+    t = n.op("Relu", [n.conv("x", 3, 5, 3, strides=[2, 2])])                          # [1,5,3,3]
+    t = n.op("ReduceMean", [t], axes=[2, 3], keepdims=1)                               # [1,5,1,1]
+    flat = n.op("Reshape", [t, n.ints([-1])])                                          # [5]
+    t = n.op("Gather", [flat, n.ints(np.array([4, 0, 1, 1, 3, 2]).reshape(1, 6, 1, 1))], axis=0)   # [1,6,1,1]
+    t = n.conv(t, 6, 4, 1)
+    return n.case("flattened_gather", t, [0, 3])
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
-              computed_constants, convnext_torchscript, convnext_dynamo, strided_slices)
+              computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather)
 }
 
 

@@ -147,13 +147,18 @@ def _gather(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs = shape_of(b, x)
     axis = int(a.get("axis", 0)) % len(xs)
-    if axis == 0:
-        raise unsupported(node, "along the batch axis is not supported")
     idx = b.value(node.input[1])
     if idx is None:
         raise unsupported(node, "with indices that could not be computed is not supported")
     flat = idx.reshape(-1).astype(np.int64)
     flat = np.where(flat < 0, flat + xs[axis], flat)
+    if axis == 0:
+        # the dynamo exporter's as_strided: a batch-1 tensor flattened to 1-D, then a Gather whose
+        # indices keep the batch axis ([1, ...]); the reverse rows are stacked along that 1-D axis
+        if len(xs) != 1 or idx.ndim < 1 or idx.shape[0] != 1 or any(s.shape[0] != 1 for s in b.graph.inputs):
+            raise unsupported(node, "along the batch axis is not supported")
+        g = b.reshape(grads[0], [1, flat.size], "gather_flat")
+        return {x: b.reshape(scatter_along(b, g, [1, xs[0]], 1, flat), xs, "rows_flat")}
     g = b.reshape(grads[0], [*xs[:axis], flat.size, *xs[axis + 1:]], "gather_flat")  # the indices' dims as one
     return {x: scatter_along(b, g, xs, axis, flat)}
 
