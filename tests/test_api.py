@@ -215,3 +215,13 @@ def test_project_progress_bar_only_for_many_channels(tmp_path, monkeypatch, chan
                                  "--out", str(tmp_path), "--format", "json"])
     assert r.exit_code == 0
     assert buf.getvalue() == before  # --quiet: no bar
+
+
+@pytest.mark.parametrize("module", ["cnncli.api.stats", "cnncli.api.project", "cnncli.api.top"])
+def test_docstring_examples_run(module, monkeypatch):
+    import doctest
+    import importlib
+
+    monkeypatch.chdir(REPO)
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 2 and result.failed == 0
