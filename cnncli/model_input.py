@@ -86,7 +86,16 @@ def open_for_images(source, size: tuple[int, int] | None = None, input_name: str
         if h is None or w is None:
             raise BadArgument("--size", f"input '{name}' has a symbolic height or width: give --size HxW")
         shape = (1, channels, h, w)
-    graph = analyse(model, batch=1, input_shapes={name: shape, **_placeholder_shapes(model, name)})
+    try:
+        graph = analyse(model, batch=1, input_shapes={name: shape, **_placeholder_shapes(model, name)})
+    except BadArgument as exc:
+        if exc.param != "--input-shape":
+            raise
+        # the shapes were not given with --input-shape (these commands have no such option): the
+        # model's own declaration, or --size, does not fit the model
+        if size is not None and array is None:
+            raise BadArgument("--size", str(exc)) from None
+        raise CnnError(f"the model does not fit its own input shape: {exc}") from None
     batchable = bool(declared) and declared[0] is None
     labels = {p.key: p.value for p in model.metadata_props}
     return RunnableModel(loaded.name, model, graph, name, shape, batchable, labels)

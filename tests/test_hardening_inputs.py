@@ -488,6 +488,19 @@ def test_errors_suggest_only_the_commands_own_options(tmp_path, command):
     assert ("--tensor" in line) == (command == "project")
 
 
+@pytest.mark.parametrize("command", ["features", "top", "project"])
+def test_model_that_does_not_fit_its_input_names_no_missing_option(tmp_path, command):
+    """conv2 takes 5 channels where conv1 gives 4: the model's own shapes do not fit, exit 1,
+    without sending the user to --input-shape (which these commands do not have)."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], name="c1"), helper.make_node("Conv", ["y", "W2"], ["z"], name="c2")]
+    model = save(make_model(nodes, [vi("x", [1, 3, 8, 8])], [out("z")], [init("W", [4, 3, 3, 3]), init("W2", [2, 5, 3, 3])]),
+                 tmp_path / "bad.onnx")
+    image = write_images(tmp_path / "images", 1)[0]
+    src = image.parent if command == "top" else image
+    line = assert_one_line_error(invoke(command, model, src, "--layer", 2, "--out", tmp_path / "o"), 1)
+    assert "'c2'" in line and "--input-shape" not in line
+
+
 def test_connectivity_without_conv(tmp_path):
     model = save(make_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [1, 3, 8, 8])], [out()]), tmp_path / "relu.onnx")
     for fmt in ("table", "json"):

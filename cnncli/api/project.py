@@ -158,6 +158,10 @@ def prepare(model: Any, image: Any, layer: int | None = None, tensor: str | None
     provider = resolve_provider(provider)
     m, array = open_with_image(model, image, size, input_name)
     target = by_layer(m.graph, layer, "use --tensor NAME") if layer is not None else by_tensor(m.graph, tensor)
+    if len(target.shape) < 2 or target.shape[1] is None:  # found by tests/test_fuzz.py
+        from cnncli.errors import CnnError
+
+        raise CnnError(f"the shape of '{target.tensor}' is unknown (shape inference cannot follow the model there)")
     text = channels_text(channels)
     if text is None and top is None:
         top = min(DEFAULT_TOP, target.shape[1])
