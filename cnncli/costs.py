@@ -14,7 +14,7 @@ from typing import Callable
 
 import onnx
 
-from cnncli.graph import Graph, Shape, attrs, numel
+from cnncli.graph import Graph, NodeInfo, Shape, attrs, numel
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,20 @@ class Cost:
 UNKNOWN = Cost(None, None)
 
 
-@dataclass
 class NodeView:
-    node: onnx.NodeProto
-    graph: Graph
+    """One node as the cost rules see it: its fields (a NodeInfo), and its input and output
+    shapes. ``info`` is read from the node when not given."""
 
-    def __post_init__(self):
-        shapes = self.graph.shapes
-        self.ins: list[Shape | None] = [shapes.get(i) if i else None for i in self.node.input]
-        self.outs: list[Shape | None] = [shapes.get(o) if o else None for o in self.node.output]
+    __slots__ = ("node", "graph", "op", "domain", "inputs", "outputs", "ins", "outs", "__dict__")
+
+    def __init__(self, node: onnx.NodeProto, graph: Graph, info: NodeInfo | None = None):
+        if info is None:
+            info = NodeInfo(node.op_type, node.domain, tuple(node.input), tuple(node.output), node.name)
+        self.node, self.graph = node, graph
+        self.op, self.domain, self.inputs, self.outputs = info.op, info.domain, info.inputs, info.outputs
+        get = graph.shapes.get
+        self.ins: list[Shape | None] = [get(i) if i else None for i in info.inputs]
+        self.outs: list[Shape | None] = [get(o) if o else None for o in info.outputs]
 
     @cached_property
     def attrs(self) -> dict:
@@ -57,7 +62,7 @@ def _conv(v: NodeView) -> Cost:
     if y is None or w is None or not v.ins[1]:
         return UNKNOWN
     macs = y * (w // v.ins[1][0])  # N·Cout·Hout·Wout · (Cin/g)·kh·kw
-    bias = y if len(v.node.input) > 2 and v.node.input[2] else 0
+    bias = y if len(v.inputs) > 2 and v.inputs[2] else 0
     return Cost(macs, bias)
 
 
@@ -66,7 +71,7 @@ def _conv_transpose(v: NodeView) -> Cost:
     if x is None or w is None or y is None or not v.ins[1]:
         return UNKNOWN
     macs = x * (w // v.ins[1][0])  # N·Cin·Hin·Win · (Cout/g)·kh·kw: every input pixel, once
-    bias = y if len(v.node.input) > 2 and v.node.input[2] else 0
+    bias = y if len(v.inputs) > 2 and v.inputs[2] else 0
     return Cost(macs, bias)
 
 
@@ -76,7 +81,7 @@ def _gemm(v: NodeView) -> Cost:
         return UNKNOWN
     k = a[0] if v.attrs.get("transA", 0) else a[1]
     n = numel(y)
-    extra = n if len(v.node.input) > 2 and v.node.input[2] else 0
+    extra = n if len(v.inputs) > 2 and v.inputs[2] else 0
     return Cost(n * k, extra)
 
 
@@ -113,7 +118,7 @@ def _per_out(factor: int) -> Callable[[NodeView], Cost]:
 
 def _variadic(v: NodeView) -> Cost:
     n = v.out_numel()
-    inputs = sum(1 for i in v.node.input if i)
+    inputs = sum(1 for i in v.inputs if i)
     return UNKNOWN if n is None else Cost(0, n * max(inputs - 1, 1))
 
 
@@ -242,16 +247,21 @@ def slots_for(op: str) -> Slots:
 UNCOSTED = frozenset({"If", "Loop", "Scan"})
 
 
-def is_known(node: onnx.NodeProto) -> bool:
-    if node.domain not in ("", "ai.onnx") or node.op_type in UNCOSTED:
+def is_known(node: onnx.NodeProto | NodeInfo) -> bool:
+    op, domain = (node.op, node.domain) if isinstance(node, NodeInfo) else (node.op_type, node.domain)
+    return known_op(op, domain)
+
+
+def known_op(op: str, domain: str) -> bool:
+    if domain not in ("", "ai.onnx") or op in UNCOSTED:
         return False
-    return node.op_type in RULES or node.op_type in ZERO_COST
+    return op in RULES or op in ZERO_COST
 
 
 def cost(view: NodeView) -> Cost:
-    rule = RULES.get(view.node.op_type) if view.node.domain in ("", "ai.onnx") else None
+    rule = RULES.get(view.op) if view.domain in ("", "ai.onnx") else None
     if rule is None:
-        return Cost(0, 0) if is_known(view.node) else UNKNOWN
+        return Cost(0, 0) if known_op(view.op, view.domain) else UNKNOWN
     return rule(view)
 
 

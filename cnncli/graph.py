@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -89,6 +90,21 @@ def attrs(node: onnx.NodeProto) -> dict:
     return out
 
 
+class NodeInfo(NamedTuple):
+    """A node's fields as plain Python values, read once from the protobuf (every later walk
+    over the graph reads these: reading a protobuf field costs far more than a tuple item)."""
+
+    op: str
+    domain: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    name: str
+
+
+def node_table(nodes) -> list[NodeInfo]:
+    return [NodeInfo(n.op_type, n.domain, tuple(n.input), tuple(n.output), n.name) for n in nodes]
+
+
 @dataclass(frozen=True)
 class InputSpec:
     name: str
@@ -142,6 +158,11 @@ class Graph:
     folded: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)  # for the user (the CLI prints them)
     unresolved: str | None = None  # the first tensor whose shape stays unknown, if any
+    info: list[NodeInfo] = field(default_factory=list)  # node_table(nodes), aligned with nodes
+
+    def __post_init__(self):
+        if len(self.info) != len(self.nodes):
+            self.info = node_table(self.nodes)
 
     def shape(self, name: str) -> Shape | None:
         return self.shapes.get(name)
@@ -258,15 +279,14 @@ def _collect(inferred: onnx.ModelProto, shapes: dict, types: dict) -> None:
         if typ.HasField("tensor_type"):  # _shape_of, inlined: this runs once per tensor
             tt = typ.tensor_type
             name = vi.name
+            # dim_value reads 0 when unset: only then is HasField worth asking
             shapes[name] = (
-                tuple([d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim])
+                tuple([v if (v := d.dim_value) or d.HasField("dim_value") else None for d in tt.shape.dim])
                 if tt.HasField("shape")
                 else None
             )
             types[name] = tt.elem_type
-    for t in g.initializer:
-        shapes[t.name] = tuple(t.dims)
-        types[t.name] = t.data_type
+    # initializers: their shapes and types are set once, from the model (_find_consts)
 
 
 def _fill(shapes: dict, extra: dict) -> list[str]:
@@ -287,11 +307,11 @@ def _fill(shapes: dict, extra: dict) -> list[str]:
     return filled
 
 
-def _first_unknown(shapes: dict, nodes, used: set[str] | None = None) -> str | None:
+def _first_unknown(shapes: dict, info: list[NodeInfo], used: set[str] | None = None) -> str | None:
     """The first node output, in graph order, whose shape is not fully known (among ``used``:
     an output nothing reads, such as Dropout's mask, does not count)."""
-    for node in nodes:
-        for out in node.output:
+    for node in info:
+        for out in node.outputs:
             if out and (used is None or out in used):
                 s = shapes.get(out)
                 if s is None or None in s:
@@ -299,10 +319,10 @@ def _first_unknown(shapes: dict, nodes, used: set[str] | None = None) -> str | N
     return None
 
 
-def _used(model: onnx.ModelProto) -> set[str]:
+def _used(model: onnx.ModelProto, info: list[NodeInfo]) -> set[str]:
     used = {o.name for o in model.graph.output}
-    for node in model.graph.node:
-        used.update(node.input)
+    for node in info:
+        used.update(node.inputs)
     return used
 
 
@@ -334,15 +354,24 @@ def _declared_shapes(model: onnx.ModelProto, inputs: list[InputSpec]) -> dict[st
     return out
 
 
-def _find_consts(graph: onnx.GraphProto, shapes: dict) -> dict[str, ConstRef]:
+_CONST_OPS = PASSTHROUGH_CONST_OPS | {"Constant", "ConstantOfShape"}
+
+
+def _find_consts(graph: onnx.GraphProto, shapes: dict, types: dict, info: list[NodeInfo]) -> dict[str, ConstRef]:
+    """The model's constants; also records the initializers' shapes and types."""
     consts: dict[str, ConstRef] = {}
     for t in graph.initializer:
-        consts[t.name] = ConstRef(t.name, math.prod(t.dims), t.data_type, tensor=t)
+        name, dims, elem = t.name, tuple(t.dims), t.data_type
+        consts[name] = ConstRef(name, math.prod(dims), elem, tensor=t)
+        shapes[name] = dims
+        types[name] = elem
     for st in graph.sparse_initializer:
         consts[st.values.name] = ConstRef(st.values.name, math.prod(st.dims), st.values.data_type)
-    for node in graph.node:
-        op = node.op_type
-        if node.domain not in ("", "ai.onnx"):
+        shapes[st.values.name] = tuple(st.dims)
+        types[st.values.name] = st.values.data_type
+    for node, ni in zip(graph.node, info):
+        op = ni.op
+        if op not in _CONST_OPS or ni.domain not in ("", "ai.onnx"):
             continue
         if op == "Constant":
             a = attrs(node)
@@ -405,15 +434,15 @@ def _take_values(new: dict, consts: dict, shapes: dict, types: dict) -> list[Ten
 _POOLS = ("MaxPool", "AveragePool", "LpPool")
 
 
-def _ceil_pool_fixes(nodes, shapes: dict) -> dict[str, tuple]:
+def _ceil_pool_fixes(nodes, info: list[NodeInfo], shapes: dict) -> dict[str, tuple]:
     """Pool outputs whose ceil_mode size ONNX shape inference overstates.
 
     With ceil_mode, a last window that would start in the end padding is dropped by onnxruntime
     and by ONNX's reference implementation (and PyTorch), but onnx's shape inference keeps it.
     """
     fixes = {}
-    for node in nodes:
-        if node.op_type not in _POOLS or not node.output:
+    for node, ni in zip(nodes, info):
+        if ni.op not in _POOLS or not ni.outputs:
             continue
         a = attrs(node)
         if not a.get("ceil_mode") or a.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
@@ -461,6 +490,7 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
     check_ranks(light.graph, input_shapes)
     inputs, batch_filled = _fix_inputs(light, batch, input_shapes)
     nodes = list(model.graph.node)
+    info = node_table(nodes)
     shapes: dict[str, Shape | None] = {}
     types: dict[str, int] = {}
     extra: dict[str, Shape] = {}  # shapes from the fallbacks: symbolic inference, declared value_info
@@ -472,7 +502,7 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
             _fill(shapes, extra)
 
     infer()
-    consts = _find_consts(model.graph, shapes)
+    consts = _find_consts(model.graph, shapes, types, info)
 
     def value_of(name: str):
         ref = consts.get(name)
@@ -482,15 +512,18 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
     dropped: set[int] = set()  # of those, the ones already taken out of the light copy
     fell_back = False
     used: set[str] = set()
+    unresolved = None
     for _ in range(len(nodes) + 4):
-        new = fold(nodes, value_of, shapes, done)
+        new = fold(nodes, info, value_of, shapes, done)
         inits = _take_values(new, consts, shapes, types) if new else []
         if inits:
             light.graph.initializer.extend(inits)
-        if _first_unknown(shapes, nodes) is None:
+        unresolved = _first_unknown(shapes, info)
+        if unresolved is None:
             break
-        used = used or _used(model)
-        if _first_unknown(shapes, nodes, used) is None:
+        used = used or _used(model, info)
+        unresolved = _first_unknown(shapes, info, used)
+        if unresolved is None:
             break
         if done - dropped:  # the folded nodes' outputs are initializers now
             keep = [n for i, n in enumerate(nodes) if i not in done]
@@ -518,29 +551,30 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
         else:
             break
     for _ in range(8):  # each round fixes the first pools; later ones may follow from them
-        fixes = _ceil_pool_fixes(nodes, shapes)
+        fixes = _ceil_pool_fixes(nodes, info, shapes)
         if not fixes:
             break
         for name, shape in fixes.items():
             light.graph.value_info.append(onnx.helper.make_tensor_value_info(name, types.get(name, 1), list(shape)))
         infer()
+        unresolved = _first_unknown(shapes, info, used or _used(model, info))
     for spec in inputs:
         shapes[spec.name] = spec.shape
-    for node in nodes:  # a ConstantOfShape weight whose size only inference knew
-        if node.op_type == "ConstantOfShape" and node.output and node.output[0] in consts:
-            ref = consts[node.output[0]]
+    for ni in info:  # a ConstantOfShape weight whose size only inference knew
+        if ni.op == "ConstantOfShape" and ni.outputs and ni.outputs[0] in consts:
+            ref = consts[ni.outputs[0]]
             if ref.numel is None:
-                consts[node.output[0]] = ConstRef(ref.source, numel(shapes.get(node.output[0])), ref.elem_type)
-    check_conv_channels(nodes, shapes, attrs, input_shapes)
+                consts[ni.outputs[0]] = ConstRef(ref.source, numel(shapes.get(ni.outputs[0])), ref.elem_type)
+    if input_shapes:  # a model's own shapes are its exporter's business; a user's are checked
+        check_conv_channels(nodes, info, shapes, attrs, input_shapes)
     folded: set[str] = set()
     for i in done:
-        node = nodes[i]
-        if node.name:
-            folded.add(node.name)
-        folded.update(o for o in node.output if o)
+        ni = info[i]
+        if ni.name:
+            folded.add(ni.name)
+        folded.update(o for o in ni.outputs if o)
     warnings = [w for w in [batch_warning(batch, batch_filled, inputs, input_shapes)] if w]
     return Graph(
         model=model, inputs=inputs, shapes=shapes, types=types, consts=consts, nodes=nodes,
-        folded=folded, warnings=warnings,
-        unresolved=_first_unknown(shapes, nodes) and _first_unknown(shapes, nodes, used or _used(model)),
+        folded=folded, warnings=warnings, unresolved=unresolved, info=info,
     )

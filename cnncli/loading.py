@@ -93,12 +93,14 @@ def _check_references(graph: onnx.GraphProto, name: str) -> None:
 
 
 def _all_tensors(model: onnx.ModelProto):
-    try:  # initializers and tensor attributes, subgraphs included
-        from onnx.external_data_helper import _get_all_tensors
-
-        return _get_all_tensors(model)
-    except ImportError:
-        return model.graph.initializer
+    """Initializers, and the tensors of Constant nodes (onnx.save keeps other attributes inline
+    unless told otherwise)."""
+    yield from model.graph.initializer
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    yield a.t
 
 
 def external_data_files(model: onnx.ModelProto) -> list[str]:

@@ -37,10 +37,11 @@ PASS_OPS = frozenset(UNARY) | {"BatchNormalization", "InstanceNormalization", "L
 MERGE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Concat", "PRelu"})
 
 
-def _through_window(rf: RF, node, graph: Graph, windows: dict | None = None, index: int = -1) -> RF | None:
-    x = graph.shape(node.input[0])
-    if node.op_type == "Conv":
-        w = graph.shape(node.input[1])
+def _through_window(rf: RF, node, graph: Graph, windows: dict | None = None, index: int = -1, ni=None) -> RF | None:
+    inputs, op = (ni.inputs, ni.op) if ni is not None else (tuple(node.input), node.op_type)
+    x = graph.shapes.get(inputs[0])
+    if op == "Conv":
+        w = graph.shapes.get(inputs[1]) if len(inputs) > 1 else None
         if w is None or None in w:
             return None
         kernel = tuple(w[2:])
@@ -85,31 +86,33 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
         if len(spec.shape) >= 3:
             fields[spec.name] = tuple(AxisRF(1, 1, 0) for _ in spec.shape[2:])
     get = fields.get
-    for index, node in enumerate(graph.nodes):
-        op = node.op_type
-        out = node.output[0] if node.output else ""
-        if not out:
+    nodes = graph.nodes
+    for index, ni in enumerate(graph.info):
+        outputs, inputs = ni.outputs, ni.inputs
+        out = outputs[0] if outputs else ""
+        if not out or not inputs:
             continue
-        first = get(node.input[0]) if node.input else None
-        if op in WINDOW_OPS and first is not None:
-            rf = _through_window(first, node, graph, windows, index)
-        elif op in PASS_OPS and first is not None:
+        first = get(inputs[0])
+        op = ni.op
+        if first is not None and op in WINDOW_OPS:
+            rf = _through_window(first, nodes[index], graph, windows, index, ni)
+        elif first is not None and op in PASS_OPS:
             rf = first
-        elif op in MERGE_OPS and any(ins := [get(i) for i in node.input]):
+        elif op in MERGE_OPS and any(ins := [get(i) for i in inputs]):
             out_shape = graph.shape(out)
             rf = _merge(
-                [r for r, i in zip(ins, node.input) if r is not None and _same_grid(graph.shape(i), out_shape)]
+                [r for r, i in zip(ins, inputs) if r is not None and _same_grid(graph.shape(i), out_shape)]
             )
-        elif op == "Pad" and first is not None:
-            x = graph.shape(node.input[0])
-            begins = _pad_begins(node, graph, len(x)) if x else None
+        elif first is not None and op == "Pad":
+            x = graph.shape(inputs[0])
+            begins = _pad_begins(nodes[index], graph, len(x)) if x else None
             rf = None if begins is None else tuple(
                 AxisRF(a.size, a.jump, a.start - p * a.jump) for a, p in zip(first, begins[2:])
             )
         else:
-            rf = None
+            continue
         if rf is not None:
-            targets = node.output if op == "Split" else (out,)
+            targets = outputs if op == "Split" else (out,)
             for t in targets:
                 fields[t] = rf
     return fields

@@ -8,9 +8,9 @@ from typing import Any
 
 import onnx
 
-from cnncli.costs import UNCOSTED, NodeView, cost, is_known, slots_for
+from cnncli.costs import UNCOSTED, NodeView, cost, known_op, slots_for
 from cnncli.geometry import window
-from cnncli.graph import FLOAT_TYPES, Graph, dtype_name, nbytes, numel
+from cnncli.graph import FLOAT_TYPES, Graph, NodeInfo, dtype_name, nbytes, numel
 from cnncli.gcpause import gc_paused
 from cnncli.output import col
 from cnncli.receptive import receptive_fields
@@ -74,8 +74,8 @@ def _sum(values) -> int | None:
     return total
 
 
-def _display_name(node: onnx.NodeProto, i: int) -> str:
-    return node.name or (node.output[0] if node.output and node.output[0] else f"{node.op_type}_{i}")
+def _display_name(ni: NodeInfo, i: int) -> str:
+    return ni.name or (ni.outputs[0] if ni.outputs and ni.outputs[0] else f"{ni.op}_{i}")
 
 
 def compute_stats(graph: Graph) -> StatsResult:
@@ -93,19 +93,31 @@ def _compute_stats(graph: Graph) -> StatsResult:
     unknown: Counter[str] = Counter()
     first_unknown = None
     conv_index = 0
-    for i, node in enumerate(graph.nodes):
-        op = node.op_type
-        if op == "Conv" and node.domain in ("", "ai.onnx"):
+    nodes = graph.nodes
+    slot_cache: dict[str, Any] = {}
+    for i, ni in enumerate(graph.info):
+        op, domain, inputs, outputs = ni.op, ni.domain, ni.inputs, ni.outputs
+        if op == "Conv" and domain in ("", "ai.onnx"):
             conv_index += 1
-        outputs = [o for o in node.output if o]
-        if outputs and all(o in consts for o in outputs):
-            continue  # a weight producer (Constant, ConstantOfShape, Cast of a weight, ...)
-        slots = slots_for(op)
+        if len(outputs) == 1:  # most nodes
+            if outputs[0] in consts:
+                continue  # a weight producer (Constant, ConstantOfShape, Cast of a weight, ...)
+            if not outputs[0]:
+                outputs = ()
+        else:
+            outputs = [o for o in outputs if o]
+            if outputs and all(o in consts for o in outputs):
+                continue
+        slots = slot_cache.get(op)
+        if slots is None:
+            slots = slot_cache[op] = slots_for(op)
         weight_numel = 0
         params = buffers = 0
-        for slot, name in enumerate(node.input):
-            ref = consts.get(name) if name else None
-            if ref is None or ref.numel is None:
+        for slot, name in enumerate(inputs):
+            if name not in consts:
+                continue
+            ref = consts[name]
+            if ref.numel is None:
                 continue
             consumed = types.get(name, ref.elem_type)
             is_param = slots.every_input or slot in slots.weight or slot in slots.extra
@@ -124,13 +136,14 @@ def _compute_stats(graph: Graph) -> StatsResult:
                 buffers += ref.numel
             else:
                 params += ref.numel
-        view = NodeView(node, graph)
+        node = nodes[i]
+        view = NodeView(node, graph, ni)
         c = cost(view)
-        known = is_known(node)
+        known = known_op(op, domain)
         if c.macs is None or c.flops_other is None:
-            unknown[op if node.domain in ("", "ai.onnx") else f"{node.domain}.{op}"] += 1
+            unknown[op if domain in ("", "ai.onnx") else f"{domain}.{op}"] += 1
             if first_unknown is None:
-                first_unknown = _why_unknown(node, i, view, known, graph)
+                first_unknown = _why_unknown(ni, i, view, known)
         elif known and c.macs == 0 and c.flops_other == 0 and params == 0 and buffers == 0:
             continue
         act = 0
@@ -145,7 +158,7 @@ def _compute_stats(graph: Graph) -> StatsResult:
             if i in windows:
                 win = windows[i]  # same node, input shape and kernel: the same window
             else:
-                w = shapes.get(node.input[1]) if op.startswith("Conv") and len(node.input) > 1 else None
+                w = shapes.get(ni.inputs[1]) if op.startswith("Conv") and len(ni.inputs) > 1 else None
                 kernel = tuple(w[2:]) if w and None not in w else None
                 win = window(node, view.ins[0], kernel)
         rf = fields.get(outputs[0]) if outputs else None
@@ -155,7 +168,7 @@ def _compute_stats(graph: Graph) -> StatsResult:
         rows.append(
             LayerRow(
                 index=conv_index if op == "Conv" else None,
-                name=_display_name(node, i),
+                name=_display_name(ni, i),
                 op=op,
                 input_shape=list(view.ins[0]) if view.ins and view.ins[0] is not None else None,
                 output_shape=list(view.outs[0]) if view.outs and view.outs[0] is not None else None,
@@ -178,13 +191,13 @@ def _compute_stats(graph: Graph) -> StatsResult:
     return StatsResult(rows, totals, sorted(unknown), first_unknown, sum(unknown.values()))
 
 
-def _why_unknown(node: onnx.NodeProto, i: int, view: NodeView, known: bool, graph: Graph) -> str:
-    label = f"'{_display_name(node, i)}' ({node.op_type})"
+def _why_unknown(ni: NodeInfo, i: int, view: NodeView, known: bool) -> str:
+    label = f"'{_display_name(ni, i)}' ({ni.op})"
     if not known:
-        if node.op_type in UNCOSTED and node.domain in ("", "ai.onnx"):
+        if ni.op in UNCOSTED and ni.domain in ("", "ai.onnx"):
             return f"{label}: the cost of its body depends on the data"
         return f"{label}: cnncli has no cost rule for this op"
-    for kind, names, got in (("input", node.input, view.ins), ("output", node.output, view.outs)):
+    for kind, names, got in (("input", ni.inputs, view.ins), ("output", ni.outputs, view.outs)):
         for name, shape in zip(names, got):
             if name and (shape is None or None in shape):
                 return f"{label}: the shape of its {kind} '{name}' is unknown"

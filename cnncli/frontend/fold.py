@@ -345,6 +345,7 @@ def _shape_value(node, shapes: dict) -> Value | None:
 
 def fold(
     nodes: list[onnx.NodeProto],
+    info: list,
     value_of: Callable[[str], Value | None],
     shapes: dict[str, Shape | None],
     done: set[int],
@@ -361,10 +362,11 @@ def fold(
         return v if v is not None else value_of(name)
 
     with np.errstate(all="ignore"):
-        for i, node in enumerate(nodes):
-            op = node.op_type
-            if op not in FOLDABLE or i in done or node.domain not in ("", "ai.onnx"):
+        for i, ni in enumerate(info):  # info[i]: node i's fields (cnncli.graph.NodeInfo)
+            op = ni.op
+            if op not in FOLDABLE or i in done or ni.domain not in ("", "ai.onnx"):
                 continue
+            node = nodes[i]
             if op in SHAPE_OPS:
                 v = _shape_value(node, shapes)
                 if v is not None:

@@ -45,15 +45,17 @@ def _feeding_inputs(node: onnx.NodeProto, producers: dict, inputs: set[str]) -> 
     return found
 
 
-def check_conv_channels(nodes, shapes: dict, attrs: Callable, input_shapes: dict[str, tuple[int, ...]]) -> None:
+def check_conv_channels(nodes, info, shapes: dict, attrs: Callable, input_shapes: dict[str, tuple[int, ...]]) -> None:
     """A Conv fed more or fewer channels than its weight takes: exit 2 naming the input when the
-    user set that input's shape, a model error otherwise."""
-    for node in nodes:
-        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+    user set that input's shape, a model error otherwise. ``info``: cnncli.graph.node_table(nodes)."""
+    for node, ni in zip(nodes, info):
+        if ni.op != "Conv" or ni.domain not in ("", "ai.onnx") or len(ni.inputs) < 2:
             continue
-        x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+        x, w = shapes.get(ni.inputs[0]), shapes.get(ni.inputs[1])
         if not x or not w or len(x) < 2 or len(w) < 2 or x[1] is None or w[1] is None:
             continue
+        if x[1] == w[1] and not any(a.name == "group" for a in node.attribute):
+            continue  # group 1: the common case, without reading the attributes
         group = int(attrs(node).get("group", 1))
         if x[1] == w[1] * group:
             continue
