@@ -1,4 +1,4 @@
-"""Turning projections into pictures: normalisation, PNG files and the input|projection|overlay figure."""
+"""Pictures of projections: normalisation, PNG and .npy files, tiles, grids (figures: cnncli/figure.py)."""
 
 from __future__ import annotations
 
@@ -57,38 +57,6 @@ def save_npy(arr: np.ndarray, path: Path | str) -> Path:
     with atomic_path(path, suffix=".npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, np.asarray(arr, dtype=np.float32))
-    return Path(path)
-
-
-def overlay(pixels: np.ndarray, proj: np.ndarray) -> np.ndarray:
-    """The input in grey with the projection's magnitude as a warm heat layer: float [H, W, 3]."""
-    grey = pixels.astype(np.float64).mean(axis=2, keepdims=True) / 255.0
-    mag = np.abs(np.where(np.isfinite(proj), proj, 0)).sum(axis=0)
-    peak = mag.max()
-    heat = mag / peak if peak > 0 else mag
-    red = np.stack([np.ones_like(heat), heat * 0.6, np.zeros_like(heat)], axis=2)
-    a = np.clip(heat * 1.5, 0, 1)[:, :, None] * 0.8
-    return (grey * 0.6) * (1 - a) + red * a
-
-
-def projection_figure(pixels: np.ndarray, proj_img: np.ndarray, proj: np.ndarray, title: str):
-    """Input | projection | overlay, side by side (matplotlib Figure, no pyplot)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9.6, 3.6), layout="constrained")
-    axes = fig.subplots(1, 3)
-    panels = [(pixels, "input"), (proj_img, "projection"), (overlay(pixels, proj), "overlay")]
-    for ax, (img, label) in zip(axes, panels):
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255 if img.dtype == np.uint8 else 1)
-        ax.set_title(label, fontsize=10)
-        ax.set_axis_off()
-    fig.suptitle(title, fontsize=10)
-    return fig
-
-
-def save_figure(fig, path: Path | str, dpi: int = 100) -> Path:
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
     return Path(path)
 
 

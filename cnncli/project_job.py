@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cnncli.api.project import DEFAULT_TOP, Projection, ProjectionJob, default_title, figure_of  # noqa: F401
-from cnncli.naming import slug as _slug  # noqa: F401  (features, filters and top name files with it)
+from cnncli.api.project import Projection, ProjectionJob, default_title, figure_of
 from cnncli.output import col
 
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnncli.top import ChannelTopRow, TopEntry
+from cnncli.top import ChannelTopRow
 
 
 @dataclass(frozen=True)
