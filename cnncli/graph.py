@@ -200,13 +200,13 @@ def _shape_of(value_info: onnx.ValueInfoProto) -> Shape | None:
 
 def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without large weight payloads, for shape inference (shapes only need dims)."""
+    src = model.graph
     light = onnx.ModelProto()
     # IR 4 on: an initializer need not be a graph input (folded values are added as initializers)
     light.ir_version = max(model.ir_version, 4)
     light.opset_import.extend(model.opset_import)
     light.functions.extend(model.functions)
     g = light.graph
-    src = model.graph
     g.name = src.name
     g.node.extend(src.node)
     g.input.extend(src.input)

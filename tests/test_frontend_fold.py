@@ -314,3 +314,20 @@ def test_plain_stats_does_not_import_onnxruntime(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["totals"]["macs"] == 3456
+
+
+def test_float_tensor_arithmetic_is_not_folded():
+    """A weight-normalised conv, W·g: two learnable tensors (4·3·3·3 + 4 params) and a Mul, not
+    one folded weight (the arithmetic folds integers and float scalars only)."""
+    from cnncli.graph import analyse
+
+    nodes = [
+        helper.make_node("Mul", ["V", "g"], ["W"], name="wn"),
+        helper.make_node("Conv", ["x", "W"], ["y"], name="conv"),
+    ]
+    model = make_model(nodes, [vi("x", [1, 3, 5, 5])], [out()], [init("V", [4, 3, 3, 3]), init("g", [4, 1, 1, 1])])
+    g = analyse(model)
+    assert "wn" not in g.folded
+    r = stats_of(model)
+    assert r.totals["params"] == 108 + 4
+    assert row(r, "conv").macs == 4 * 3 * 3 * 27

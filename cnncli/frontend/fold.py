@@ -326,6 +326,12 @@ EVAL: dict[str, Callable] = {
 }
 SHAPE_OPS = frozenset({"Shape", "Size"})
 FOLDABLE = frozenset(EVAL) | SHAPE_OPS
+# arithmetic folds integers (shapes, indices) and float scalars (Clip bounds, GELU's constants),
+# never a float tensor: W·g of a weight-normalised conv stays two weights and a Mul
+ARITHMETIC = frozenset(
+    "Add Sub Mul Div Pow Mod Max Min Sum Neg Abs Floor Ceil Round Sign Sqrt Reciprocal Exp Log "
+    "Where Clip Equal Less Greater LessOrEqual GreaterOrEqual".split()
+)
 
 
 def _shape_value(node, shapes: dict) -> Value | None:
@@ -383,6 +389,8 @@ def fold(
                     break
                 ins.append(v)
             else:
+                if op in ARITHMETIC and any(v is not None and v.dtype.kind in "fc" and v.size > 1 for v in ins):
+                    continue
                 try:
                     outs = EVAL[op](node, _attrs(node), ins)
                 except (_Skip, ValueError, TypeError, IndexError, KeyError, OverflowError, ArithmeticError):
