@@ -208,12 +208,6 @@ class RayRuntime:
                 where = f"the Ray cluster at '{self.address}'" if self.address else "a local Ray runtime"
                 raise CnnError(f"cannot start or join {where}: {_first_line(exc)}") from None
             self.started = True
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = self.verbose
-        ctx.print_on_execution_start = self.verbose
-        ctx.enable_auto_log_stats = False
-        if not self.verbose:
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
         return ray
 
     def __exit__(self, *exc):
@@ -240,27 +234,55 @@ def ray_scan(model_bytes: bytes, input_name: str, target: str, image_shape: tupl
         refs = [ray.put(pa.table({"id": pa.array(np.arange(n, n + len(chunk)), pa.int64()),
                                   "path": pa.array(chunk, pa.string())}))
                 for n, chunk in numbered_blocks(paths, batch_size, place.workers)]
-        top = TopK(len(channels), k)
         if not refs:
-            return ScanResult(top, 0, [])
-        ds = ray.data.from_arrow_refs(refs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # RayDeprecationWarning: max_retries, …
-            ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", zero_copy_batch=True,
-                                fn_kwargs={"image_channels": image_shape[0], "size": tuple(image_shape[1:])},
-                                num_cpus=1, max_retries=DECODE_RETRIES)
-            ds = ds.map_batches(BlockTopK, batch_size=None, batch_format="numpy", zero_copy_batch=True,
-                                compute=ray.data.ActorPoolStrategy(size=place.workers),
-                                fn_constructor_args=([ray.put(model_bytes)], spec),
-                                num_cpus=place.cpus_per_actor, num_gpus=place.gpus_per_actor or None,
-                                max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+            return ScanResult(TopK(len(channels), k), 0, [])
+        args = (refs, [ray.put(model_bytes)], spec, place, tuple(image_shape), verbose)
         try:
-            with warnings.catch_warnings():
-                if not verbose:  # e.g. "won't fully utilize the available concurrency"
-                    warnings.simplefilter("ignore")
-                return collect(ds, top, tick)
+            if not _client_mode():
+                return scan_blocks(*args, tick=tick)
+            # Ray Client (ray://): Ray Data 2.60 cannot execute from a client process (its executor
+            # needs the driver's core worker), so the pipeline runs in one task on the cluster and
+            # the progress line ticks once, at the end.
+            result = ray.get(ray.remote(num_cpus=0, max_retries=0)(scan_blocks).remote(*args))
+            if tick:
+                tick(result.scanned + len(result.skipped))
+            return result
+        except CnnError:
+            raise
         except Exception as exc:
             raise _user_error(exc) from None
+
+
+def scan_blocks(refs: list, model_ref: list, spec: ScanSpec, place: Placement, image_shape: tuple[int, int, int],
+                verbose: bool, tick: Callable[[int], None] | None = None) -> ScanResult:
+    """Build and run the pipeline over the blocks of paths in ``refs`` (on the driver, or in a task)."""
+    import ray
+
+    ds = ray.data.from_arrow_refs(refs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # RayDeprecationWarning: max_retries, …
+        ds = ds.map_batches(decode_block, batch_size=None, batch_format="numpy", zero_copy_batch=True,
+                            fn_kwargs={"image_channels": image_shape[0], "size": tuple(image_shape[1:])},
+                            num_cpus=1, max_retries=DECODE_RETRIES)
+        ds = ds.map_batches(BlockTopK, batch_size=None, batch_format="numpy", zero_copy_batch=True,
+                            compute=ray.data.ActorPoolStrategy(size=place.workers),
+                            fn_constructor_args=(model_ref, spec),
+                            num_cpus=place.cpus_per_actor, num_gpus=place.gpus_per_actor or None,
+                            max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
+    with warnings.catch_warnings():
+        if not verbose:  # e.g. "won't fully utilize the available concurrency"
+            warnings.simplefilter("ignore")
+        quiet_data(verbose)
+        return collect(ds, TopK(len(spec.channels), spec.k), tick)
+
+
+def _client_mode() -> bool:
+    try:
+        from ray.util.client import ray as client
+
+        return bool(client.is_connected())
+    except Exception:
+        return False
 
 
 def collect(ds, top: TopK, tick: Callable[[int], None] | None) -> ScanResult:
@@ -280,6 +302,18 @@ def collect(ds, top: TopK, tick: Callable[[int], None] | None) -> ScanResult:
                 tick(int(batch["scanned"][i]) + len(bad))
     skipped.sort()  # by image number: the listing order, as the local engine reports them
     return ScanResult(top, scanned, [p for _, p in skipped])
+
+
+def quiet_data(verbose: bool) -> None:
+    """Ray Data's own progress bars and log lines off, unless ``verbose``."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = verbose
+    ctx.print_on_execution_start = verbose
+    ctx.enable_auto_log_stats = False
+    if not verbose:
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
