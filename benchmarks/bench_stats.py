@@ -6,7 +6,9 @@ over the tools so that a change in machine load hits them alike. Models:
 
 * the onnx package's model-zoo architectures, onnx/backend/test/data/light/light_*.onnx;
 * chains of 4,000, 8,000 and 16,000 Conv+Relu pairs and a model with 3 GiB of external
-  weights, made by benchmarks/make_models.py (run first, or pass --make).
+  weights, made by benchmarks/make_models.py (run first, or pass --make);
+* a 1.2 GB file that is not a model (random first MiB, then a sparse hole), made here: cnn
+  must refuse it (exit 1) in under 1.5 s and 400 MiB, from its first bytes.
 
 Run it with the Python of the venv where cnncli is installed; the peers live in a venv of
 their own (see benchmarks/README.md):
@@ -41,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 CHAIN_PAIRS = (4000, 8000, 16000)
 EXTERNAL = WORK / "external_3g.onnx"
+ZFNET = HERE.parent / "sample_models" / "zfnet_paper.onnx"
 
 # goals (from the issue)
 GOAL_RATIO = 1.0  # cnn / fastest peer, on every light model and on the 16,000-node chain
@@ -48,6 +51,11 @@ GOAL_SCALING = 2.2  # t(16,000 pairs) / t(8,000 pairs)
 GOAL_EXT_SECONDS = 2.0
 GOAL_EXT_RSS_MIB = 300
 GOAL_HELP_SECONDS = 0.3
+# a 1.2 GB file that is not a model (issue 9): refused from its first bytes
+NONMODEL = WORK / "random_1200m.onnx"
+NONMODEL_BYTES = 1_200_000_000
+GOAL_NONMODEL_SECONDS = 1.5
+GOAL_NONMODEL_RSS_MIB = 400
 FORBIDDEN_IMPORTS = ("onnxruntime", "matplotlib")
 
 
@@ -226,6 +234,31 @@ def help_and_imports(cnn: str, model: str, runs: int) -> dict:
     return {"help_median": statistics.median(times), "help_runs": len(times), "imports": imported}
 
 
+def make_nonmodel() -> None:
+    """1 MiB of random bytes, then a sparse hole up to 1.2 GB: what cnn reads of it is random
+    (its first bytes), and a reader that takes the file whole pays for all 1.2 GB, zeros or not,
+    without the bench writing 1.2 GB to disk."""
+    if NONMODEL.exists() and NONMODEL.stat().st_size == NONMODEL_BYTES:
+        return
+    NONMODEL.parent.mkdir(parents=True, exist_ok=True)
+    with open(NONMODEL, "wb") as f:
+        f.write(os.urandom(1 << 20))
+        f.truncate(NONMODEL_BYTES)
+
+
+def nonmodel_runs(cnn: str, runs: int, timeout: float) -> dict:
+    """`cnn stats` on the 1.2 GB non-model: it must exit 1 (one-line error), fast and small."""
+    make_nonmodel()
+    times, rss = [], []
+    for _ in range(runs):
+        elapsed, rc, kib, tail, _ = run_once([cnn, "stats", str(NONMODEL)], timeout)
+        if rc != 1:
+            return {"nonmodel_failure": failure_text(rc, tail, timeout) if rc else "exit 0 on a non-model"}
+        times.append(elapsed)
+        rss.append(kib)
+    return {"nonmodel_median": statistics.median(times), "nonmodel_runs": len(times), "nonmodel_rss_mib": max(rss) / 1024}
+
+
 def default_peer_python() -> str:
     import importlib.util
 
@@ -290,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-peers", action="store_true", help="time cnn only")
     ap.add_argument("--peer-mem-gib", type=float, default=14,
                     help="run the peers on the 3 GiB model only when this much RAM is available (default 14; 0: always)")
-    ap.add_argument("--only", choices=["light", "chain", "external"], action="append", help="run only these model sets")
+    ap.add_argument("--only", choices=["light", "chain", "external", "nonmodel"], action="append",
+                    help="run only these model sets")
     ap.add_argument("--make", action="store_true", help="run make_models.py first")
     ap.add_argument("--json", dest="json_out", metavar="FILE", help="also write every run to FILE as JSON")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a goal is missed")
@@ -302,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not Path(args.peer_python).exists():
         print(f"bench: no peer venv at {args.peer_python}; timing cnn only (see benchmarks/README.md)", file=sys.stderr)
         args.peer_python = None
-    sets = args.only or ["light", "chain", "external"]
+    sets = args.only or ["light", "chain", "external", "nonmodel"]
     if args.make:
         subprocess.run([sys.executable, str(HERE / "make_models.py")], check=True)
     chains = [str(WORK / f"chain_{n}.onnx") for n in CHAIN_PAIRS]
@@ -321,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     lights = light_models() if "light" in sets else []
     # warm-up: one untimed run of each tool (byte-compiles, fills the page cache)
-    warm = lights[0] if lights else chains[0]
+    warm = lights[0] if lights else (chains[0] if Path(chains[0]).exists() else str(ZFNET))
     for template in bench.tools.values():
         run_once([warm if p == "{model}" else p for p in template], args.timeout)
     bench.log(f"bench: {runs} runs each, load average {load_before[0]:.2f}")
@@ -336,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         bench.measure([str(EXTERNAL)], runs)
     bench.log("bench: cnn --help and imports")
     extra = help_and_imports(bench.cnn, warm, max(runs, 5))
+    if "nonmodel" in sets:
+        bench.log("bench: a 1.2 GB file that is not a model")
+        extra.update(nonmodel_runs(bench.cnn, max(runs, 3), args.timeout))
     load_after = os.getloadavg()
 
     # ---- report -------------------------------------------------------------------------
@@ -415,6 +452,13 @@ def main(argv: list[str] | None = None) -> int:
                       + " (of onnxruntime, matplotlib, rich, torch, PIL)"))
     else:
         goals.append(("cnn --help", False, extra.get("help_failure", "?")))
+    if "nonmodel_median" in extra:
+        goals.append((f"1.2 GB non-model refused < {GOAL_NONMODEL_SECONDS} s and < {GOAL_NONMODEL_RSS_MIB} MiB",
+                      extra["nonmodel_median"] < GOAL_NONMODEL_SECONDS and extra["nonmodel_rss_mib"] < GOAL_NONMODEL_RSS_MIB,
+                      f"{extra['nonmodel_median']:.3f} s (median of {extra['nonmodel_runs']}), "
+                      f"{extra['nonmodel_rss_mib']:.0f} MiB"))
+    elif "nonmodel_failure" in extra:
+        goals.append(("1.2 GB non-model refused", False, extra["nonmodel_failure"]))
     out.append("")
     out.append("goals:")
     for text, ok, detail in goals:

@@ -417,10 +417,13 @@ def _take_values(new: dict, consts: dict, shapes: dict, types: dict) -> list[Ten
     tensors = []
     for name, v in new.items():
         want = _np_for(types.get(name))
-        if want is not None and v.dtype != want and want != np.dtype(object):
-            v = v.astype(want)
+        try:
+            if want is not None and v.dtype != want:
+                v = v.astype(want)
+            elem = onnx.helper.np_dtype_to_tensor_dtype(v.dtype)
+        except Exception:  # a type numpy cannot hold as such: leave this value out
+            continue
         ref = consts.get(name)
-        elem = onnx.helper.np_dtype_to_tensor_dtype(v.dtype)
         consts[name] = ref.with_value(v) if ref is not None else ConstRef(name, int(v.size), elem, v)
         shapes[name] = tuple(v.shape)
         types[name] = elem
