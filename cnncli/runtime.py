@@ -95,9 +95,9 @@ def make_session(model_bytes: bytes, provider: str, verbose: bool = False, threa
 class Session:
     """An onnxruntime session whose ``run`` feeds every float input in the dtype the model
     declares (a float16 model gets float16), returns float16 outputs as float32, raises
-    :class:`CnnError` with onnxruntime's first line when a run fails, and, when a run of several
-    rows fails but one row alone runs (a model whose symbolic batch is pinned to 1 inside, by a
-    Reshape say), runs one row at a time from then on, with one warning."""
+    :class:`RunError` (a CnnError: onnxruntime's message as one line) when a run fails, and,
+    when a run of several rows fails but one row alone runs (a model whose symbolic batch is
+    pinned to 1 inside, by a Reshape say), runs one row at a time from then on, with one warning."""
 
     def __init__(self, session, verbose: bool = False):
         import onnxruntime as ort
@@ -123,7 +123,7 @@ class Session:
         if self.one_row_at_a_time and rows > 1:
             return self._by_rows(output_names, feeds, rows)
         try:
-            return self._run(output_names, feeds)
+            return self._run(output_names, feeds, run_options)
         except RunError as exc:
             if rows <= 1:
                 raise
@@ -144,9 +144,9 @@ class Session:
             return value.astype(want)
         return value
 
-    def _run(self, output_names, feeds) -> list[np.ndarray]:
+    def _run(self, output_names, feeds, run_options=None) -> list[np.ndarray]:
         try:
-            outs = self.session.run(output_names, feeds, self._options)
+            outs = self.session.run(output_names, feeds, run_options or self._options)
         except MemoryError:
             raise RunError("not enough memory") from None
         except Exception as exc:
