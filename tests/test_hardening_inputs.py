@@ -170,16 +170,16 @@ def test_conv_weight_fed_as_graph_input(tmp_path, command):
 
 
 def test_onnxruntime_allocation_failure_is_one_line(tmp_path):
-    """A run onnxruntime cannot allocate (4 GB conv output under a 3 GiB address-space limit,
+    """A run onnxruntime cannot allocate (an 8 GB conv output under a 4 GiB address-space limit,
     the estimate overridden with --max-memory): one `Error:` line, no log line, no traceback."""
     rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.normal(0, 0.1, (1024, 3, 3, 3)).astype(np.float32), "W")
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (2048, 3, 3, 3)).astype(np.float32), "W")
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv", pads=[1, 1, 1, 1])
     model = save(make_model([node], [vi("x", [1, 3, "H", "W_"])], [out()], [w]), tmp_path / "wide.onnx")
     image = write_images(tmp_path / "images", 1)[0]
 
     def limit():
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
     p = subprocess.run([*CNN, "features", str(model), str(image), "--layer", "1", "--size", "1000x1000",
                         "--max-memory", "1T", "--out", str(tmp_path / "o")],
