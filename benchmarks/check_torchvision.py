@@ -37,7 +37,9 @@ noise on every parameter whose elements are all equal (zero biases, LayerNorm's 
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -97,6 +99,14 @@ def build(name: str, kwargs: dict, seed: int = 0) -> torch.nn.Module:
     return model
 
 
+def _fingerprint(model) -> str:
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def export(model, x, path: Path, exporter: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = path.with_name(path.name + ".data")
@@ -127,6 +137,7 @@ class Row:
     max_rel_err: float | None = None
     errors: list = field(default_factory=list)
     differ: list = field(default_factory=list)  # projections beyond TOL: mode/keep/channel and errors
+    flips: str = ""  # rectifier units the two forward passes disagree on (when some projection differs)
     seconds: dict = field(default_factory=dict)
 
     @property
@@ -152,6 +163,56 @@ def run_stats(path: Path, row: Row) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+
+
+def _rel(got, want) -> float:
+    """max |got − want| / max |want|."""
+    scale = float(np.abs(want).max())
+    return float(np.abs(got - want).max()) / scale if scale > 0 else float("inf")
+
+
+def torch_projections(model, x: np.ndarray, mode: str, value: np.ndarray, got: dict) -> dict:
+    """{(keep, channel): torch's projection} for every projection cnncli made (``got``: keep ->
+    results), from the module output equal to ``value``, in the dtype of ``x``."""
+    xt = torch.from_numpy(x).requires_grad_(True)
+    with reverse_mode(model, mode):
+        _, a, _ = find_tensor(record_outputs(model, xt), value)
+    out = {}
+    for keep, results in got.items():
+        for r in results:
+            a_c = a[0, r.channel]
+            if keep == "max" and r.location:
+                a_c = a_c[tuple(r.location)]
+            (g,) = torch.autograd.grad(0.5 * (a_c ** 2).sum(), xt, retain_graph=True)
+            out[keep, r.channel] = g[0].numpy()
+    return out
+
+
+def rectifier_flips(onnx_model, model, x: np.ndarray) -> str:
+    """Units that one side rectifies to zero and the other passes: onnxruntime's forward against
+    torch's, over every Relu/Clip output of the graph that equals a torch module output."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(onnx_model)
+    names = [n.output[0] for n in m.graph.node if n.op_type in ("Relu", "Clip")]
+    del m.graph.output[:]
+    m.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = sess.run(names, {sess.get_inputs()[0].name: x})
+    with torch.no_grad(), reverse_mode(model, "backprop"):
+        recorded = record_outputs(model, torch.from_numpy(x))
+    flips = compared = units = 0
+    for v in values:
+        try:
+            _, t, _ = find_tensor(recorded, v)
+        except LookupError:
+            continue
+        compared += 1
+        units += v.size
+        flips += int(((v > 0) != (t.numpy() > 0)).sum())
+    return f"{flips} of {units:,} rectifier units flipped (onnxruntime vs torch, {compared} of {len(names)} Relu/Clip outputs matched)"
 
 
 def run_projections(path: Path, model, x: np.ndarray, relu_family: bool, row: Row, channels: int = 2) -> None:
@@ -182,23 +243,25 @@ def run_projections(path: Path, model, x: np.ndarray, relu_family: bool, row: Ro
         except Exception as exc:  # noqa: BLE001
             row.errors.append(f"project {mode}: {_first_line(exc)}")
             continue
-        xt = torch.from_numpy(x).requires_grad_(True)
-        with reverse_mode(model, mode):
-            _, a, _ = find_tensor(record_outputs(model, xt), value)
+        refs = torch_projections(model, x, mode, value, got)
+        far = []
         for keep, results in got.items():
             for r in results:
-                a_c = a[0, r.channel]
-                if keep == "max" and r.location:
-                    a_c = a_c[tuple(r.location)]
-                (g,) = torch.autograd.grad(0.5 * (a_c ** 2).sum(), xt, retain_graph=True)
-                ref = g[0].numpy()
-                scale = float(np.abs(ref).max())
-                err = float(np.abs(r.projection - ref).max()) / scale if scale > 0 else float("inf")
+                ref = refs[keep, r.channel]
+                err = _rel(r.projection, ref)
                 errs.append(err)
                 row.projections_equal += int(err <= TOL)
-                if err > TOL:  # how far, and how widely: max and L2 relative differences
-                    l2 = float(np.linalg.norm(r.projection - ref) / (np.linalg.norm(ref) or 1.0))
-                    row.differ.append(f"{mode}/{keep}/c{r.channel}: max {err:.1e}, L2 {l2:.1e}")
+                if err > TOL:
+                    far.append((keep, r, ref, err))
+        if far:  # how far, how widely, against torch in float64 too, and why
+            refs64 = torch_projections(copy.deepcopy(model).double(), x.astype(np.float64), mode, value, got)
+            if not row.flips:
+                row.flips = rectifier_flips(m.model, model, x)
+            for keep, r, ref, err in far:
+                l2 = float(np.linalg.norm(r.projection - ref) / (np.linalg.norm(ref) or 1.0))
+                ref64 = refs64[keep, r.channel]
+                row.differ.append(f"{mode}/{keep}/c{r.channel}: max {err:.1e}, L2 {l2:.1e}; vs torch float64: max "
+                                  f"{_rel(r.projection, ref64):.1e}; torch float32 vs float64: max {_rel(ref, ref64):.1e}")
     row.max_rel_err = max(errs) if errs else None
 
 
@@ -209,17 +272,21 @@ def check(name: str, kwargs: dict, size: int, relu_family: bool, exporters, reex
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     xt = torch.from_numpy(x)
     costs = count_costs(model, xt)
+    fingerprint = _fingerprint(model)
     for exporter in exporters:
         row = Row(name, exporter, size, macs_torch=costs["macs"], params_torch=costs["params"])
         rows.append(row)
         path = WORK / f"{name}.{exporter}.onnx"
+        stamp = path.with_name(path.name + ".weights")  # which weights the cached file holds
         t = time.perf_counter()
-        if reexport or not path.exists():
+        if reexport or not path.exists() or not stamp.exists() or stamp.read_text() != fingerprint:
+            stamp.unlink(missing_ok=True)
             try:
                 export(model, xt, path, exporter)
             except Exception as exc:  # noqa: BLE001
                 row.errors.append(f"export: {_first_line(exc)}")
                 continue
+            stamp.write_text(fingerprint)
         row.seconds["export"] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
         try:
@@ -259,9 +326,9 @@ def table(rows: list[Row]) -> str:
     lines.append(f"MACs exact on {sum(r.macs_ok for r in rows)} of {graphs} graphs, params on {sum(r.params_ok for r in rows)} "
                  f"of {graphs}; {sum(r.projections_equal for r in rows)} of {sum(r.projections_total for r in rows)} "
                  "projections equal torch autograd.")
-    differ = [f"* {r.arch} {r.exporter}: " + "; ".join(r.differ) for r in rows if r.differ]
+    differ = [f"* {r.arch} {r.exporter} ({r.flips}): " + "; ".join(r.differ) for r in rows if r.differ]
     if differ:
-        lines += ["", f"Projections beyond {TOL:g} of the largest magnitude (max and L2 relative differences):", ""] + differ
+        lines += ["", f"Projections beyond {TOL:g} of the largest magnitude: max and L2 relative differences from torch float32, the max from torch float64, how far torch's own float32 result is from its float64 one, and how many rectifier units the onnxruntime and torch forward passes disagree on:", ""] + differ
     return "\n".join(lines)
 
 
