@@ -144,6 +144,26 @@ class ProjectionWriter:
         return files
 
 
+def write_streamed(job: ProjectionJob, writer: ProjectionWriter,
+                   done: Callable[[Projection, dict[str, str]], None]) -> None:
+    """Write every projection of ``job``, calling ``done(projection, files)`` in channel order.
+
+    Pictures are made and written on worker threads (Pillow and zlib release the GIL) while the
+    next projections are computed; at most WRITE_AHEAD wait, so memory stays flat in the number of
+    channels unless ``done`` keeps them."""
+    with ThreadPoolExecutor(WRITERS, thread_name_prefix="cnncli-write") as pool:
+        pending: deque = deque()
+        for p in job.run():
+            pending.append((p, pool.submit(writer.write, p)))
+            del p
+            while len(pending) > WRITE_AHEAD:
+                p, files = pending.popleft()
+                done(p, files.result())
+        while pending:
+            p, files = pending.popleft()
+            done(p, files.result())
+
+
 def run_project(req: ProjectRequest, progress: Callable[..., None] | None = None) -> ProjectReport:
     """``progress(n, total=...)`` is called once with n=0 and the number of projections, then
     with n=1 after each projection is written."""
@@ -163,23 +183,12 @@ def run_project(req: ProjectRequest, progress: Callable[..., None] | None = None
         progress(0, total=job.count)
     rows = []
 
-    def done(p: Projection, files) -> None:
-        rows.append(ProjectionRow(p.channel, p.activation, p.location, files.result()))
-        del p
+    def done(p: Projection, files: dict[str, str]) -> None:
+        rows.append(ProjectionRow(p.channel, p.activation, p.location, files))
         if progress:
             progress(1)
 
-    # pictures are made and written on worker threads (Pillow and zlib release the GIL) while the
-    # next projections are computed; at most WRITE_AHEAD wait, so memory stays flat
-    with ThreadPoolExecutor(WRITERS, thread_name_prefix="cnncli-write") as pool:
-        pending: deque = deque()
-        for p in job.run():
-            pending.append((p, pool.submit(writer.write, p)))
-            del p
-            while len(pending) > WRITE_AHEAD:
-                done(*pending.popleft())
-        while pending:
-            done(*pending.popleft())
+    write_streamed(job, writer, done)
     if req.export_reverse:
         from cnncli.atomic import write_bytes_atomic
 

@@ -197,16 +197,17 @@ def project(model: Any, image: Any, layer: int | None = None, tensor: str | None
     _check("norm", norm, NORMS)
     job = prepare(model, image, layer, tensor, channels, top, mode, keep, preset, mean, std, bgr, size,
                   input_name, provider, batch_size)
-    writer = None
-    if out is not None:
-        from cnncli.project_job import ProjectionWriter
-
-        writer = ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure)
     items, files = [], []
-    for p in job.run():
-        items.append(p)
-        if writer is not None:
-            files.append(writer.write(p))
+    if out is None:
+        items = list(job.run())
+    else:  # the files of `cnn project`, written as the CLI writes them
+        from cnncli.project_job import ProjectionWriter, write_streamed
+
+        def keep(p: Projection, written: dict[str, str]) -> None:
+            items.append(p)
+            files.append(written)
+
+        write_streamed(job, ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure), keep)
     res = Projections(items, job.meta, job.image.pixels)
     res.files = files
     return res
