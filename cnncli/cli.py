@@ -408,12 +408,16 @@ class _progress:
         return self._tick
 
     def _start(self, total):
-        from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
 
         from cnncli.console import err_console
 
-        self.bar = Progress(SpinnerColumn(), TextColumn(self.label), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=err_console(), transient=True)
+        columns = [SpinnerColumn(), TextColumn(self.label), MofNCompleteColumn(), TimeElapsedColumn()]
+        if total is not None:  # a known count: a bar and the time left
+            columns[2:2] = [BarColumn()]
+            columns.append(TimeRemainingColumn())
+        self.bar = Progress(*columns, console=err_console(), transient=True)
         self.bar.start()
         self.task = self.bar.add_task(self.label, total=total)
 
