@@ -226,6 +226,15 @@ def ray_scan(model_bytes: bytes, input_name: str, target: str, image_shape: tupl
     images scanned, unreadable paths in listing order). ``image_shape`` = (C, H, W) of the input."""
     if workers is not None and workers < 1:
         raise BadArgument("--workers", "must be at least 1")
+    with warnings.catch_warnings():
+        if not verbose:  # Ray's notes on its own settings (DataContext deprecations) are not the user's
+            warnings.simplefilter("ignore")
+        return _ray_scan(model_bytes, input_name, target, image_shape, prep, paths, channels, k, batch_size,
+                         provider, workers, address, verbose, tick)
+
+
+def _ray_scan(model_bytes, input_name, target, image_shape, prep, paths, channels, k, batch_size, provider,
+              workers, address, verbose, tick) -> ScanResult:
     with RayRuntime(address, verbose) as ray:
         import pyarrow as pa
 
