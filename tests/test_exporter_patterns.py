@@ -9,7 +9,7 @@ optimizer on, weights in a .onnx.data file), each with a reference made by torch
   as both exporters do): `cnn stats` totals must equal them, with no unknown row;
 * the autograd gradient of ½·Σ a² over one channel of the last conv's block output, for the
   input stored beside it: the backprop projection must equal it, and finite differences of the
-  forward model (onnxruntime, as in test_reverse_fd.py);
+  forward model (onnxruntime, as in test_reverse_fd.py), for keep='max' (one unit) too;
 * for nets whose activations are all ReLU-family, autograd with the ReLU-family backward replaced
   by the deconvnet and guided rules: those projections must equal them; on the plain chains the
   independent numpy reference (numpy_deconv.py) must agree too.
@@ -201,14 +201,9 @@ def test_deconvnet_and_guided_equal_torch_reference(name, exporter, mode, opened
     _close(result.projection, _array(name, mode))
 
 
-@pytest.mark.parametrize("name,exporter", _cases())
-def test_backprop_equals_finite_differences(name, exporter, opened):
-    """The backprop projection is the gradient of ½·Σ a_c² of the forward model (onnxruntime)."""
-    m, target = opened(name, exporter)
-    channel = REFS[name]["target"]["channel"]
-    x = _array(name, "input")
-    grad = _project(opened, name, exporter, "backprop").projection.astype(np.float64)
-
+def _objective(m, target, channel: int, unit=None) -> Objective:
+    """½·Σ a² of one channel of ``target`` (or of its one unit at ``unit`` [y, x]) from plain
+    onnxruntime runs of the model with the target as an extra output."""
     model = onnx.ModelProto()
     model.CopyFrom(m.model)
     model.graph.output.append(onnx.helper.make_tensor_value_info(target.tensor, onnx.TensorProto.FLOAT, None))
@@ -218,7 +213,29 @@ def test_backprop_equals_finite_differences(name, exporter, opened):
 
     case = Case()
     case.model, case.target = model, target.tensor
-    obj = Objective(case, channel)
+
+    class Unit(Objective):
+        def act(self, x):
+            return super().act(x)[tuple(unit)].reshape(1)
+
+    return Objective(case, channel) if unit is None else Unit(case, channel)
+
+
+def _directional(obj, x, grad, rng):
+    v = rng.standard_normal(x.shape)
+    v /= np.linalg.norm(v)
+    gd = float(np.sum(grad * v[0]))
+    ok, tried = _agrees(obj, x, v, gd, 1e-2 * abs(gd) + 1e-3 * np.linalg.norm(grad))
+    assert ok, f"directional derivative {gd} vs finite differences {tried}"
+
+
+@pytest.mark.parametrize("name,exporter", _cases())
+def test_backprop_equals_finite_differences(name, exporter, opened):
+    """The backprop projection is the gradient of ½·Σ a_c² of the forward model (onnxruntime)."""
+    m, target = opened(name, exporter)
+    x = _array(name, "input")
+    grad = _project(opened, name, exporter, "backprop").projection.astype(np.float64)
+    obj = _objective(m, target, REFS[name]["target"]["channel"])
     assert np.abs(obj.act(x)).max() > 0
     gmax = np.abs(grad).max()
     rng = np.random.default_rng(5)
@@ -231,11 +248,21 @@ def test_backprop_equals_finite_differences(name, exporter, opened):
         if not ok:
             bad.append((int(q), float(g), tried))
     assert not bad, f"projection vs finite differences (position, value, tried): {bad[:5]}"
-    v = rng.standard_normal(x.shape)
-    v /= np.linalg.norm(v)
-    gd = float(np.sum(grad * v[0]))
-    ok, tried = _agrees(obj, x, v, gd, 1e-2 * abs(gd) + 1e-3 * np.linalg.norm(grad))
-    assert ok, f"directional derivative {gd} vs finite differences {tried}"
+    _directional(obj, x, grad, rng)
+
+
+@pytest.mark.parametrize("name,exporter", _cases())
+def test_keep_max_is_gradient_of_one_unit(name, exporter, opened):
+    """keep='max' seeds the channel's strongest unit a* (where torch found it): the backprop
+    projection is ∇ ½·a*², checked along a random direction."""
+    m, target = opened(name, exporter)
+    t = REFS[name]["target"]
+    x = _array(name, "input")
+    result = _project(opened, name, exporter, "backprop", keep="max")
+    assert result.location == t["location"]
+    obj = _objective(m, target, t["channel"], unit=t["location"])
+    assert obj.act(x)[0] == pytest.approx(t["max_activation"], rel=1e-4)
+    _directional(obj, x, result.projection.astype(np.float64), np.random.default_rng(6))
 
 
 # ---------------------------------------------------------------- the numpy reference on the chains
