@@ -13,6 +13,7 @@ hypothesis statistics: ``pytest --hypothesis-show-statistics``).
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -46,14 +47,11 @@ def fuzz_settings(examples: int):
 
 
 WORK = Path(tempfile.mkdtemp(prefix="cnncli-fuzz-"))
+atexit.register(shutil.rmtree, WORK, True)  # also when the module is collected but its tests deselected
 IMAGE = WORK / "image.png"
 Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(IMAGE)
 MODELS = sorted((REPO / "sample_models").glob("*.onnx"))
 MODEL_BYTES = {p.name: p.read_bytes() for p in MODELS}
-
-
-def teardown_module():
-    shutil.rmtree(WORK, ignore_errors=True)
 
 
 def check_outcome(args: list[str]) -> None:
