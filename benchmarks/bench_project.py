@@ -1,4 +1,4 @@
-"""Speed of `cnn project` (the deconvnet engine, cnncli.project.Projector) on the CPU.
+"""Speed of `cnn project` (the deconvnet engine, cnncli.engine.project.Projector) on the CPU.
 
 Goals (from the issue), each measured as the median of several warm runs:
 
@@ -170,11 +170,11 @@ class Case:
     """One model and target: a Projector, a plain forward session cut at the target, an input."""
 
     def __init__(self, label: str, path: Path, layer: int, x: np.ndarray | None = None, mode: str = "deconvnet"):
-        from cnncli.graph import analyse
-        from cnncli.loading import load_model
-        from cnncli.project import Projector, forward_model
-        from cnncli.runtime import make_session
-        from cnncli.targets import by_layer
+        from cnncli.frontend.graph import analyse
+        from cnncli.frontend.load import load_model
+        from cnncli.engine.project import Projector, forward_model
+        from cnncli.engine.runtime import make_session
+        from cnncli.engine.targets import by_layer
 
         self.label, self.layer = label, layer
         self.model = load_model(str(path)).model
@@ -421,7 +421,7 @@ def cli_run(args: list[str]) -> float:
 _CHILD = """
 import json, resource, sys, time, threading
 import onnxruntime as ort
-from cnncli.project_job import ProjectRequest, run_project
+from cnncli.commands.project import ProjectRequest, run_project
 spans, lock = [], threading.Lock()
 real = ort.InferenceSession.run
 def run(self, *a, **kw):

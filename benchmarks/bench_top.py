@@ -1,9 +1,9 @@
-"""Throughput of `cnn top` (cnncli.top.scan and cnncli.top_job.run_top) on the CPU.
+"""Throughput of `cnn top` (cnncli.engine.top.scan and cnncli.commands.top.run_top) on the CPU.
 
 Goal (from the issue): the scan runs at >= 80% of the images per second of a plain onnxruntime
 forward pass over the same images at the same batch size, decoding counted the same way in both.
 Both sides here read each JPEG with cnncli's own loader (decode, resize to 224x224, normalise:
-cnncli.model_input.image_loader) and run the same session (the model cut at the target); the
+cnncli.engine.model_input.image_loader) and run the same session (the model cut at the target); the
 scan adds its per-batch work (argmax per channel, the streaming top-k). Also printed: the
 decode-only and forward-only rates, and the cost of run_top's projection phase per kept entry
 (project one unit on its own image, crop, render, write the PNGs).
@@ -58,11 +58,11 @@ def ensure_images(n: int = N_IMAGES, size: int = 256, seed: int = 0) -> list[str
 
 class Setup:
     def __init__(self, model: str, layer: int):
-        from cnncli.model_input import image_loader, open_for_images
-        from cnncli.preprocess import make_preprocess
-        from cnncli.project import forward_model
-        from cnncli.runtime import make_session
-        from cnncli.targets import by_layer
+        from cnncli.engine.model_input import image_loader, open_for_images
+        from cnncli.imaging.preprocess import make_preprocess
+        from cnncli.engine.project import forward_model
+        from cnncli.engine.runtime import make_session
+        from cnncli.engine.targets import by_layer
 
         self.m = open_for_images(model)
         self.layer = layer
@@ -75,7 +75,7 @@ class Setup:
 
 def baseline(s: Setup, paths: list[str], batch: int) -> None:
     """The plain loop: decode + resize + normalise each image, one session.run per batch."""
-    from cnncli.top import batched
+    from cnncli.engine.top import batched
 
     for chunk in batched(paths, batch):
         x = np.concatenate([s.load(p)[1] for p in chunk], axis=0)
@@ -83,7 +83,7 @@ def baseline(s: Setup, paths: list[str], batch: int) -> None:
 
 
 def do_scan(s: Setup, paths: list[str], batch: int, channels: list[int], k: int = 9):
-    from cnncli.top import scan
+    from cnncli.engine.top import scan
 
     return scan(s.session, s.m.input_name, s.target.tensor, paths, lambda p: s.load(p)[1], channels, k, batch)
 
@@ -109,7 +109,7 @@ def scan_rates(model: str, layers: list[int], paths: list[str], batch: int, runs
         n_ch = s.target.shape[1]
         c16 = sorted(int(c) for c in np.random.default_rng(0).choice(n_ch, 16, replace=False))
         call = list(range(n_ch))
-        from cnncli.top import batched
+        from cnncli.engine.top import batched
 
         xs = [np.concatenate([s.load(p)[1] for p in chunk], axis=0) for chunk in batched(paths, batch)]
         t = {"decode": [], "forward": [], "plain": [], "scan16": [], "scanall": []}
@@ -143,9 +143,9 @@ def projection_phase(model: str, layers: list[int], images: str, batch: int, run
                      k: int = 9) -> list[dict]:
     """Time run_top end to end, its scan and its project_units calls; the projection phase is
     everything after the scan (Projector set-up, projecting, cropping, rendering, PNG writing)."""
-    top_mod = importlib.import_module("cnncli.top")  # the module (cnncli.top is the API function)
-    from cnncli.project import Projector
-    from cnncli.top_job import TopRequest, run_top
+    top_mod = importlib.import_module("cnncli.engine.top")
+    from cnncli.engine.project import Projector
+    from cnncli.commands.top import TopRequest, run_top
 
     print(f"\n== run_top end to end: {n_channels} channels, k {k}, batch {batch}: the projection phase per kept entry")
     print(f"{'target':12} {'total':>10} {'scan':>10} {'after scan':>11} {'entries':>7} {'per entry':>10}"

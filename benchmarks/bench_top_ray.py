@@ -2,7 +2,7 @@
 
 1. Throughput, images/s of the scan phase (what differs between the engines; the projection of
    the k × channels kept units afterwards is the same code on the driver): the local engine
-   (cnncli.top.scan, one onnxruntime session with all cores) and Ray Data with 1 and 2 actors on
+   (cnncli.engine.top.scan, one onnxruntime session with all cores) and Ray Data with 1 and 2 actors on
    an embedded 2-CPU runtime, on bench_top.py's JPEGs (256x256 → 224x224) and ZF-style network
    cut at conv5 (16 channels, k 9, batch 16). Ray's wall time includes starting the actor pool
    (the runtime itself is started once, and timed apart); "steady" is the rate after the first
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncli.top import TopK
+from cnncli.engine.top import TopK
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -54,7 +54,7 @@ def start_ray(cpus: int = 2):
 
 
 def ray_run(s: Setup, paths: list[str], channels: list[int], batch: int, workers: int, k: int = 9) -> dict:
-    from cnncli.project import forward_model
+    from cnncli.engine.project import forward_model
     from cnncli.scale.ray_top import ray_scan
 
     cut = forward_model(s.m.model, [s.target.tensor], {}, s.m.graph.types).SerializeToString()
@@ -70,9 +70,9 @@ def ray_run(s: Setup, paths: list[str], channels: list[int], batch: int, workers
 
 
 def rates(n_images: int, runs: int, batch: int) -> dict:
-    from cnncli.project import forward_model
-    from cnncli.runtime import make_session
-    from cnncli.top import batched
+    from cnncli.engine.project import forward_model
+    from cnncli.engine.runtime import make_session
+    from cnncli.engine.top import batched
 
     paths = ensure_images()[:n_images]
     s = Setup(str(ensure_zf()), LAYER)
@@ -223,12 +223,12 @@ def memory_child(model: str, listing: str, n: int, batch: int) -> dict:
     """In a fresh process: start Ray, scan the first n listed images, report the driver's memory."""
     import itertools
 
-    from cnncli.image_sources import iter_image_paths
-    from cnncli.model_input import open_for_images
-    from cnncli.preprocess import make_preprocess
-    from cnncli.project import forward_model
+    from cnncli.imaging.sources import iter_image_paths
+    from cnncli.engine.model_input import open_for_images
+    from cnncli.imaging.preprocess import make_preprocess
+    from cnncli.engine.project import forward_model
     from cnncli.scale.ray_top import ray_scan
-    from cnncli.targets import by_layer
+    from cnncli.engine.targets import by_layer
 
     def status(key: str) -> int:
         for line in open("/proc/self/status"):

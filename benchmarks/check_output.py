@@ -23,21 +23,12 @@ import re
 import sys
 from pathlib import Path
 
-from cnncli.graph import analyse
-from cnncli.loading import load_model
-from cnncli.output import (
-    Document,
-    _cell,
-    _headers,
-    _numeric,
-    _summary_lines,
-    cells,
-    columns,
-    render,
-    to_json_value,
-)
+from cnncli.frontend.graph import analyse
+from cnncli.frontend.load import load_model
+from cnncli.render import Document, cells, columns, render, to_json_value
+from cnncli.render.document import _cell, headers as _headers, numeric as _numeric, summary_lines as _summary_lines
 from cnncli.render.text import visible
-from cnncli.stats import LayerRow, OpRow, by_op, compute_stats
+from cnncli.costs.stats import LayerRow, OpRow, by_op, compute_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 

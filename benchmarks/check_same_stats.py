@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DUMP = r"""
 import json, sys
 import cnncli
-from cnncli.graph import analyse
-from cnncli.loading import load_model
-from cnncli.output import to_json_value
-from cnncli.stats import by_op, compute_stats
+from cnncli.frontend.graph import analyse
+from cnncli.frontend.load import load_model
+from cnncli.render import to_json_value
+from cnncli.costs.stats import by_op, compute_stats
 out = {"cnncli": cnncli.__file__}
 for path in sys.argv[1:]:
     try:

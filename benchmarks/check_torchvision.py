@@ -219,9 +219,9 @@ def rectifier_flips(onnx_model, model, x: np.ndarray) -> str:
 
 
 def run_projections(path: Path, model, x: np.ndarray, relu_family: bool, row: Row, channels: int = 2) -> None:
-    from cnncli.model_input import open_for_images
-    from cnncli.project import Projector
-    from cnncli.targets import by_layer, conv_nodes
+    from cnncli.engine.model_input import open_for_images
+    from cnncli.engine.project import Projector
+    from cnncli.engine.targets import by_layer, conv_nodes
 
     np.save(path.with_suffix(".input.npy"), x)
     modes = ("backprop", "deconvnet", "guided") if relu_family else ("backprop",)

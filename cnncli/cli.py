@@ -13,7 +13,7 @@ import click
 
 from cnncli import __version__
 from cnncli.errors import BadArgument, CnnError
-from cnncli.output import FORMATS
+from cnncli.render import FORMATS
 
 
 def _one_line(message: str) -> str:
@@ -23,7 +23,7 @@ def _one_line(message: str) -> str:
 
 class CnnGroup(click.Group):
     def invoke(self, ctx: click.Context):
-        from cnncli.routed_warnings import routed_warnings
+        from cnncli.render.routed_warnings import routed_warnings
 
         try:
             with routed_warnings():  # numpy's, Pillow's and cnncli's warnings: one line each
@@ -54,13 +54,13 @@ def _interrupted() -> None:
 # The row type each command renders, so --columns is checked before any work (a command not
 # listed here has its --columns checked when it renders).
 _ROW_TYPES = {
-    "stats": lambda kw: ("cnncli.stats", "OpRow" if kw.get("by") == "op" else "LayerRow"),
-    "connectivity": lambda kw: ("cnncli.connectivity", "ConnectivityRow"),
-    "project": lambda kw: ("cnncli.project_job", "ProjectionRow"),
-    "demo": lambda kw: ("cnncli.demo", "DemoRow"),
-    "top": lambda kw: ("cnncli.top", "ChannelTopRow"),
-    "features": lambda kw: ("cnncli.features", "FeatureRow"),
-    "filters": lambda kw: ("cnncli.filters", "FilterRow"),
+    "stats": lambda kw: ("cnncli.costs.stats", "OpRow" if kw.get("by") == "op" else "LayerRow"),
+    "connectivity": lambda kw: ("cnncli.costs.connectivity", "ConnectivityRow"),
+    "project": lambda kw: ("cnncli.commands.project", "ProjectionRow"),
+    "demo": lambda kw: ("cnncli.commands.demo", "DemoRow"),
+    "top": lambda kw: ("cnncli.engine.top", "ChannelTopRow"),
+    "features": lambda kw: ("cnncli.commands.features", "FeatureRow"),
+    "filters": lambda kw: ("cnncli.commands.filters", "FilterRow"),
 }
 
 
@@ -131,7 +131,7 @@ def image_options(f):
 
 
 def _max_memory(ctx, param, value):
-    from cnncli.memory import parse_size
+    from cnncli.engine.memory import parse_size
 
     if value is None:
         return None
@@ -142,7 +142,7 @@ def _max_memory(ctx, param, value):
 
 
 def parse_image_options(mean, std, size):
-    from cnncli.preprocess import parse_floats
+    from cnncli.imaging.preprocess import parse_floats
 
     size_hw = None
     if size is not None:
@@ -154,7 +154,7 @@ def parse_image_options(mean, std, size):
 
 
 def parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    from cnncli.graph import parse_shape_text
+    from cnncli.frontend.graph import parse_shape_text
 
     out = {}
     for item in items:
@@ -167,9 +167,9 @@ def parse_input_shapes(items: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
 
 def load_graph(model: str, batch: int, input_shapes: tuple[str, ...]):
     """Load MODEL (path or '-') and analyse its shapes; warn about absent external data."""
-    from cnncli.console import warn
-    from cnncli.graph import analyse
-    from cnncli.loading import load_model
+    from cnncli.render.console import warn
+    from cnncli.frontend.graph import analyse
+    from cnncli.frontend.load import load_model
 
     shapes = parse_input_shapes(input_shapes)
     if batch < 1:
@@ -205,9 +205,9 @@ def stats(model, batch, input_shapes, fmt, by, sort_by, top, plot_path):
     from pathlib import Path
 
     from cnncli.atomic import check_writable_dir
-    from cnncli.console import warn
-    from cnncli.output import Document, render
-    from cnncli.stats import LayerRow, OpRow, by_op, compute_stats, sort_rows
+    from cnncli.render.console import warn
+    from cnncli.render import Document, render
+    from cnncli.costs.stats import LayerRow, OpRow, by_op, compute_stats, sort_rows
 
     row_type = OpRow if by == "op" else LayerRow
     if sort_by is not None:
@@ -226,7 +226,7 @@ def stats(model, batch, input_shapes, fmt, by, sort_by, top, plot_path):
     if top:
         rows = rows[:top]
     if plot_path:
-        from cnncli.plot import save_png, stats_figure
+        from cnncli.render.plot import save_png, stats_figure
 
         save_png(stats_figure(result.layers, title=Path(loaded.name).name), plot_path)
     meta = {"model": loaded.name, "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]}
@@ -243,7 +243,7 @@ def _inputs_text(graph) -> str:
 
 
 def _parse_dims(param: str, text: str) -> tuple[int, ...]:
-    from cnncli.graph import parse_shape_text
+    from cnncli.frontend.graph import parse_shape_text
 
     try:
         return parse_shape_text(text)
@@ -263,8 +263,8 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
 
     Give MODEL, or the calculator form: --input 100x100 --units 100000 --kernel 3x3.
     """
-    from cnncli.connectivity import ConnectivityRow, calculator, model_connectivity
-    from cnncli.output import Document, render
+    from cnncli.costs.connectivity import ConnectivityRow, calculator, model_connectivity
+    from cnncli.render import Document, render
 
     calc = [input_hw, units, kernel]
     if model is not None and any(v is not None for v in calc):
@@ -313,8 +313,8 @@ def connectivity(model, batch, input_shapes, fmt, input_hw, units, kernel):
 def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, out_dir, save_npy, export_reverse,
             batch_size, figure, quiet, preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
     """Project feature maps of MODEL on INPUT (an image or a .npy) back to pixels (Zeiler & Fergus deconvnet)."""
-    from cnncli.output import Document, render
-    from cnncli.project_job import ProjectionRow, ProjectRequest, run_project
+    from cnncli.render import Document, render
+    from cnncli.commands.project import ProjectionRow, ProjectRequest, run_project
 
     mean, std, size_hw = parse_image_options(mean, std, size)
     with _progress(quiet, "projecting channels", min_total=8) as tick:
@@ -336,9 +336,9 @@ def project(model, input_path, layer, tensor, channels, top, mode, keep, norm, o
 @format_option
 def demo(out_dir, top, provider, quiet, fmt):
     """Stats, connectivity and projections of the bundled trained network on the bundled photos, as a gallery."""
-    from cnncli.console import info
-    from cnncli.demo import DemoRow, run_demo
-    from cnncli.output import Document, render
+    from cnncli.render.console import info
+    from cnncli.commands.demo import DemoRow, run_demo
+    from cnncli.render import Document, render
 
     report = run_demo(out_dir, top=top, provider=provider, progress=None if quiet else info)
     meta = {"model": report.model, "gallery": report.gallery}
@@ -368,10 +368,10 @@ def top(model, images, layer, channels, n_channels, seed, k, mode, batch_size, o
         preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
     """The top-k activations of a layer's feature maps over IMAGES (a folder, a glob, a text file of
     paths, or - for paths on stdin), each projected alone beside its receptive-field patch."""
-    from cnncli.console import warn
-    from cnncli.output import Document, render
-    from cnncli.top import ChannelTopRow
-    from cnncli.top_job import TopRequest, run_top
+    from cnncli.render.console import warn
+    from cnncli.render import Document, render
+    from cnncli.engine.top import ChannelTopRow
+    from cnncli.commands.top import TopRequest, run_top
 
     if engine == "local" and (address is not None or workers is not None):
         raise BadArgument("--engine", "--address and --workers need --engine ray")
@@ -399,7 +399,7 @@ class _progress:
         self.quiet, self.label, self.min_total, self.bar, self.task = quiet, label, min_total, None, None
 
     def __enter__(self):
-        from cnncli.console import err_console
+        from cnncli.render.console import err_console
 
         if self.quiet or not err_console().is_terminal:  # rich leaves a blank line when not a terminal
             return None
@@ -411,7 +411,7 @@ class _progress:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
 
-        from cnncli.console import err_console
+        from cnncli.render.console import err_console
 
         columns = [SpinnerColumn(), TextColumn(self.label), MofNCompleteColumn(), TimeElapsedColumn()]
         if total is not None:  # a known count: a bar and the time left
@@ -443,8 +443,8 @@ class _progress:
 @format_option
 def features(model, image, layer, out_dir, preset, mean, std, bgr, size, input_name, provider, verbose, max_memory, fmt):
     """All of a layer's activation maps for IMAGE as a montage, strongest first, with per-channel max, mean and zeros."""
-    from cnncli.features import FeatureRow, run_features
-    from cnncli.output import Document, render
+    from cnncli.commands.features import FeatureRow, run_features
+    from cnncli.render import Document, render
 
     mean, std, size_hw = parse_image_options(mean, std, size)
     meta, rows = run_features(model, image, layer, out_dir, size_hw, preset, mean, std, bgr, input_name, provider, verbose,
@@ -460,8 +460,8 @@ def features(model, image, layer, out_dir, preset, mean, std, bgr, size, input_n
 @format_option
 def filters(model, layer, out_dir, fmt):
     """A conv layer's kernels as a montage: RGB for the first layer, strongest input slice in grey deeper."""
-    from cnncli.filters import FilterRow, run_filters
-    from cnncli.output import Document, render
+    from cnncli.commands.filters import FilterRow, run_filters
+    from cnncli.render import Document, render
 
     meta, rows = run_filters(model, layer, out_dir)
     title = f"{meta['model']} · layer {layer} kernels {'x'.join(map(str, meta['weight_shape']))} · montage {meta['montage']}"

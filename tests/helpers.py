@@ -67,8 +67,8 @@ def conv_model(
 
 def stats_of(model: onnx.ModelProto, batch: int = 1, input_shapes=None):
     """Run the library the CLI runs: analyse the graph, then compute the rows and totals."""
-    from cnncli.graph import analyse
-    from cnncli.stats import compute_stats
+    from cnncli.frontend.graph import analyse
+    from cnncli.costs.stats import compute_stats
 
     return compute_stats(analyse(model, batch=batch, input_shapes=input_shapes))
 

@@ -177,9 +177,9 @@ def test_public_names_and_their_docstrings():
         assert obj.__doc__, name
     for fn in (cnncli.stats, cnncli.project, cnncli.top):
         assert callable(fn) and ">>> " in fn.__doc__, fn
-    from cnncli.project import Projector  # the engine module of the same name loads...
-    from cnncli.stats import compute_stats  # noqa: F401
-    from cnncli.top import scan  # noqa: F401
+    from cnncli.engine.project import Projector  # the engine module of the same name loads...
+    from cnncli.costs.stats import compute_stats  # noqa: F401
+    from cnncli.engine.top import scan  # noqa: F401
 
     assert Projector and callable(cnncli.project) and cnncli.project.__module__ == "cnncli.api.project"
     assert cnncli.stats.__module__ == "cnncli.api.stats" and cnncli.top.__module__ == "cnncli.api.top"
@@ -200,11 +200,11 @@ def test_import_is_light():
 def test_project_progress_bar_only_for_many_channels(tmp_path, monkeypatch, channels, shown):
     from rich.console import Console
 
-    import cnncli.console
+    import cnncli.render.console
 
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=80)
-    monkeypatch.setattr(cnncli.console, "err_console", lambda: console)
+    monkeypatch.setattr(cnncli.render.console, "err_console", lambda: console)
     r = CliRunner().invoke(cli, ["project", str(MINI), str(STAR), "--layer", "1", "--channel", channels,
                                  "--out", str(tmp_path), "--format", "json"])
     assert r.exit_code == 0, r.stderr

@@ -89,9 +89,9 @@ def test_every_truncation_is_a_model_error():
     """Cut zfnet_paper.onnx at every byte: each prefix is refused with a CnnError (exit 1),
     never analysed into wrong numbers and never a crash of another kind."""
     from cnncli.errors import CnnError
-    from cnncli.graph import analyse
-    from cnncli.loading import parse_model
-    from cnncli.stats import compute_stats
+    from cnncli.frontend.graph import analyse
+    from cnncli.frontend.load import parse_model
+    from cnncli.costs.stats import compute_stats
 
     data = ZFNET_PAPER.read_bytes()
     accepted = []
@@ -409,7 +409,7 @@ def test_big_random_file_refused_from_its_first_bytes(tmp_path):
     import tracemalloc
 
     from cnncli.errors import ModelError
-    from cnncli.loading import load_model
+    from cnncli.frontend.load import load_model
 
     size = 256 * 2**20
     p = _big_sparse(tmp_path / "big.onnx", np.random.default_rng(3).bytes(1 << 16), size)

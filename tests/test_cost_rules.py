@@ -400,7 +400,7 @@ def test_symbolic_batch_default_is_one():
 
 
 def test_symbolic_batch_four_scales_macs_not_params():
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     g = analyse(_symbolic_conv(), batch=4)
     assert g.inputs[0].shape == (4, 3, 8, 8)
@@ -438,7 +438,7 @@ def test_input_shape_override_resolves_symbolic_spatial_dims():
 
 def test_unknown_dim_is_a_clear_error():
     from cnncli.errors import CnnError
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     with pytest.raises(CnnError) as e:
         analyse(conv_model(["N", 3, "height", 8], [4, 3, 3, 3], x_name="pixels"))
@@ -624,7 +624,7 @@ def test_ceil_mode_pool_shapes_follow_onnxruntime():
     import onnxruntime as ort
     from onnx import helper
 
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     pool = dict(kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], ceil_mode=1)
     nodes = [

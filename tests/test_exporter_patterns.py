@@ -62,8 +62,8 @@ def _close(got, want, rtol=1e-4):
 @pytest.fixture(scope="module")
 def opened():
     """(runnable model, target) per fixture, as `cnn project` opens it; built once."""
-    from cnncli.model_input import open_for_images
-    from cnncli.targets import by_layer
+    from cnncli.engine.model_input import open_for_images
+    from cnncli.engine.targets import by_layer
 
     cache = {}
 
@@ -78,7 +78,7 @@ def opened():
 
 
 def _project(opened, name, exporter, mode, keep="map"):
-    from cnncli.project import Projector
+    from cnncli.engine.project import Projector
 
     m, target = opened(name, exporter)
     channel = REFS[name]["target"]["channel"]

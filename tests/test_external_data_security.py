@@ -146,7 +146,7 @@ def test_refused_before_onnx_reads_anything(tmp_path, monkeypatch):
 def test_weights_loader_refuses_too(tmp_path):
     """The loader that brings weights in for running the model (project, top, features)."""
     from cnncli.errors import ModelError
-    from cnncli.loading import LoadedModel, load_external_weights
+    from cnncli.frontend.load import LoadedModel, load_external_weights
 
     _secret(tmp_path / "secret.bin")
     path = _model_with_location(tmp_path / "models", "../secret.bin")

@@ -112,7 +112,7 @@ def test_chunk_shapes_and_costs_resolve():
 
 
 def test_chunk_folded_values():
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     g = analyse(chunk_model(), batch=2)
     assert g.consts["end0"].value.tolist() == [2] and g.consts["end1"].value.tolist() == [4]
@@ -142,7 +142,7 @@ def test_same_padding_resolves():
 
 
 def test_same_padding_pads_value():
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     g = analyse(same_pad_model())
     assert g.consts["pads"].value.tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
@@ -162,7 +162,7 @@ def test_same_padding_at_another_size():
 
 def test_clip_bounds_cast_from_constants():
     """torch.clamp(x, 0, 6) as TorchScript exports it: Clip(x, Cast(Constant 0), Cast(Constant 6))."""
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     nodes = [
         const("lo_i", 0), const("hi_i", 6),
@@ -205,7 +205,7 @@ def test_elementwise_scalars_are_not_params():
     assert r.totals["params"] == 108 + 4
     assert row(r, "g_div").params == 0 and row(r, "g_half").params == 0 and row(r, "shift").params == 0
     assert row(r, "scale").params == 4
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     g = analyse(make_model(nodes, [vi("x", [1, 3, 6, 6])], [out()], inits))
     assert float(g.consts["half_f"].value) == 0.5 and g.consts["half_f"].value.dtype == np.float32
@@ -215,7 +215,7 @@ def test_weights_are_never_materialised():
     """A ConstantOfShape weight bigger than the folding cap stays unread (no value), but its
     params still count."""
     from cnncli.frontend.fold import FOLD_CAP
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     cout = FOLD_CAP // 9 + 1  # cout·1·3·3 > FOLD_CAP
     shape = numpy_helper.from_array(np.array([cout, 1, 3, 3], np.int64), "wshape")
@@ -319,7 +319,7 @@ def test_plain_stats_does_not_import_onnxruntime(tmp_path):
 def test_float_tensor_arithmetic_is_not_folded():
     """A weight-normalised conv, W·g: two learnable tensors (4·3·3·3 + 4 params) and a Mul, not
     one folded weight (the arithmetic folds integers and float scalars only)."""
-    from cnncli.graph import analyse
+    from cnncli.frontend.graph import analyse
 
     nodes = [
         helper.make_node("Mul", ["V", "g"], ["W"], name="wn"),
@@ -376,7 +376,7 @@ def test_fold_matches_onnx_reference(op, inputs, attributes):
     from onnx.reference import ReferenceEvaluator
 
     from cnncli.frontend.fold import fold
-    from cnncli.graph import node_table
+    from cnncli.frontend.graph import node_table
 
     names = [f"i{k}" for k in range(len(inputs))]
     n_out = 2 if op == "Split" else 1

@@ -218,7 +218,7 @@ def test_onnxruntime_run_failure_prints_no_log_line(tmp_path):
 
 
 def test_memory_error_is_one_line(tmp_path, monkeypatch):
-    import cnncli.features as features
+    import cnncli.commands.features as features
 
     def no_memory(*a, **k):
         raise MemoryError
@@ -270,8 +270,8 @@ def test_ctrl_c_exits_130_with_one_line_and_no_partial_file(tmp_path, command):
 
 def test_estimate_by_hand():
     """x [1,3,8,8] → conv 4x3x3x3 → y [1,4,6,6], float32: input 768 B, y 576 B, weights 432 B."""
-    from cnncli.graph import analyse
-    from cnncli.memory import run_estimate
+    from cnncli.frontend.graph import analyse
+    from cnncli.engine.memory import run_estimate
 
     node = helper.make_node("Conv", ["x", "W"], ["y"], name="conv")
     g = analyse(make_model([node], [vi("x", [1, 3, 8, 8])], [out()], [init("W", [4, 3, 3, 3])]))
@@ -284,7 +284,7 @@ def test_estimate_by_hand():
 @pytest.mark.parametrize("text, value", [("64G", 64 << 30), ("512M", 512 << 20), ("1.5T", int(1.5 * (1 << 40))),
                                          ("2000", 2000), ("16GiB", 16 << 30), ("8gb", 8 << 30)])
 def test_parse_size(text, value):
-    from cnncli.memory import parse_size
+    from cnncli.engine.memory import parse_size
 
     assert parse_size(text) == value
 
@@ -323,7 +323,7 @@ def test_max_memory_limit(tmp_path):
 
 
 def test_16_bit_png_keeps_its_range(tmp_path):
-    from cnncli.preprocess import read_image
+    from cnncli.imaging.preprocess import read_image
 
     a = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
     p = tmp_path / "g16.png"
@@ -337,7 +337,7 @@ def test_16_bit_png_keeps_its_range(tmp_path):
 
 
 def test_float_image_in_unit_range(tmp_path):
-    from cnncli.preprocess import read_image
+    from cnncli.imaging.preprocess import read_image
 
     a = np.linspace(0, 1, 16 * 16).reshape(16, 16).astype(np.float32)
     p = tmp_path / "f.tiff"
@@ -349,7 +349,7 @@ def test_float_image_in_unit_range(tmp_path):
 def test_exif_orientation_is_applied(tmp_path):
     """A phone photo stored sideways (EXIF orientation 6: rotate 90° clockwise to show): dark
     top half as stored becomes the dark right half as shown."""
-    from cnncli.preprocess import read_image
+    from cnncli.imaging.preprocess import read_image
 
     a = np.full((40, 60, 3), 255, np.uint8)
     a[:20] = 0  # stored: top dark
@@ -363,7 +363,7 @@ def test_exif_orientation_is_applied(tmp_path):
 
 @pytest.mark.parametrize("mode", ["P", "LA", "CMYK", "1", "I;16"])
 def test_other_modes_read_without_warnings(tmp_path, mode):
-    from cnncli.preprocess import read_image
+    from cnncli.imaging.preprocess import read_image
 
     p = tmp_path / f"img.{'tiff' if mode == 'CMYK' else 'png'}"
     im = Image.new(mode, (8, 8))
@@ -382,7 +382,7 @@ def test_other_modes_read_without_warnings(tmp_path, mode):
 
 
 def test_each_image_listed_once(tmp_path):
-    from cnncli.image_sources import iter_image_paths
+    from cnncli.imaging.sources import iter_image_paths
 
     folder = tmp_path / "photos"
     sub = folder / "sub"
@@ -439,7 +439,7 @@ def test_non_finite_or_zero_normalisation_rejected(tmp_path, option, value):
 
 def test_python_api_rejects_non_finite_mean():
     from cnncli.errors import BadArgument
-    from cnncli.preprocess import make_preprocess
+    from cnncli.imaging.preprocess import make_preprocess
 
     with pytest.raises(BadArgument):
         make_preprocess(3, None, mean=[float("nan")])
@@ -540,7 +540,7 @@ def test_numpy_runtime_warnings_are_one_line_each(tmp_path):
 
 
 def test_routed_warnings_hook():
-    from cnncli.routed_warnings import routed_warnings
+    from cnncli.render.routed_warnings import routed_warnings
 
     runner = CliRunner()
     with runner.isolation() as (_, _, err):

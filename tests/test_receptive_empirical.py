@@ -1,5 +1,5 @@
 """Receptive fields hold empirically: a unit's value depends on the pixels inside its box
-(`cnncli.receptive`) and on no pixel outside it, checked by running the model in onnxruntime.
+(`cnncli.costs.receptive`) and on no pixel outside it, checked by running the model in onnxruntime.
 
 For each unit: randomise every pixel outside the box → the unit is unchanged; randomise the pixels
 inside → it changes; and the box is tight: randomising only one of its edge rows or columns
@@ -18,8 +18,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from cnncli.graph import analyse
-from cnncli.receptive import AxisRF, receptive_fields
+from cnncli.frontend.graph import analyse
+from cnncli.costs.receptive import AxisRF, receptive_fields
 from helpers import ZFNET_PAPER
 
 
@@ -212,8 +212,8 @@ def test_zfnet_paper_sizes():
     conv1 7x7/2 pad 1: (7, 2, −1); pool1 3/2: (11, 4, −1); conv2 5x5/2: (11 + 4·4 = 27, 8, −1);
     pool2 3/2: (43, 16, −1); conv3 3x3 pad 1: (43 + 2·16 = 75, 16, −17); conv4: (107, 16, −33);
     conv5: (139, 16, −49)."""
-    from cnncli.loading import load_model
-    from cnncli.targets import by_layer
+    from cnncli.frontend.load import load_model
+    from cnncli.engine.targets import by_layer
 
     graph = analyse(load_model(str(ZFNET_PAPER)).model)
     rf = receptive_fields(graph)

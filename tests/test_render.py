@@ -22,7 +22,7 @@ from onnx import helper
 from cnncli.cli import cli
 from cnncli.render import Document, render
 from cnncli.render.text import human, shorten_middle, visible, width
-from cnncli.stats import LayerRow, OpRow, by_op
+from cnncli.costs.stats import LayerRow, OpRow, by_op
 from helpers import ZFNET_PAPER, conv_model, init, make_model, out, save, stats_of, vi
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -263,7 +263,7 @@ def test_warnings_print_markup_verbatim_on_one_line(tmp_path):
 
 
 def test_console_messages_are_verbatim_and_one_line(capsys):
-    from cnncli.console import info, warn
+    from cnncli.render.console import info, warn
 
     warn("node [bold red]conv[/bold red] in a[/]b.onnx\nsecond line")
     info("[/] done :smile:")
@@ -298,7 +298,7 @@ class Ascii(io.TextIOWrapper):
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "markdown", "json", "jsonl"])
 def test_ascii_stream_gets_ascii(fmt):
-    from cnncli.features import FeatureRow
+    from cnncli.commands.features import FeatureRow
 
     rows = [FeatureRow(channel=1, max=1.5, mean=0.25, zero_fraction=0.5)]
     doc = Document(rows=rows, row_type=FeatureRow, title="m.onnx · layer 1 (relu…) on ünïcode 宽.png")
@@ -324,7 +324,7 @@ def test_ascii_csv_of_non_ascii_names(tmp_path):
 
 
 def test_json_never_contains_nan(capsys):
-    from cnncli.features import FeatureRow
+    from cnncli.commands.features import FeatureRow
 
     rows = [FeatureRow(channel=0, max=float("nan"), mean=float("inf"), zero_fraction=0.0),
             FeatureRow(channel=1, max=2.0, mean=-float("inf"), zero_fraction=0.5)]

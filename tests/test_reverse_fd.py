@@ -25,8 +25,8 @@ import pytest
 import reverse_models as RM
 from onnx import numpy_helper
 
-from cnncli.graph import analyse
-from cnncli.project import Projector
+from cnncli.frontend.graph import analyse
+from cnncli.engine.project import Projector
 
 ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
               ort.capi.onnxruntime_pybind11_state.RuntimeException, ort.capi.onnxruntime_pybind11_state.NotImplemented)

@@ -13,9 +13,9 @@ import onnx
 import pytest
 from helpers import LIGHT_DIR
 
-from cnncli.graph import analyse
-from cnncli.project import Projector
-from cnncli.targets import by_layer, conv_nodes
+from cnncli.frontend.graph import analyse
+from cnncli.engine.project import Projector
+from cnncli.engine.targets import by_layer, conv_nodes
 
 MODES = ("deconvnet", "backprop", "guided")
 LIGHT = sorted(p.name[len("light_"):-len(".onnx")] for p in LIGHT_DIR.glob("light_*.onnx"))

@@ -13,8 +13,8 @@ import pytest
 import reverse_models as RM
 from onnx import TensorProto, helper
 
-from cnncli.graph import analyse
-from cnncli.project import Projector
+from cnncli.frontend.graph import analyse
+from cnncli.engine.project import Projector
 
 MODES = ("deconvnet", "backprop", "guided")
 CHAINS = {"zf": RM.chain_zf, "classifier": RM.chain_classifier, "conv_relu": RM.chain_conv_relu,

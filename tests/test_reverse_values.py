@@ -14,8 +14,8 @@ import reverse_models as RM
 from onnx import TensorProto, helper, numpy_helper
 
 from cnncli.errors import UnsupportedError
-from cnncli.graph import ConstRef, analyse
-from cnncli.project import Projector
+from cnncli.frontend.graph import ConstRef, analyse
+from cnncli.engine.project import Projector
 from cnncli.reverse import build_reverse
 from cnncli.reverse.builder import dynamic_tensors, signal_tensors
 from cnncli.reverse.rules import value_inputs

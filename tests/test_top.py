@@ -328,7 +328,7 @@ def test_random_channels_are_seeded(setup):
     assert len(chosen) == 2 and len(set(chosen)) == 2 and all(0 <= c < 6 for c in chosen)
     assert_same_top(entries(a), setup["ref"].top(setup["paths"], "r2", 2, chosen))
     # other seeds pick other pairs (the choice depends on the seed)
-    from cnncli.top_job import TopRequest, choose_channels
+    from cnncli.commands.top import TopRequest, choose_channels
 
     picks = {tuple(choose_channels(TopRequest("m", "i", 2, n_channels="2", seed=s), 6)) for s in range(12)}
     assert len(picks) > 1 and tuple(chosen) in picks
@@ -376,14 +376,14 @@ def test_table_output_names_the_images(setup, tmp_path):
 def test_crops_and_projections(setup, tmp_path, monkeypatch):
     """Each kept unit is projected alone on its own image (= Projector.project_units on that image,
     = keep 'max' on that channel), and the tiles are the receptive-field crops before scaling."""
-    import cnncli.images
-    from cnncli.images import to_display
-    from cnncli.model_input import open_for_images
-    from cnncli.project import Projector
-    from cnncli.top_job import TopRequest, run_top as lib_run_top
+    import cnncli.imaging.pictures
+    from cnncli.imaging.pictures import to_display
+    from cnncli.engine.model_input import open_for_images
+    from cnncli.engine.project import Projector
+    from cnncli.commands.top import TopRequest, run_top as lib_run_top
 
     grids, projections = [], []
-    real_grid, real_units = cnncli.images.grid, Projector.project_units
+    real_grid, real_units = cnncli.imaging.pictures.grid, Projector.project_units
 
     def spy_grid(tiles, cols, tile, *a, **kw):
         grids.append([np.array(t) for t in tiles])
@@ -394,10 +394,10 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
         projections.extend((x[i:i + 1].copy(), units[i], res[i].copy()) for i in range(len(units)))
         return res
 
-    import cnncli.runtime
+    import cnncli.engine.runtime
 
     batches, unit_calls = [], []
-    real_session = cnncli.runtime.make_session
+    real_session = cnncli.engine.runtime.make_session
 
     class SpySession:  # the scan's forward session: which batch sizes it runs
         def __init__(self, inner):
@@ -411,9 +411,9 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
         unit_calls.append(len(units))
         return spy_units(self, x, units)
 
-    monkeypatch.setattr(cnncli.images, "grid", spy_grid)
+    monkeypatch.setattr(cnncli.imaging.pictures, "grid", spy_grid)
     monkeypatch.setattr(Projector, "project_units", spy_units_count)
-    monkeypatch.setattr(cnncli.runtime, "make_session", lambda *a, **kw: SpySession(real_session(*a, **kw)))
+    monkeypatch.setattr(cnncli.engine.runtime, "make_session", lambda *a, **kw: SpySession(real_session(*a, **kw)))
     ticks = []
     req = TopRequest(model=setup["model"], images=str(setup["images"]), layer=2, channels="0,2,3", k=4,
                      batch_size=3, preset="unit", out_dir=str(tmp_path / "o"))
@@ -459,7 +459,7 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
 
 
 def test_topk_is_bounded_and_exact():
-    from cnncli.top import TopK
+    from cnncli.engine.top import TopK
 
     rng = np.random.default_rng(3)
     k, n_channels = 4, 5
@@ -482,7 +482,7 @@ def test_topk_is_bounded_and_exact():
 
 
 def test_topk_fewer_images_than_k():
-    from cnncli.top import TopK
+    from cnncli.engine.top import TopK
 
     top = TopK(2, 5)
     top.offer(np.array([[1.0, -2.0], [3.0, -1.0]]), np.zeros((2, 2, 2), int), np.array([0, 1]), ["a", "b"])
@@ -491,7 +491,7 @@ def test_topk_fewer_images_than_k():
 
 
 def test_batched():
-    from cnncli.top import batched
+    from cnncli.engine.top import batched
 
     assert list(batched(iter(range(7)), 3)) == [[0, 1, 2], [3, 4, 5], [6]]
     assert list(batched([], 3)) == []

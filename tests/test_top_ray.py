@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 
 from cnncli.cli import cli
 from cnncli.scale.merge import merge
-from cnncli.top import TopK
+from cnncli.engine.top import TopK
 from helpers import init, make_model, vi
 
 from onnx import helper
@@ -210,7 +210,7 @@ def test_decode_reads_uris_as_the_local_reader_reads_paths(setup):
     """A list may name URIs (read through pyarrow's filesystems, as Ray's readers do): file://
     gives the local reader's pixels; an unreadable or missing one is flagged, not fatal."""
     pytest.importorskip("pyarrow")
-    from cnncli.preprocess import read_image
+    from cnncli.imaging.preprocess import read_image
     from cnncli.scale.ray_top import decode_block
 
     base, _ = setup
@@ -255,7 +255,7 @@ def test_ray_one_worker_folder_gives_the_local_entries(setup, local, ray_runtime
 def test_ray_two_workers_stdin_list_small_batches_gives_the_local_entries(setup, local, ray_runtime):
     """Paths on stdin, batch 3 (so other block sizes), two actors; the progress counter sees
     every listed image once."""
-    from cnncli.top_job import TopRequest, run_top
+    from cnncli.commands.top import TopRequest, run_top
 
     base, model = setup
     listed = sorted(str(p) for p in (base / "imgs").rglob("*") if p.is_file())

@@ -39,7 +39,7 @@ class Projection:
 
     def to_uint8(self, norm: str = "grey") -> np.ndarray:
         """The projection as shown by ``cnn project --norm``: uint8 [H, W, 3] (or [H, W])."""
-        from cnncli.images import to_display
+        from cnncli.imaging.pictures import to_display
 
         _check("norm", norm, NORMS)
         return to_display(self.array, norm, bgr=self.bgr)
@@ -89,7 +89,7 @@ def default_title(meta: dict[str, Any], channel: int) -> str:
 
 
 def figure_of(p: Projection, pixels: np.ndarray, norm: str, title: str):
-    from cnncli.figure import projection_figure
+    from cnncli.imaging.figure import projection_figure
 
     return projection_figure(pixels, p.to_uint8(norm), p.array, title)
 
@@ -144,10 +144,10 @@ def prepare(model: Any, image: Any, layer: int | None = None, tensor: str | None
     """Check and load everything for a projection; no projection runs yet. ``max_memory`` (bytes)
     replaces the memory available as the limit of the run's estimated memory."""
     from cnncli.api.sources import open_with_image, prepare_image
-    from cnncli.model_input import check_run_memory
-    from cnncli.project import Projector
-    from cnncli.runtime import resolve_provider
-    from cnncli.targets import by_layer, by_tensor, parse_channels
+    from cnncli.engine.model_input import check_run_memory
+    from cnncli.engine.project import Projector
+    from cnncli.engine.runtime import resolve_provider
+    from cnncli.engine.targets import by_layer, by_tensor, parse_channels
 
     if (layer is None) == (tensor is None):
         raise BadArgument("--layer", "give exactly one of --layer N or --tensor NAME")
@@ -201,7 +201,7 @@ def project(model: Any, image: Any, layer: int | None = None, tensor: str | None
     if out is None:
         items = list(job.run())
     else:  # the files of `cnn project`, written as the CLI writes them
-        from cnncli.project_job import ProjectionWriter, write_streamed
+        from cnncli.commands.project import ProjectionWriter, write_streamed
 
         def keep(p: Projection, written: dict[str, str]) -> None:
             items.append(p)

@@ -16,7 +16,7 @@ def load(model: Any):
     """A path (str or os.PathLike, '-' for stdin), bytes or an onnx.ModelProto → LoadedModel."""
     import onnx
 
-    from cnncli.loading import LoadedModel, load_model, parse_model
+    from cnncli.frontend.load import LoadedModel, load_model, parse_model
 
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
@@ -44,7 +44,7 @@ class ImageInput:
 def _as_array(image: Any) -> tuple[str, np.ndarray] | None:
     """(label, float32 [1, C, H, W]) when ``image`` is a tensor used as it is: a .npy path or a
     float array; None when it is a picture to decode and preprocess."""
-    from cnncli.preprocess import read_npy
+    from cnncli.imaging.preprocess import read_npy
 
     if isinstance(image, (str, os.PathLike)) and os.fspath(image).lower().endswith(".npy"):
         return os.fspath(image), read_npy(os.fspath(image))
@@ -58,7 +58,7 @@ def _as_array(image: Any) -> tuple[str, np.ndarray] | None:
 
 def open_with_image(model: Any, image: Any, size=None, input_name: str | None = None):
     """Open ``model`` for ``image``: (RunnableModel, array or None); an array fixes the input shape."""
-    from cnncli.model_input import open_for_images
+    from cnncli.engine.model_input import open_for_images
 
     array = _as_array(image)
     if array is not None:
@@ -68,9 +68,9 @@ def open_with_image(model: Any, image: Any, size=None, input_name: str | None = 
 
 def prepare_image(m, image: Any, array, preset=None, mean=None, std=None, bgr=None) -> ImageInput:
     """The model input for ``image`` with the model's preprocessing (or the one asked for)."""
-    from cnncli.images import input_display
-    from cnncli.model_input import image_loader, model_preprocess
-    from cnncli.preprocess import image_pixels, to_tensor
+    from cnncli.imaging.pictures import input_display
+    from cnncli.engine.model_input import image_loader, model_preprocess
+    from cnncli.imaging.preprocess import image_pixels, to_tensor
 
     if array is not None:
         label, x = array
@@ -94,7 +94,7 @@ def prepare_image(m, image: Any, array, preset=None, mean=None, std=None, bgr=No
         raw = image_pixels(image, m.shape[1], size)
         x = to_tensor(raw, prep)
         name = "<image>"
-    from cnncli.preprocess import display_pixels
+    from cnncli.imaging.preprocess import display_pixels
 
     info = {**prep.describe(), "size": [size[0], size[1]]}
     return ImageInput(name, x, display_pixels(raw), info, prep.bgr, prep)

@@ -29,14 +29,14 @@ class Stats:
 
     def to_dict(self) -> dict[str, Any]:
         """The document ``cnn stats --format json`` prints: model, inputs, layers, totals."""
-        from cnncli.output import to_json_value
+        from cnncli.render import to_json_value
 
         return {"model": self.model, "inputs": to_json_value(self.inputs),
                 "layers": to_json_value(self.layers), "totals": to_json_value(self.totals)}
 
     def _repr_html_(self) -> str:
         """A table for Jupyter (every name escaped)."""
-        from cnncli.output import cells, columns
+        from cnncli.render import cells, columns
 
         names = [f.name for f in columns(type(self.layers[0]))] if self.layers else []
         pick = [(names.index(key), head) for key, head in HTML_COLUMNS if key in names]
@@ -68,8 +68,8 @@ def stats(model: Any, batch: int = 1, input_shapes: Mapping[str, Any] | None = N
     """
     from cnncli.api.sources import load
     from cnncli.errors import BadArgument
-    from cnncli.graph import analyse, parse_shape_text
-    from cnncli.stats import compute_stats
+    from cnncli.frontend.graph import analyse, parse_shape_text
+    from cnncli.costs.stats import compute_stats
 
     if batch < 1:
         raise BadArgument("--batch", f"must be at least 1, not {batch}")

@@ -3,7 +3,7 @@
 Two phases, as in ``cnn top``: :meth:`TopJob.scan` runs the forward passes over the images and
 keeps each channel's k strongest (image, location) pairs; :meth:`TopJob.iter_channels` then
 projects each kept unit alone and crops its receptive field out of the projection and the image,
-one channel at a time. The CLI (cnncli.top_job) and the Ray engine reuse these steps.
+one channel at a time. The CLI (cnncli.commands.top) and the Ray engine reuse these steps.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class TopChannel:
 
     def tiles(self, norm: str = "grey") -> list[np.ndarray]:
         """The projection crops as shown by ``cnn top``: uint8 [h, w, 3] (or [h, w])."""
-        from cnncli.images import to_display
+        from cnncli.imaging.pictures import to_display
 
         return [to_display(p, norm, self.bgr) for p in self.projections]
 
@@ -61,7 +61,7 @@ def choose_channels(channels: Any, n_channels: Any, seed: int, n: int) -> list[i
     """Explicit channels (an int, a list, '3,5,12', 'all'), or ``n_channels`` chosen at random
     with ``seed`` (an int or 'all'; default 16)."""
     from cnncli.api.project import channels_text
-    from cnncli.targets import parse_channels
+    from cnncli.engine.targets import parse_channels
 
     if channels is not None:
         if n_channels is not None:
@@ -105,14 +105,14 @@ class TopJob:
 
     def loader(self) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
         """path -> (uint8 pixels [H, W, C], float32 input [1, C, H, W])."""
-        from cnncli.model_input import image_loader
+        from cnncli.engine.model_input import image_loader
 
         return image_loader(self.model, self.prep)
 
     def forward_session(self):
         """An onnxruntime session of the model cut at the target (the scan's forward pass)."""
-        from cnncli.project import forward_model
-        from cnncli.runtime import make_session
+        from cnncli.engine.project import forward_model
+        from cnncli.engine.runtime import make_session
 
         m = self.model
         return make_session(forward_model(m.model, [self.target.tensor], {}, m.graph.types).SerializeToString(),
@@ -122,7 +122,7 @@ class TopJob:
         """Forward passes over every image; per channel the k strongest. A ScanResult."""
         m = self.model
         if self.engine == "ray":
-            from cnncli.project import forward_model
+            from cnncli.engine.project import forward_model
             from cnncli.scale.ray_top import ray_scan
 
             cut = forward_model(m.model, [self.target.tensor], {}, m.graph.types).SerializeToString()
@@ -130,13 +130,13 @@ class TopJob:
                               self.channels, self.k, self.batch, self.provider, self.workers, self.address,
                               self.verbose, progress)
         else:
-            from cnncli.top import scan
+            from cnncli.engine.top import scan
 
             load = self.loader()
             result = scan(self.forward_session(), m.input_name, self.target.tensor, self.paths,
                           lambda p: load(p)[1], self.channels, self.k, self.batch, progress)
         if result.scanned == 0:
-            from cnncli.image_sources import skipped_text
+            from cnncli.imaging.sources import skipped_text
 
             reasons = getattr(load, "failures", None) if self.engine != "ray" else None
             raise CnnError(f"no readable images in '{self.images_label}'"
@@ -147,7 +147,7 @@ class TopJob:
 
     def iter_channels(self, result) -> Iterator[TopChannel]:
         """Each channel's kept units projected alone (in batches) and cropped, channel by channel."""
-        from cnncli.project import Projector
+        from cnncli.engine.project import Projector
 
         m = self.model
         projector = Projector(m.model, m.graph, m.input_name, self.target.tensor, self.mode, self.provider,
@@ -162,8 +162,8 @@ def project_entries(projector, load, channel: int, found: list[tuple[float, str,
                     batch: int, bgr: bool = False) -> TopChannel:
     """One channel's kept units ``found`` [(activation, path, [y, x])], each projected alone on its
     own image (``batch`` images per run), cropped to its receptive field."""
-    from cnncli.preprocess import display_pixels
-    from cnncli.top import TopEntry
+    from cnncli.imaging.preprocess import display_pixels
+    from cnncli.engine.top import TopEntry
 
     h, w = hw
     entries, projections, patches = [], [], []
@@ -181,7 +181,7 @@ def project_entries(projector, load, channel: int, found: list[tuple[float, str,
 
 
 def _paths(images: Any, stdin=None) -> tuple[Iterable[str], str]:
-    from cnncli.image_sources import iter_image_paths, unique_paths
+    from cnncli.imaging.sources import iter_image_paths, unique_paths
 
     if isinstance(images, (str, os.PathLike)):
         spec = os.fspath(images)
@@ -203,10 +203,10 @@ def prepare(model: Any, images: Any, layer: int, channels: Any = None, n_channel
     replaces the memory available as the limit of the run's estimated memory."""
     from cnncli.api.project import MODES, _check
     from cnncli.api.sources import load
-    from cnncli.model_input import check_feedable, check_run_memory, model_preprocess, open_for_images
-    from cnncli.receptive import receptive_fields
-    from cnncli.runtime import resolve_provider
-    from cnncli.targets import by_layer
+    from cnncli.engine.model_input import check_feedable, check_run_memory, model_preprocess, open_for_images
+    from cnncli.costs.receptive import receptive_fields
+    from cnncli.engine.runtime import resolve_provider
+    from cnncli.engine.targets import by_layer
 
     if k < 1:
         raise BadArgument("-k", "must be at least 1")

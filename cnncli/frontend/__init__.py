@@ -1,5 +1,5 @@
 """The graph front end every command shares: read the model file safely, fold what is constant,
 and infer every tensor's shape (ONNX shape inference, then onnxruntime's symbolic inference).
 
-``cnncli.loading`` and ``cnncli.graph`` are the entry points; the modules here hold the parts.
+``cnncli.frontend.load`` and ``cnncli.frontend.graph`` are the entry points; the modules here hold the parts.
 """

@@ -368,7 +368,7 @@ def fold(
         return v if v is not None else value_of(name)
 
     with np.errstate(all="ignore"):
-        for i, ni in enumerate(info):  # info[i]: node i's fields (cnncli.graph.NodeInfo)
+        for i, ni in enumerate(info):  # info[i]: node i's fields (cnncli.frontend.graph.NodeInfo)
             op = ni.op
             if op not in FOLDABLE or i in done or ni.domain not in ("", "ai.onnx"):
                 continue

@@ -47,7 +47,7 @@ def _feeding_inputs(node: onnx.NodeProto, producers: dict, inputs: set[str]) -> 
 
 def check_conv_channels(nodes, info, shapes: dict, attrs: Callable, input_shapes: dict[str, tuple[int, ...]]) -> None:
     """A Conv fed more or fewer channels than its weight takes: exit 2 naming the input when the
-    user set that input's shape, a model error otherwise. ``info``: cnncli.graph.node_table(nodes)."""
+    user set that input's shape, a model error otherwise. ``info``: cnncli.frontend.graph.node_table(nodes)."""
     for node, ni in zip(nodes, info):
         if ni.op != "Conv" or ni.domain not in ("", "ai.onnx") or len(ni.inputs) < 2:
             continue

@@ -63,7 +63,7 @@ def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[
     ``columns`` (field names or headers) picks the columns of table, Markdown and CSV output;
     JSON and JSONL always carry every field. On a terminal the table shows the row type's
     compact columns unless ``wide`` or ``columns`` says otherwise. ``warn`` hears about values
-    written as null in JSON (default: cnncli.console.warn).
+    written as null in JSON (default: cnncli.render.console.warn).
     """
     from cnncli.errors import CnnError
 
@@ -107,7 +107,7 @@ def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: 
         (formats.json_document if fmt == "json" else formats.jsonl)(doc, write, bad)
         if bad.count:
             if warn is None:
-                from cnncli.console import warn
+                from cnncli.render.console import warn
             warn("some values are not finite (NaN or infinity, e.g. activations that overflowed); "
                  "they are written as null")
     elif fmt == "csv":

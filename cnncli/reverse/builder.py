@@ -25,7 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from cnncli.errors import UnsupportedError
-from cnncli.graph import FLOAT_TYPES, Graph, attrs
+from cnncli.frontend.graph import FLOAT_TYPES, Graph, attrs
 from cnncli.reverse.rules import RULES, value_inputs
 from cnncli.reverse.values import forward_values
 

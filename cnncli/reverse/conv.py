@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnncli.geometry import Window, window
+from cnncli.frontend.geometry import Window, window
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 

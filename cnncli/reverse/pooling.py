@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from cnncli.geometry import Window, window
+from cnncli.frontend.geometry import Window, window
 from cnncli.reverse.builder import Builder, shape_of, unsupported
 from cnncli.reverse.conv import transpose_padding
 from cnncli.reverse.rules import register

@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from cnncli.errors import UnsupportedError
-from cnncli.graph import Graph, attrs
+from cnncli.frontend.graph import Graph, attrs
 
 def _known_shape(graph: Graph, name: str) -> tuple | None:
     s = graph.shape(name)

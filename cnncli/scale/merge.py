@@ -2,7 +2,7 @@
 
 Each block of images yields its own `TopK` (the local engine's class, filled by the local engine's
 `offer`); the driver folds the blocks together with `merge`. Entries are ordered by the local
-engine's total order (`cnncli.top.top_order`: activation descending, then image number
+engine's total order (`cnncli.engine.top.top_order`: activation descending, then image number
 ascending), so `merge` is associative and commutative and the result is the top k of the union:
 it cannot depend on how the images were split into blocks or in which order blocks arrive.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnncli.top import TopK, top_order
+from cnncli.engine.top import TopK, top_order
 
 
 def merge(a: TopK, b: TopK) -> TopK:

@@ -30,8 +30,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from cnncli.errors import BadArgument, CnnError
-from cnncli.preprocess import Preprocess
-from cnncli.top import ScanResult, TopK, batched
+from cnncli.imaging.preprocess import Preprocess
+from cnncli.engine.top import ScanResult, TopK, batched
 
 # Fault tolerance, for worker processes that die (killed, out of memory, node lost): a decode
 # task is retried up to DECODE_RETRIES times; a model actor is restarted up to MAX_RESTARTS times
@@ -110,7 +110,7 @@ def read_pixels(path: str, image_channels: int, size: tuple[int, int]) -> np.nda
     file://, … any filesystem pyarrow knows, as Ray's own readers use) the bytes through pyarrow
     and then the local engine's pixel code (`image_pixels`)."""
     if not URI.match(path):
-        from cnncli.preprocess import read_image
+        from cnncli.imaging.preprocess import read_image
 
         return read_image(path, image_channels, size)
     import io
@@ -118,7 +118,7 @@ def read_pixels(path: str, image_channels: int, size: tuple[int, int]) -> np.nda
     import pyarrow.fs
     from PIL import Image
 
-    from cnncli.preprocess import image_pixels
+    from cnncli.imaging.preprocess import image_pixels
 
     fs, inner = pyarrow.fs.FileSystem.from_uri(path)
     with fs.open_input_file(inner) as f:
@@ -149,16 +149,16 @@ class BlockTopK:
     def __init__(self, model_ref: list, spec: ScanSpec):
         import ray
 
-        from cnncli.runtime import make_session
+        from cnncli.engine.runtime import make_session
 
         self.spec = spec
         self.chans = np.asarray(spec.channels)
         self.session = make_session(ray.get(model_ref[0]), spec.provider, threads=spec.threads)
 
     def __call__(self, batch: dict) -> dict:
-        from cnncli.preprocess import to_tensor
+        from cnncli.imaging.preprocess import to_tensor
         from cnncli.scale.merge import to_record
-        from cnncli.top import channel_maxima
+        from cnncli.engine.top import channel_maxima
 
         spec = self.spec
         ids, paths, ok, pixels = batch["id"], batch["path"], batch["ok"], batch["pixels"]
@@ -222,7 +222,7 @@ def ray_scan(model_bytes: bytes, input_name: str, target: str, image_shape: tupl
              prep: Preprocess, paths: Iterable[str], channels: list[int], k: int, batch_size: int,
              provider: str = "auto", workers: int | None = None, address: str | None = None,
              verbose: bool = False, tick: Callable[[int], None] | None = None) -> ScanResult:
-    """The local `cnncli.top.scan` on Ray Data: the same ScanResult (top k per channel, number of
+    """The local `cnncli.engine.top.scan` on Ray Data: the same ScanResult (top k per channel, number of
     images scanned, unreadable paths in listing order). ``image_shape`` = (C, H, W) of the input."""
     if workers is not None and workers < 1:
         raise BadArgument("--workers", "must be at least 1")

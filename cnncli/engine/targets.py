@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cnncli.errors import BadArgument
-from cnncli.graph import Graph, numel
+from cnncli.frontend.graph import Graph, numel
 from cnncli.reverse import RELU_FAMILY
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cnncli.api.project import Projection, ProjectionJob, default_title, figure_of
-from cnncli.output import col
+from cnncli.render import col
 
 
 WRITERS = max(1, min(4, os.cpu_count() or 1))  # threads making and writing the pictures
@@ -81,7 +81,7 @@ class ProjectionWriter:
         self._made_dir = False
 
     def _prefix(self, size_given: bool) -> str:
-        from cnncli.naming import part, stem_of
+        from cnncli.commands.naming import part, stem_of
 
         job, m = self.job, self.job.model
         label = f"layer{job.target.layer}" if job.target.layer is not None else part(job.target.tensor)
@@ -98,8 +98,8 @@ class ProjectionWriter:
 
     def _prep_tag(self) -> str:
         """'' for the model's own preprocessing; the preset's name, or a hash of the settings."""
-        from cnncli.model_input import model_preprocess
-        from cnncli.naming import short_hash, slug
+        from cnncli.engine.model_input import model_preprocess
+        from cnncli.commands.naming import short_hash, slug
 
         prep = self.job.image.prep
         if prep is None:
@@ -110,7 +110,7 @@ class ProjectionWriter:
         if prep.mean == default.mean and prep.std == default.std and prep.bgr != default.bgr:
             return "bgr" if prep.bgr else "rgb"
         base = prep.name.split("+")[0]
-        from cnncli.preprocess import preset
+        from cnncli.imaging.preprocess import preset
 
         if prep == preset(base, self.job.model.shape[1]):
             return slug(base)
@@ -118,7 +118,7 @@ class ProjectionWriter:
 
     def name_of(self, channel: int) -> str:
         """The base name (no suffix) of one channel's files."""
-        from cnncli.naming import NAME_MAX, fits, part
+        from cnncli.commands.naming import NAME_MAX, fits, part
 
         name = "_".join(t for t in (f"{self.prefix}_c{channel}_{self.job.mode}", self._tags) if t)
         if not fits(name + "_figure.png"):
@@ -127,8 +127,8 @@ class ProjectionWriter:
 
     def write(self, p: Projection) -> dict[str, str]:
         from cnncli.atomic import ensure_dir
-        from cnncli.figure import save_image
-        from cnncli.images import save_npy
+        from cnncli.imaging.figure import save_image
+        from cnncli.imaging.pictures import save_npy
 
         if not self._made_dir:
             ensure_dir(self.out)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 
-from cnncli.output import col, to_json_value
+from cnncli.render import col, to_json_value
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class DemoReport:
 
 
 def _table_html(rows: list, columns: list[str], headers: list[str] | None = None) -> str:
-    from cnncli.output import cells, columns as fields
+    from cnncli.render import cells, columns as fields
 
     names = [f.name for f in fields(type(rows[0]))] if rows else []
     pick = [names.index(c) for c in columns]
@@ -59,16 +59,16 @@ def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
              progress: Callable[[str], None] | None = None) -> DemoReport:
     from cnncli.atomic import check_writable_dir, ensure_dir, write_bytes_atomic
     from cnncli.bundled import sample_images, sample_model
-    from cnncli.connectivity import model_connectivity
-    from cnncli.graph import analyse
-    from cnncli.images import save_png, to_display
-    from cnncli.loading import load_model
-    from cnncli.preprocess import make_preprocess, read_image, to_tensor
-    from cnncli.project import Projector
-    from cnncli.receptive import receptive_fields
-    from cnncli.runtime import resolve_provider
-    from cnncli.stats import compute_stats
-    from cnncli.targets import by_layer, conv_nodes
+    from cnncli.costs.connectivity import model_connectivity
+    from cnncli.frontend.graph import analyse
+    from cnncli.imaging.pictures import save_png, to_display
+    from cnncli.frontend.load import load_model
+    from cnncli.imaging.preprocess import make_preprocess, read_image, to_tensor
+    from cnncli.engine.project import Projector
+    from cnncli.costs.receptive import receptive_fields
+    from cnncli.engine.runtime import resolve_provider
+    from cnncli.costs.stats import compute_stats
+    from cnncli.engine.targets import by_layer, conv_nodes
 
     out = Path(out_dir)
     check_writable_dir(out)

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 
 from cnncli.errors import CnnError
-from cnncli.graph import Graph, numel
-from cnncli.output import col
+from cnncli.frontend.graph import Graph, numel
+from cnncli.render import col
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,12 @@ from typing import Any
 
 import onnx
 
-from cnncli.costs import UNCOSTED, NodeView, cost, known_op, slots_for
-from cnncli.geometry import window
-from cnncli.graph import FLOAT_TYPES, Graph, NodeInfo, dtype_name, nbytes, numel
+from cnncli.costs.rules import UNCOSTED, NodeView, cost, known_op, slots_for
+from cnncli.frontend.geometry import window
+from cnncli.frontend.graph import FLOAT_TYPES, Graph, NodeInfo, dtype_name, nbytes, numel
 from cnncli.gcpause import gc_paused
-from cnncli.output import col
-from cnncli.receptive import receptive_fields
+from cnncli.render import col
+from cnncli.costs.receptive import receptive_fields
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cnncli.output import col
+from cnncli.render import col
 
 
 @dataclass(frozen=True)
@@ -21,8 +21,8 @@ class FilterRow:
 
 def weight_values(model, graph, name: str) -> np.ndarray:
     """A weight's values: stored, or computed by its constant subgraph (run on onnxruntime)."""
-    from cnncli.project import ConstValues, forward_model
-    from cnncli.runtime import make_session
+    from cnncli.engine.project import ConstValues, forward_model
+    from cnncli.engine.runtime import make_session
 
     value = ConstValues(model).get(name)
     if value is not None:
@@ -53,11 +53,11 @@ def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[Filte
 
 def run_filters(model: str, layer: int, out_dir: str) -> tuple[dict[str, Any], list[FilterRow]]:
     from cnncli.atomic import check_writable_dir, ensure_dir
-    from cnncli.graph import analyse
-    from cnncli.images import grid, save_png
-    from cnncli.loading import load_external_weights, load_model
-    from cnncli.naming import stem_of
-    from cnncli.targets import by_layer, conv_nodes
+    from cnncli.frontend.graph import analyse
+    from cnncli.imaging.pictures import grid, save_png
+    from cnncli.frontend.load import load_external_weights, load_model
+    from cnncli.commands.naming import stem_of
+    from cnncli.engine.targets import by_layer, conv_nodes
 
     out = Path(out_dir)
     check_writable_dir(out)

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from cnncli.output import col
+from cnncli.render import col
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 
 from cnncli.errors import BadArgument, CnnError
-from cnncli.graph import Graph
-from cnncli.preprocess import Preprocess
+from cnncli.frontend.graph import Graph
+from cnncli.imaging.preprocess import Preprocess
 
 
 @dataclass
@@ -53,8 +53,8 @@ def open_for_images(source, size: tuple[int, int] | None = None, input_name: str
     The model's other inputs, never fed, get placeholder shapes (unknown dims 1) so that the
     analysis goes on; :func:`check_feedable` refuses a target that depends on one of them.
     """
-    from cnncli.graph import analyse, real_inputs
-    from cnncli.loading import LoadedModel, load_external_weights, load_model
+    from cnncli.frontend.graph import analyse, real_inputs
+    from cnncli.frontend.load import LoadedModel, load_external_weights, load_model
 
     loaded = source if isinstance(source, LoadedModel) else load_model(source)  # the API passes a LoadedModel
     load_external_weights(loaded)
@@ -62,7 +62,7 @@ def open_for_images(source, size: tuple[int, int] | None = None, input_name: str
     name = choose_input([i.name for i in real_inputs(model.graph)], input_name)
     declared = declared_shape(model, name)
     if array is not None:
-        from cnncli.preprocess import check_input_shape
+        from cnncli.imaging.preprocess import check_input_shape
 
         check_input_shape(array[0], tuple(array[1]), declared)
         shape = tuple(array[1])
@@ -111,7 +111,7 @@ def _dims(shape: tuple) -> str:
 def _placeholder_shapes(model: onnx.ModelProto, fed: str) -> dict[str, tuple[int, ...]]:
     """Shapes for the inputs other than ``fed``: declared dims, 1 where unknown ((1,) when the
     input declares no shape). Nothing feeds them; they only keep the shape analysis going."""
-    from cnncli.graph import real_inputs
+    from cnncli.frontend.graph import real_inputs
 
     out = {}
     for vi in real_inputs(model.graph):
@@ -139,8 +139,8 @@ def check_feedable(m: RunnableModel, tensor: str, command: str) -> None:
 def check_run_memory(m: RunnableModel, tensor: str, rows: int = 1, reverse_rows: int = 0,
                      limit: int | None = None, hint: str = "") -> None:
     """Refuse, before any image is decoded or run, a run whose estimated memory (see
-    :func:`cnncli.memory.run_estimate`) exceeds ``limit`` or the memory available."""
-    from cnncli.memory import check_memory, run_estimate
+    :func:`cnncli.engine.memory.run_estimate`) exceeds ``limit`` or the memory available."""
+    from cnncli.engine.memory import check_memory, run_estimate
 
     needed = run_estimate(m.graph, m.input_name, tensor, rows, reverse_rows)
     images = f"{rows} image{'s' if rows > 1 else ''} of {_dims(m.shape[1:])}"
@@ -150,7 +150,7 @@ def check_run_memory(m: RunnableModel, tensor: str, rows: int = 1, reverse_rows:
 def image_loader(m: RunnableModel, prep: Preprocess):
     """path -> (uint8 pixels [H, W, C], float32 tensor [1, C, H, W]). The function's
     ``failures`` dict keeps why the first few unreadable images failed (path -> reason)."""
-    from cnncli.preprocess import ImageReadError, read_image, to_tensor
+    from cnncli.imaging.preprocess import ImageReadError, read_image, to_tensor
 
     failures: dict[str, str] = {}
 
@@ -171,6 +171,6 @@ def model_preprocess(m: RunnableModel, preset: str | None = None, mean=None, std
     """How images are prepared for ``m``: ``preset`` when given, else the model's own (metadata
     ``cnncli.preprocess``), else the default for its channel count; mean/std/bgr override fields.
     One choice for project, top, features and the Python API."""
-    from cnncli.preprocess import make_preprocess
+    from cnncli.imaging.preprocess import make_preprocess
 
     return make_preprocess(m.shape[1], preset or m.labels.get("cnncli.preprocess"), mean, std, bgr)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from cnncli.graph import Shape, attrs
+from cnncli.frontend.graph import Shape, attrs
 
 
 @dataclass(frozen=True)

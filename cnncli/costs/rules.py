@@ -14,7 +14,7 @@ from typing import Callable
 
 import onnx
 
-from cnncli.graph import Graph, NodeInfo, Shape, attrs, numel
+from cnncli.frontend.graph import Graph, NodeInfo, Shape, attrs, numel
 
 
 @dataclass(frozen=True)

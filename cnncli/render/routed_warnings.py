@@ -12,12 +12,12 @@ from typing import Iterator
 
 @contextmanager
 def routed_warnings() -> Iterator[None]:
-    """Within the block, warnings that would be shown go through :func:`cnncli.console.warn`.
+    """Within the block, warnings that would be shown go through :func:`cnncli.render.console.warn`.
     The filters stay as Python sets them (DeprecationWarnings of libraries stay hidden)."""
     seen: set[tuple[type, str]] = set()
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        from cnncli.console import warn
+        from cnncli.render.console import warn
 
         text = str(message).strip() or category.__name__
         if category is RuntimeWarning and "encountered in" in text:  # numpy's floating point errors

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnncli.top import ChannelTopRow
+from cnncli.engine.top import ChannelTopRow
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ def run_top(req: TopRequest, stdin=None, progress: Callable[[int], None] | None 
     channel is done, and an overview of all of them."""
     from cnncli.api.top import prepare
     from cnncli.atomic import check_writable_dir, ensure_dir
-    from cnncli.images import grid, label_strip, save_png, side_by_side
-    from cnncli.naming import images_stem, stem_of
+    from cnncli.imaging.pictures import grid, label_strip, save_png, side_by_side
+    from cnncli.commands.naming import images_stem, stem_of
 
     out = Path(req.out_dir)
     check_writable_dir(out)

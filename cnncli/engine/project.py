@@ -11,9 +11,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from cnncli.errors import BadArgument, CnnError
-from cnncli.graph import Graph
+from cnncli.frontend.graph import Graph
 from cnncli.reverse import OUTPUT, SEED, ReverseGraph, bake_constants, build_reverse, dynamic_tensors
-from cnncli.runtime import as_float32, float32_view, make_session, ort_message
+from cnncli.engine.runtime import as_float32, float32_view, make_session, ort_message
 
 KEEP = ("map", "max")
 

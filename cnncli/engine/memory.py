@@ -64,7 +64,7 @@ def run_estimate(graph, input_name: str, target: str, rows: int = 1, reverse_row
     most of them) for each of ``rows`` forward rows, plus, for ``reverse_rows`` rows of the
     reverse pass, the signal at its two largest steps and the projection; weights once more for
     each session that holds them."""
-    from cnncli.graph import numel
+    from cnncli.frontend.graph import numel
     from cnncli.reverse import dynamic_tensors, path_nodes
 
     def count(name: str) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cnncli.output import col
+from cnncli.render import col
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ def channel_stats(act: np.ndarray) -> list[FeatureRow]:
 
 def montage(act: np.ndarray, rows: list[FeatureRow], tile: int = 64) -> np.ndarray:
     """Each map scaled to its own range (0 black, its max white), in the order of ``rows``."""
-    from cnncli.images import grid
+    from cnncli.imaging.pictures import grid
 
     tiles = []
     for r in rows:
@@ -46,13 +46,13 @@ def run_features(model: str, image: str, layer: int, out_dir: str, size=None, pr
                  bgr=None, input_name=None, provider: str = "auto", verbose: bool = False,
                  max_memory: int | None = None) -> tuple[dict[str, Any], list[FeatureRow]]:
     from cnncli.atomic import check_writable_dir, ensure_dir
-    from cnncli.images import save_png
-    from cnncli.model_input import check_feedable, check_run_memory, image_loader, open_for_images
-    from cnncli.model_input import model_preprocess
-    from cnncli.naming import stem_of
-    from cnncli.project import forward_model
-    from cnncli.runtime import make_session, resolve_provider
-    from cnncli.targets import by_layer
+    from cnncli.imaging.pictures import save_png
+    from cnncli.engine.model_input import check_feedable, check_run_memory, image_loader, open_for_images
+    from cnncli.engine.model_input import model_preprocess
+    from cnncli.commands.naming import stem_of
+    from cnncli.engine.project import forward_model
+    from cnncli.engine.runtime import make_session, resolve_provider
+    from cnncli.engine.targets import by_layer
 
     out = Path(out_dir)
     check_writable_dir(out)

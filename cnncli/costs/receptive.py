@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cnncli.costs import UNARY
-from cnncli.geometry import window
-from cnncli.graph import Graph
+from cnncli.costs.rules import UNARY
+from cnncli.frontend.geometry import window
+from cnncli.frontend.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def _through_window(rf: RF, node, graph: Graph, windows: dict | None = None, ind
 
 
 def _pad_begins(node, graph: Graph, rank: int) -> list[int] | None:
-    from cnncli.graph import attrs
+    from cnncli.frontend.graph import attrs
 
     a = attrs(node)
     if "pads" in a:

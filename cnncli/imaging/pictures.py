@@ -1,4 +1,4 @@
-"""Pictures of projections: normalisation, PNG and .npy files, tiles, grids (figures: cnncli/figure.py)."""
+"""Pictures of projections: normalisation, PNG and .npy files, tiles, grids (figures: cnncli/imaging/figure.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Pictures in and out: decoding and preprocessing images, finding them, projection pictures and figures."""
