@@ -23,10 +23,13 @@ def _one_line(message: str) -> str:
 
 class CnnGroup(click.Group):
     def invoke(self, ctx: click.Context):
+        from cnncli.frontend.damage import damage_explained
         from cnncli.render.routed_warnings import routed_warnings
 
         try:
-            with routed_warnings():  # numpy's, Pillow's and cnncli's warnings: one line each
+            # warnings of numpy, Pillow and cnncli one line each; a crash on a damaged model file
+            # becomes the one-line error that names the damage
+            with routed_warnings(), damage_explained():
                 return super().invoke(ctx)
         except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (128 + SIGINT); atomic writes left nothing half-written
             _interrupted()

@@ -194,20 +194,23 @@ def project(model: Any, image: Any, layer: int | None = None, tensor: str | None
     >>> res[0].array.shape, res[0].array.dtype
     ((3, 112, 112), dtype('float32'))
     """
-    _check("norm", norm, NORMS)
-    job = prepare(model, image, layer, tensor, channels, top, mode, keep, preset, mean, std, bgr, size,
-                  input_name, provider, batch_size)
-    items, files = [], []
-    if out is None:
-        items = list(job.run())
-    else:  # the files of `cnn project`, written as the CLI writes them
-        from cnncli.commands.project import ProjectionWriter, write_streamed
+    from cnncli.frontend.damage import damage_explained
 
-        def keep(p: Projection, written: dict[str, str]) -> None:
-            items.append(p)
-            files.append(written)
+    with damage_explained():  # a crash on a damaged model file: its one-line error
+        _check("norm", norm, NORMS)
+        job = prepare(model, image, layer, tensor, channels, top, mode, keep, preset, mean, std, bgr, size,
+                      input_name, provider, batch_size)
+        items, files = [], []
+        if out is None:
+            items = list(job.run())
+        else:  # the files of `cnn project`, written as the CLI writes them
+            from cnncli.commands.project import ProjectionWriter, write_streamed
 
-        write_streamed(job, ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure), keep)
-    res = Projections(items, job.meta, job.image.pixels)
-    res.files = files
+            def keep(p: Projection, written: dict[str, str]) -> None:
+                items.append(p)
+                files.append(written)
+
+            write_streamed(job, ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure), keep)
+        res = Projections(items, job.meta, job.image.pixels)
+        res.files = files
     return res

@@ -70,15 +70,17 @@ def stats(model: Any, batch: int = 1, input_shapes: Mapping[str, Any] | None = N
     from cnncli.errors import BadArgument
     from cnncli.frontend.graph import analyse, parse_shape_text
     from cnncli.costs.stats import compute_stats
+    from cnncli.frontend.damage import damage_explained
 
-    if batch < 1:
-        raise BadArgument("--batch", f"must be at least 1, not {batch}")
-    shapes = {}
-    for name, shape in (input_shapes or {}).items():
-        shapes[name] = parse_shape_text(shape) if isinstance(shape, str) else tuple(int(d) for d in shape)
-    loaded = load(model)
-    graph = analyse(loaded.model, batch=batch, input_shapes=shapes)
-    result = compute_stats(graph)
-    inputs = [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]
-    return Stats(loaded.name, inputs, result.layers, result.totals, list(result.unknown_ops),
-                 list(loaded.missing_external))
+    with damage_explained():  # a crash on a damaged model file: its one-line error
+        if batch < 1:
+            raise BadArgument("--batch", f"must be at least 1, not {batch}")
+        shapes = {}
+        for name, shape in (input_shapes or {}).items():
+            shapes[name] = parse_shape_text(shape) if isinstance(shape, str) else tuple(int(d) for d in shape)
+        loaded = load(model)
+        graph = analyse(loaded.model, batch=batch, input_shapes=shapes)
+        result = compute_stats(graph)
+        inputs = [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]
+        return Stats(loaded.name, inputs, result.layers, result.totals, list(result.unknown_ops),
+                     list(loaded.missing_external))

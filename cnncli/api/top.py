@@ -248,7 +248,10 @@ def top(model: Any, images: Any, layer: int, channels: Any = None, k: int = 9, *
     >>> len(res[0].entries), res[0].patches[0].dtype
     (2, dtype('uint8'))
     """
-    job = prepare(model, images, layer, channels, n_channels, seed, k, mode, batch_size, preset, mean, std, bgr,
-                  size, input_name, provider)
-    result = job.scan(progress)
-    return TopResult(list(job.iter_channels(result)), job.meta, result.skipped)
+    from cnncli.frontend.damage import damage_explained
+
+    with damage_explained():  # a crash on a damaged model file: its one-line error
+        job = prepare(model, images, layer, channels, n_channels, seed, k, mode, batch_size, preset, mean, std, bgr,
+                      size, input_name, provider)
+        result = job.scan(progress)
+        return TopResult(list(job.iter_channels(result)), job.meta, result.skipped)

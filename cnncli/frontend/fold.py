@@ -136,7 +136,12 @@ def _constant(node, a, ins):
 
 def _constant_of_shape(node, a, ins):
     shape = _small(_ints(ins[0]))
-    fill = tensor_value(a["value"]).reshape(-1)[0] if "value" in a else np.float32(0)
+    if "value" not in a:
+        return [np.zeros(shape, dtype=np.float32)]
+    value = tensor_value(a["value"])
+    if value is None or value.size != 1:  # a value tensor it cannot read (external, damaged): not folded
+        raise _Skip
+    fill = value.reshape(-1)[0]
     return [np.full(shape, fill, dtype=fill.dtype)]
 
 

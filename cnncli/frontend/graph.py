@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from cnncli.errors import BadArgument, CnnError, ModelError
+from cnncli.frontend.damage import explain_if_damaged
 from cnncli.frontend.fold import FOLD_CAP, tensor_value
 from cnncli.gcpause import gc_paused
 
@@ -561,6 +562,8 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
             light.graph.value_info.append(onnx.helper.make_tensor_value_info(name, types.get(name, 1), list(shape)))
         infer()
         unresolved = _first_unknown(shapes, info, used or _used(model, info))
+    if unresolved is not None:  # a shape that stays unknown may be a damaged file's doing
+        explain_if_damaged(model)
     for spec in inputs:
         shapes[spec.name] = spec.shape
     for ni in info:  # a ConstantOfShape weight whose size only inference knew

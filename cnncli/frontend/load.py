@@ -14,6 +14,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from cnncli.errors import ModelError
+from cnncli.frontend.damage import note_parsed
 from cnncli.frontend.external import check_locations
 
 
@@ -71,6 +72,7 @@ def parse_model(data: bytes, name: str) -> onnx.ModelProto:
     if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
         raise ModelError(f"'{name}' is not an ONNX model (a protobuf without a model graph)")
     _check_references(model.graph, name)
+    note_parsed(model, name)
     return model
 
 
