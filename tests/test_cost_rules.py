@@ -147,6 +147,17 @@ def test_gemm_trans_b_with_bias():
     assert r.totals["flops"] == 2 * 72 + 12
 
 
+def test_gemm_with_an_output_dim_unknown_is_unknown_not_a_crash():
+    # B comes from an op nobody knows, so Y is [2, ?]: the row's MACs are unknown and totals say so
+    mystery = helper.make_node("Mystery", ["s"], ["W"], name="mystery", domain="com.example")
+    node = helper.make_node("Gemm", ["a", "W"], ["y"], name="fc")
+    model = make_model([mystery, node], [vi("a", [2, 8]), vi("s", [3])], [out()], extra_opsets=[("com.example", 1)])
+    r = stats_of(model)
+    c = row(r, "fc")
+    assert c.macs is None
+    assert r.totals["incomplete"] is True
+
+
 def test_gemm_cpr_is_batch():
     # symbolic batch 4: X Nx10, W 10x7 -> MACs 4*7*10, CPR = N = 4
     node = helper.make_node("Gemm", ["x", "W"], ["y"], name="fc")

@@ -81,6 +81,8 @@ def _gemm(v: NodeView) -> Cost:
         return UNKNOWN
     k = a[0] if v.attrs.get("transA", 0) else a[1]
     n = numel(y)
+    if n is None:  # the output's dims not all known
+        return UNKNOWN
     extra = n if len(v.inputs) > 2 and v.inputs[2] else 0
     return Cost(n * k, extra)
 
