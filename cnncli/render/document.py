@@ -111,6 +111,7 @@ def _cell(value: Any, kind: str, human: bool) -> str:
 
 
 _cell_specs: dict[type, tuple[tuple[str, str, bool], ...]] = {}
+_shape_texts: dict[tuple, str] = {}  # (kind, *dims) -> its cell text
 
 
 def cells(row: Any, human: bool) -> list[str]:
@@ -130,6 +131,14 @@ def cells(row: Any, human: bool) -> list[str]:
             out.append(value)
         elif t is int:
             out.append(f"{value:,}" if human and kind == "int" else str(value))
+        elif (t is list or t is tuple) and (kind == "shape" or kind == "dims"):
+            key = (kind, *value)  # the same few shapes recur down a deep net: each one's text once
+            text = _shape_texts.get(key)
+            if text is None:
+                text = _cell(value, kind, human)
+                if len(_shape_texts) < 65536:
+                    _shape_texts[key] = text
+            out.append(text)
         else:
             out.append(_cell(value, kind, human))
     return out
