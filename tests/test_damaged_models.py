@@ -51,6 +51,18 @@ def test_op_type_that_is_not_utf8_is_one_line(tmp_path):
     assert "damaged" in line and "UTF-8" in line
 
 
+def test_graph_name_that_is_not_utf8_is_one_line(tmp_path):
+    data = bytearray(MINI.read_bytes())
+    model = onnx.load(str(MINI))
+    graph_name = model.graph.name.encode()
+    at = data.index(graph_name)  # the graph's name as stored (no other string of the file matches it first)
+    data[at] ^= 0x80
+    path = tmp_path / "flipped_name.onnx"
+    path.write_bytes(bytes(data))
+    line = assert_one_line_error(CliRunner().invoke(cli, ["stats", str(path), "--format", "csv"]), 1)
+    assert "damaged" in line
+
+
 @pytest.mark.parametrize("command", ["stats", "project"])
 def test_attribute_of_the_wrong_type_is_one_line(tmp_path, command):
     path = _conv_with_float_kernel(tmp_path)

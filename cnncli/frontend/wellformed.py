@@ -45,6 +45,10 @@ def check_wellformed(model: onnx.ModelProto, name: str) -> None:
     opsets = {}
     for imp in model.opset_import:
         opsets[_text(imp.domain, "an opset domain", name).replace("ai.onnx", "", 1) if imp.domain == "ai.onnx" else imp.domain] = imp.version
+    _text(graph.name, "the graph's name", name)
+    for prop in model.metadata_props:
+        _text(prop.key, "a metadata key", name)
+        _text(prop.value, "a metadata value", name)
     for vi in (*graph.input, *graph.output, *graph.value_info):
         _text(vi.name, "a tensor name", name)
     for t in graph.initializer:
