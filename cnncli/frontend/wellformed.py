@@ -44,7 +44,8 @@ def check_wellformed(model: onnx.ModelProto, name: str) -> None:
     graph = model.graph
     opsets = {}
     for imp in model.opset_import:
-        opsets[_text(imp.domain, "an opset domain", name).replace("ai.onnx", "", 1) if imp.domain == "ai.onnx" else imp.domain] = imp.version
+        domain = _text(imp.domain, "an opset domain", name)
+        opsets["" if domain == "ai.onnx" else domain] = imp.version
     _text(graph.name, "the graph's name", name)
     for prop in model.metadata_props:
         _text(prop.key, "a metadata key", name)
