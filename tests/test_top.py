@@ -328,9 +328,9 @@ def test_random_channels_are_seeded(setup):
     assert len(chosen) == 2 and len(set(chosen)) == 2 and all(0 <= c < 6 for c in chosen)
     assert_same_top(entries(a), setup["ref"].top(setup["paths"], "r2", 2, chosen))
     # other seeds pick other pairs (the choice depends on the seed)
-    from cnncli.commands.top import TopRequest, choose_channels
+    from cnncli.api.top import choose_channels
 
-    picks = {tuple(choose_channels(TopRequest("m", "i", 2, n_channels="2", seed=s), 6)) for s in range(12)}
+    picks = {tuple(choose_channels(None, "2", s, 6)) for s in range(12)}
     assert len(picks) > 1 and tuple(chosen) in picks
 
 

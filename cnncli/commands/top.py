@@ -44,12 +44,6 @@ class TopReport:
     skipped: list[str]
 
 
-def choose_channels(req: TopRequest, n: int) -> list[int]:
-    from cnncli.api.top import choose_channels as choose
-
-    return choose(req.channels, req.n_channels, req.seed, n)
-
-
 def run_top(req: TopRequest, stdin=None, progress: Callable[[int], None] | None = None) -> TopReport:
     """The Python API's top-k (cnncli.api.top) plus files: a grid PNG per channel, written as each
     channel is done, and an overview of all of them."""
