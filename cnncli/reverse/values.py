@@ -95,6 +95,8 @@ def forward_values(graph: Graph, names: list[str], signal: set[str]) -> dict[str
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         values = session.run(names, feeds)
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedError(f"could not compute {', '.join(repr(n) for n in names[:3])} for the reverse pass: {msg}") from None
+        from cnncli.engine.runtime import ort_message
+
+        raise UnsupportedError(f"could not compute {', '.join(repr(n) for n in names[:3])} for the reverse pass: "
+                               f"{ort_message(exc)}") from None
     return dict(zip(names, values))
