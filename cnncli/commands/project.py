@@ -81,7 +81,7 @@ class ProjectionWriter:
         self._made_dir = False
 
     def _prefix(self, size_given: bool) -> str:
-        from cnncli.commands.naming import part, stem_of
+        from cnncli.commands.naming import join, part, stem_of
 
         job, m = self.job, self.job.model
         label = f"layer{job.target.layer}" if job.target.layer is not None else part(job.target.tensor)
@@ -93,7 +93,7 @@ class ProjectionWriter:
         tags.append(self._prep_tag())
         if size_given:
             tags.append(f"{m.shape[2]}x{m.shape[3]}")
-        self._tags = "_".join(t for t in tags if t)
+        self._tags = join(*tags)
         return f"{stem_of(m.name, 'model')}_{stem_of(job.image.name, 'input')}_{label}"
 
     def _prep_tag(self) -> str:
@@ -118,9 +118,9 @@ class ProjectionWriter:
 
     def name_of(self, channel: int) -> str:
         """The base name (no suffix) of one channel's files."""
-        from cnncli.commands.naming import NAME_MAX, fits, part
+        from cnncli.commands.naming import NAME_MAX, fits, join, part
 
-        name = "_".join(t for t in (f"{self.prefix}_c{channel}_{self.job.mode}", self._tags) if t)
+        name = join(f"{self.prefix}_c{channel}_{self.job.mode}", self._tags)
         if not fits(name + "_figure.png"):
             name = part(name, limit=NAME_MAX - len("_figure.png"))
         return name
