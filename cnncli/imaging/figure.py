@@ -123,15 +123,7 @@ def projection_figure(pixels: np.ndarray, proj_img: np.ndarray, proj: np.ndarray
 
 
 def save_image(im, path) -> "Path":
-    """Write a Pillow image (or a uint8 array) as PNG, atomically (a complete file or none)."""
-    from pathlib import Path
+    """Write a Pillow image (or a uint8 array) as PNG, atomically, at the figure's fast zlib level."""
+    from cnncli.imaging.pictures import save_png
 
-    from PIL import Image
-
-    from cnncli.atomic import atomic_path
-
-    if isinstance(im, np.ndarray):
-        im = Image.fromarray(im)
-    with atomic_path(path, suffix=".png") as tmp:
-        im.save(tmp, format="PNG", compress_level=PNG_LEVEL)
-    return Path(path)
+    return save_png(im, path, PNG_LEVEL)

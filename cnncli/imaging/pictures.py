@@ -45,11 +45,15 @@ def input_display(x: np.ndarray) -> np.ndarray:
     return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
 
-def save_png(img: np.ndarray, path: Path | str) -> Path:
+def save_png(img, path: Path | str, compress_level: int = 6) -> Path:
+    """Write a uint8 array (or a Pillow image) as PNG, atomically (a complete file or none);
+    ``compress_level``: zlib's, Pillow's default 6."""
     from PIL import Image
 
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
     with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(img).save(tmp, format="PNG")
+        img.save(tmp, format="PNG", compress_level=compress_level)
     return Path(path)
 
 
