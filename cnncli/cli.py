@@ -136,12 +136,7 @@ def image_options(f):
 def _max_memory(ctx, param, value):
     from cnncli.engine.memory import parse_size
 
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except BadArgument as exc:
-        raise click.BadParameter(str(exc)) from None
+    return None if value is None else parse_size(value)  # a BadArgument: CnnGroup's usage error
 
 
 def parse_image_options(mean, std, size):
