@@ -230,7 +230,7 @@ def prepare(model: Any, images: Any, layer: int, channels: Any = None, n_channel
     meta = {"model": m.name, "images": label, "scanned": 0, "skipped": 0, "layer": layer, "tensor": target.tensor,
             "mode": mode, "k": k, "receptive_field": [a.size for a in rf] if rf else None,
             "preprocess": {**prep.describe(), "size": [m.shape[2], m.shape[3]]}}
-    return TopJob(m, target, chosen, k, mode, prep, batch_size if m.batchable else 1, provider, paths, label,
+    return TopJob(m, target, chosen, k, mode, prep, batch, provider, paths, label,
                   verbose, rf, meta, engine, address, workers)
 
 
