@@ -108,15 +108,6 @@ class Session:
         self._options = ort.RunOptions()
         self._options.log_severity_level = 0 if verbose else 4
 
-    def get_inputs(self):
-        return self.session.get_inputs()
-
-    def get_outputs(self):
-        return self.session.get_outputs()
-
-    def get_providers(self):
-        return self.session.get_providers()
-
     def run(self, output_names, feeds: dict, run_options=None) -> list[np.ndarray]:
         feeds = {name: self._cast(name, value) for name, value in feeds.items()}
         rows = _common_rows(feeds)
