@@ -109,24 +109,26 @@ class TopJob:
 
         return image_loader(self.model, self.prep)
 
-    def forward_session(self):
-        """An onnxruntime session of the model cut at the target (the scan's forward pass)."""
+    def forward_bytes(self) -> bytes:
+        """The model cut at the target (the scan's forward pass), serialised."""
         from cnncli.engine.project import forward_model
-        from cnncli.engine.runtime import make_session
 
         m = self.model
-        return make_session(forward_model(m.model, [self.target.tensor], {}, m.graph.types).SerializeToString(),
-                            self.provider, self.verbose)
+        return forward_model(m.model, [self.target.tensor], {}, m.graph.types).SerializeToString()
+
+    def forward_session(self):
+        """An onnxruntime session of the model cut at the target (the scan's forward pass)."""
+        from cnncli.engine.runtime import make_session
+
+        return make_session(self.forward_bytes(), self.provider, self.verbose)
 
     def scan(self, progress: Callable[[int], None] | None = None):
         """Forward passes over every image; per channel the k strongest. A ScanResult."""
         m = self.model
         if self.engine == "ray":
-            from cnncli.engine.project import forward_model
             from cnncli.scale.ray_top import ray_scan
 
-            cut = forward_model(m.model, [self.target.tensor], {}, m.graph.types).SerializeToString()
-            result = ray_scan(cut, m.input_name, self.target.tensor, tuple(m.shape[1:]), self.prep, self.paths,
+            result = ray_scan(self.forward_bytes(), m.input_name, self.target.tensor, tuple(m.shape[1:]), self.prep, self.paths,
                               self.channels, self.k, self.batch, self.provider, self.workers, self.address,
                               self.verbose, progress)
         else:
