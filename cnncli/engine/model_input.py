@@ -117,11 +117,12 @@ def _placeholder_shapes(model: onnx.ModelProto, fed: str) -> dict[str, tuple[int
     for vi in real_inputs(model.graph):
         if vi.name == fed:
             continue
-        tt = vi.type.tensor_type
-        if not tt.HasField("shape"):
+        if not vi.type.tensor_type.HasField("shape"):
             out[vi.name] = (1,)
-        elif any(d is None for d in declared_shape(model, vi.name)):
-            out[vi.name] = tuple(d or 1 for d in declared_shape(model, vi.name))
+            continue
+        declared = declared_shape(model, vi.name)
+        if None in declared:
+            out[vi.name] = tuple(d or 1 for d in declared)
     return out
 
 
