@@ -122,7 +122,6 @@ class ProjectionJob:
     top: int | None
     mode: str
     keep: str
-    provider: str
     projector: Any  # Projector
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -171,7 +170,7 @@ def prepare(model: Any, image: Any, layer: int | None = None, tensor: str | None
     projector = Projector(m.model, m.graph, m.input_name, target.tensor, mode, provider, verbose, batch_size)
     meta = {"model": m.name, "input": img.name, "tensor": target.tensor, "layer": target.layer, "mode": mode,
             "keep": keep, "provider": provider, "preprocess": img.preprocess}
-    return ProjectionJob(m, target, img, chans, top, mode, keep, provider, projector, meta)
+    return ProjectionJob(m, target, img, chans, top, mode, keep, projector, meta)
 
 
 def project(model: Any, image: Any, layer: int | None = None, tensor: str | None = None, channels: Any = None,
