@@ -18,7 +18,7 @@ def _relu_family(b: Builder, node, a, grads) -> dict:
     if op == "Clip":
         lo, hi = _clip_bounds(b, node, a)
         if lo != 0.0:
-            return _clip_exact(b, node, a, grads)
+            return _clip_exact(b, node, grads, lo, hi)
     rectified = None
     if b.mode in ("deconvnet", "guided"):
         if op == "Relu" or op == "Clip":
@@ -60,8 +60,8 @@ def _clip_bounds(b: Builder, node, a) -> tuple[float, float | None]:
     return lo, values[1]
 
 
-def _clip_exact(b: Builder, node, a, grads) -> dict:
-    lo, hi = _clip_bounds(b, node, a)
+def _clip_exact(b: Builder, node, grads, lo: float, hi: float | None) -> dict:
+    """The exact gate of a Clip whose lower bound is not 0 (not a rectifier), in every mode."""
     xf = b.fwd(node.input[0])
     mask = b.float_mask(b.op("Greater", [xf, b.const(lo)], "above"))
     if hi is not None:
