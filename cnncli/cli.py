@@ -202,6 +202,7 @@ def stats(model, batch, input_shapes, fmt, by, sort_by, top, plot_path):
     """Per-layer MACs, params, CPR, activation memory and receptive field of MODEL (a path, or - for stdin)."""
     from pathlib import Path
 
+    from cnncli.api.stats import inputs_of, inputs_text
     from cnncli.atomic import check_writable_dir
     from cnncli.render.console import warn
     from cnncli.render import Document, render
@@ -227,17 +228,13 @@ def stats(model, batch, input_shapes, fmt, by, sort_by, top, plot_path):
         from cnncli.render.plot import save_png, stats_figure
 
         save_png(stats_figure(result.layers, title=Path(loaded.name).name), plot_path)
-    meta = {"model": loaded.name, "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]}
-    title = f"{loaded.name}  ({_inputs_text(graph)})"
+    meta = {"model": loaded.name, "inputs": inputs_of(graph)}
+    title = f"{loaded.name}  ({inputs_text(meta['inputs'])})"
     render(
         Document(rows=rows, row_type=row_type, rows_key="ops" if by == "op" else "layers", meta=meta, totals=result.totals, title=title),
         fmt,
         sys.stdout,
     )
-
-
-def _inputs_text(graph) -> str:
-    return ", ".join(s.name + " " + "x".join(map(str, s.shape)) for s in graph.inputs)
 
 
 def _parse_dims(param: str, text: str) -> tuple[int, ...]:

@@ -40,7 +40,7 @@ class Stats:
 
         names = [f.name for f in columns(type(self.layers[0]))] if self.layers else []
         pick = [(names.index(key), head) for key, head in HTML_COLUMNS if key in names]
-        out = [f"<p><b>{html.escape(self.model)}</b> ({html.escape(_inputs_text(self.inputs))})</p>",
+        out = [f"<p><b>{html.escape(self.model)}</b> ({html.escape(inputs_text(self.inputs))})</p>",
                "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for _, h in pick) + "</tr></thead><tbody>"]
         for row in self.layers:
             cs = cells(row, human=False)
@@ -53,7 +53,13 @@ class Stats:
         return "\n".join(out)
 
 
-def _inputs_text(inputs: list[dict[str, Any]]) -> str:
+def inputs_of(graph) -> list[dict[str, Any]]:
+    """The analysed graph's inputs as the JSON report lists them (name, shape, dtype)."""
+    return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]
+
+
+def inputs_text(inputs: list[dict[str, Any]]) -> str:
+    """'x 1x3x224x224, y 1x10' for a title."""
     return ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in inputs)
 
 
@@ -81,6 +87,5 @@ def stats(model: Any, batch: int = 1, input_shapes: Mapping[str, Any] | None = N
         loaded = load(model)
         graph = analyse(loaded.model, batch=batch, input_shapes=shapes)
         result = compute_stats(graph)
-        inputs = [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]
-        return Stats(loaded.name, inputs, result.layers, result.totals, list(result.unknown_ops),
+        return Stats(loaded.name, inputs_of(graph), result.layers, result.totals, list(result.unknown_ops),
                      list(loaded.missing_external))
