@@ -205,11 +205,11 @@ def project(model: Any, image: Any, layer: int | None = None, tensor: str | None
         else:  # the files of `cnn project`, written as the CLI writes them
             from cnncli.commands.project import ProjectionWriter, write_streamed
 
-            def keep(p: Projection, written: dict[str, str]) -> None:
+            def collect(p: Projection, written: dict[str, str]) -> None:
                 items.append(p)
                 files.append(written)
 
-            write_streamed(job, ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure), keep)
+            write_streamed(job, ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure), collect)
         res = Projections(items, job.meta, job.image.pixels)
         res.files = files
     return res
