@@ -129,12 +129,12 @@ def _placeholder_shapes(model: onnx.ModelProto, fed: str) -> dict[str, tuple[int
 def check_feedable(m: RunnableModel, tensor: str, command: str) -> None:
     """Refuse a target that depends on a model input other than the image input (a second input,
     or a weight given as a graph input): nothing can feed it."""
-    from cnncli.reverse import dynamic_tensors
+    from cnncli.reverse import other_input
 
-    for other in m.graph.inputs:
-        if other.name != m.input_name and tensor in dynamic_tensors(m.graph, other.name):
-            raise CnnError(f"'{tensor}' also depends on input '{other.name}', which {command} cannot feed "
-                           f"(it feeds only the image input '{m.input_name}'); choose a layer that depends on that input alone")
+    other = other_input(m.graph, m.input_name, tensor)
+    if other is not None:
+        raise CnnError(f"'{tensor}' also depends on input '{other}', which {command} cannot feed "
+                       f"(it feeds only the image input '{m.input_name}'); choose a layer that depends on that input alone")
 
 
 def check_run_memory(m: RunnableModel, tensor: str, rows: int = 1, reverse_rows: int = 0,

@@ -12,7 +12,7 @@ from onnx import helper, numpy_helper
 
 from cnncli.errors import BadArgument, CnnError
 from cnncli.frontend.graph import Graph
-from cnncli.reverse import OUTPUT, SEED, ReverseGraph, bake_constants, build_reverse, dynamic_tensors
+from cnncli.reverse import OUTPUT, SEED, ReverseGraph, bake_constants, build_reverse, dynamic_tensors, other_input
 from cnncli.engine.runtime import as_float32, float32_view, make_session, ort_message
 
 KEEP = ("map", "max")
@@ -113,10 +113,10 @@ class Projector:
                  provider: str = "cpu", verbose: bool = False, max_batch: int = 64):
         self.graph, self.input_name, self.target, self.mode = graph, input_name, target, mode
         self.provider, self.verbose, self.max_batch = provider, verbose, max_batch
-        for other in graph.inputs:
-            if other.name != input_name and target in dynamic_tensors(graph, other.name):
-                raise CnnError(f"'{target}' also depends on input '{other.name}', which cnn project cannot feed; "
-                               "choose a target that depends on one input only")
+        other = other_input(graph, input_name, target)
+        if other is not None:
+            raise CnnError(f"'{target}' also depends on input '{other}', which cnn project cannot feed; "
+                           "choose a target that depends on one input only")
         consts = ConstValues(model)
         # the reverse pass runs in float32 whatever the model's float type (float16 weights too)
         self.reverse: ReverseGraph = build_reverse(float32_view(graph), target, mode, input_name, const_values=consts)

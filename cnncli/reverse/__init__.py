@@ -15,6 +15,7 @@ from cnncli.reverse.builder import (
     bake_constants,
     build_reverse,
     dynamic_tensors,
+    other_input,
     path_nodes,
 )
 from cnncli.reverse.resize import resize_matrix
@@ -22,5 +23,5 @@ from cnncli.reverse.rules import RULES, register
 
 __all__ = [
     "MODES", "OPSET", "OUTPUT", "RELU_FAMILY", "RULES", "SEED", "Builder", "ReverseGraph", "bake_constants",
-    "build_reverse", "dynamic_tensors", "path_nodes", "register", "resize_matrix",
+    "build_reverse", "dynamic_tensors", "other_input", "path_nodes", "register", "resize_matrix",
 ]

@@ -148,6 +148,15 @@ def dynamic_tensors(graph: Graph, start: str) -> set[str]:
     return dyn
 
 
+def other_input(graph: Graph, input_name: str, tensor: str) -> str | None:
+    """The first model input besides ``input_name`` that ``tensor`` depends on (one that a run
+    feeding only ``input_name`` cannot compute it without), or None."""
+    for other in graph.inputs:
+        if other.name != input_name and tensor in dynamic_tensors(graph, other.name):
+            return other.name
+    return None
+
+
 def signal_tensors(graph: Graph, start: str) -> set[str]:
     """The float tensors computed from the values of ``start``: the ones a reverse signal flows
     through. Integer and boolean tensors (Shape, Size, indices, comparisons) stop it, so a shape
