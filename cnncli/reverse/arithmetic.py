@@ -6,7 +6,7 @@ from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupporte
 from cnncli.reverse.rules import register
 
 
-@register("Add", "Sub")
+@register("Add", "Sub", "Sum")
 def _add_sub(b: Builder, node, a, grads) -> dict:
     out, ys = {}, shape_of(b, node.output[0])
     for slot, name in enumerate(node.input):
@@ -38,8 +38,3 @@ def _div(b: Builder, node, a, grads) -> dict:
     if carries_signal(b, B):
         raise unsupported(node, "divides by a tensor computed from the input; not supported")
     return {A: b.reduce_to(b.op("Div", [grads[0], b.fwd(B)], "ddiv"), shape_of(b, node.output[0]), shape_of(b, A))}
-
-
-@register("Sum")
-def _sum(b: Builder, node, a, grads) -> dict:
-    return _add_sub(b, node, a, grads)
