@@ -118,3 +118,21 @@ def test_a_value_computed_from_the_pixels_is_refused():
     model = _model(nodes, [])
     with pytest.raises(UnsupportedError, match="computed from the input's values"):
         build_reverse(analyse(model), "y", "deconvnet", "x")
+
+
+def test_a_value_that_fails_to_compute_is_one_error_and_no_log_line(capfd):
+    """Slice ends from Gather(Shape(x), 7) on a rank-4 x: the values run fails; the error names the
+    tensor and onnxruntime's reason in one line, and onnxruntime writes nothing to stderr."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "i"], ["g"], axis=0),
+        helper.make_node("Slice", ["x", "st", "g", "ax"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([7], np.int64), "i"),
+             numpy_helper.from_array(np.array([0], np.int64), "st"),
+             numpy_helper.from_array(np.array([3], np.int64), "ax")]
+    model = _model(nodes, inits)
+    with pytest.raises(UnsupportedError, match=r"could not compute 'g' for the reverse pass: .*indices element out of") as info:
+        build_reverse(analyse(model), "y", "backprop", "x")
+    assert "\n" not in str(info.value) and "ONNXRuntimeError" not in str(info.value)
+    assert capfd.readouterr().err == ""

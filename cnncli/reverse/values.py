@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from cnncli.errors import UnsupportedError
+from cnncli.errors import CnnError, UnsupportedError
 from cnncli.frontend.graph import Graph, attrs
 
 def _known_shape(graph: Graph, name: str) -> tuple | None:
@@ -87,16 +87,11 @@ def forward_values(graph: Graph, names: list[str], signal: set[str]) -> dict[str
         spec = specs[name]
         elem = graph.types.get(name, onnx.TensorProto.FLOAT)
         feeds[name] = np.zeros(spec.shape, dtype=helper.tensor_dtype_to_np_dtype(elem))
-    import onnxruntime as ort
+    from cnncli.engine.runtime import make_session, ort_message
 
     try:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        values = session.run(names, feeds)
-    except Exception as exc:
-        from cnncli.engine.runtime import ort_message
-
+        values = make_session(model.SerializeToString(), "cpu").run(names, feeds)
+    except CnnError as exc:  # a failed load or run, as one line
         raise UnsupportedError(f"could not compute {', '.join(repr(n) for n in names[:3])} for the reverse pass: "
                                f"{ort_message(exc)}") from None
     return dict(zip(names, values))
