@@ -14,7 +14,7 @@ from typing import Callable
 
 import onnx
 
-from cnncli.frontend.graph import Graph, NodeInfo, Shape, attrs, numel
+from cnncli.frontend.graph import Graph, NodeInfo, Shape, attrs, node_table, numel
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class NodeView:
 
     def __init__(self, node: onnx.NodeProto, graph: Graph, info: NodeInfo | None = None):
         if info is None:
-            info = NodeInfo(node.op_type, node.domain, tuple(node.input), tuple(node.output), node.name)
+            (info,) = node_table((node,))
         self.node, self.graph = node, graph
         self.op, self.domain, self.inputs, self.outputs = info.op, info.domain, info.inputs, info.outputs
         get = graph.shapes.get
@@ -247,11 +247,6 @@ def slots_for(op: str) -> Slots:
 
 # ops with a rule that can never cost them (data-dependent subgraph bodies): reported as unknown
 UNCOSTED = frozenset({"If", "Loop", "Scan"})
-
-
-def is_known(node: onnx.NodeProto | NodeInfo) -> bool:
-    op, domain = (node.op, node.domain) if isinstance(node, NodeInfo) else (node.op_type, node.domain)
-    return known_op(op, domain)
 
 
 def known_op(op: str, domain: str) -> bool:

@@ -155,7 +155,7 @@ class Graph:
     consts: dict[str, ConstRef]
     nodes: list[onnx.NodeProto] = field(default_factory=list)  # every node, folded ones included
     # the nodes constant folding replaced by values: each one's name (when it has one) and its
-    # output names; test a node with is_folded(node)
+    # output names
     folded: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)  # for the user (the CLI prints them)
     unresolved: str | None = None  # the first tensor whose shape stays unknown, if any
@@ -167,9 +167,6 @@ class Graph:
 
     def shape(self, name: str) -> Shape | None:
         return self.shapes.get(name)
-
-    def is_folded(self, node: onnx.NodeProto) -> bool:
-        return bool(node.output) and node.output[0] in self.folded
 
     def is_const(self, name: str) -> bool:
         return name in self.consts
