@@ -381,11 +381,11 @@ def fold(
             if op in SHAPE_OPS:
                 v = _shape_value(node, shapes)
                 if v is not None:
-                    new[node.output[0]] = v
+                    new[ni.outputs[0]] = v
                     done.add(i)
                 continue
             ins = []
-            for name in node.input:
+            for name in ni.inputs:
                 if not name:
                     ins.append(None)
                     continue
@@ -400,9 +400,10 @@ def fold(
                     outs = EVAL[op](node, _attrs(node), ins)
                 except (_Skip, ValueError, TypeError, IndexError, KeyError, OverflowError, ArithmeticError):
                     continue
-                if len(outs) != len([o for o in node.output if o]) or any(o.size > FOLD_CAP for o in outs):
+                named = [o for o in ni.outputs if o]
+                if len(outs) != len(named) or any(o.size > FOLD_CAP for o in outs):
                     continue
-                for name, v in zip([o for o in node.output if o], outs):
+                for name, v in zip(named, outs):
                     new[name] = np.asarray(v)
                 done.add(i)
     return new
