@@ -495,10 +495,10 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
     shapes: dict[str, Shape | None] = {}
     types: dict[str, int] = {}
     extra: dict[str, Shape] = {}  # shapes from the fallbacks: symbolic inference, declared value_info
-    state = {"data_prop": False}
+    data_prop = False  # infer() reads this and ``extra`` as they are when it runs
 
     def infer() -> None:
-        _collect(_infer(light, state["data_prop"]), shapes, types)
+        _collect(_infer(light, data_prop), shapes, types)
         if extra:
             _fill(shapes, extra)
 
@@ -533,8 +533,8 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
             dropped = set(done)
         if new:
             infer()
-        elif not state["data_prop"]:
-            state["data_prop"] = True
+        elif not data_prop:
+            data_prop = True
             infer()
         elif not fell_back:
             from cnncli.frontend.symbolic import symbolic_shapes
