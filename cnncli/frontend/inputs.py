@@ -63,7 +63,7 @@ def check_conv_channels(nodes, info, shapes: dict, attrs: Callable, input_shapes
         what = f"conv '{label}' takes {w[1] * group} input channels, but gets {x[1]}"
         if input_shapes:
             producers = {o: n for n in nodes for o in n.output if o}
-            named = [i for i in _feeding_inputs(node, producers, set(input_shapes))]
+            named = _feeding_inputs(node, producers, set(input_shapes))
             if named:
                 raise BadArgument("--input-shape", f"input '{named[0]}' {_text(input_shapes[named[0]])}: {what}")
         raise ModelError(f"{what} (the model's shapes do not fit together)")
