@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cnncli.costs.rules import UNARY
 from cnncli.frontend.geometry import window
-from cnncli.frontend.graph import Graph
+from cnncli.frontend.graph import Graph, NodeInfo
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,12 @@ PASS_OPS = frozenset(UNARY) | {"BatchNormalization", "InstanceNormalization", "L
 MERGE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Concat", "PRelu"})
 
 
-def _through_window(rf: RF, node, graph: Graph, windows: dict | None = None, index: int = -1, ni=None) -> RF | None:
-    inputs, op = (ni.inputs, ni.op) if ni is not None else (tuple(node.input), node.op_type)
+def _through_window(rf: RF, node, ni: NodeInfo, graph: Graph, windows: dict | None, index: int) -> RF | None:
+    """``rf`` carried through window node ``node`` (``ni``: its NodeInfo, ``index``: its place,
+    under which its Window is kept in ``windows`` when given)."""
+    inputs = ni.inputs
     x = graph.shapes.get(inputs[0])
-    if op == "Conv":
+    if ni.op == "Conv":
         w = graph.shapes.get(inputs[1]) if len(inputs) > 1 else None
         if w is None or None in w:
             return None
@@ -95,7 +97,7 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
         first = get(inputs[0])
         op = ni.op
         if first is not None and op in WINDOW_OPS:
-            rf = _through_window(first, nodes[index], graph, windows, index, ni)
+            rf = _through_window(first, nodes[index], ni, graph, windows, index)
         elif first is not None and op in PASS_OPS:
             rf = first
         elif op in MERGE_OPS and any(ins := [get(i) for i in inputs]):
