@@ -43,6 +43,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from zf_layers import ZF_LAYERS  # noqa: E402  (this folder is on sys.path when a benchmark runs)
+
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work"
 ZF_PATH = WORK / "zf_random.onnx"
@@ -51,15 +53,6 @@ GOAL_REVERSE_RATIO = 2.5  # reverse(1 channel) / forward to the target
 GOAL_BATCH_SPEEDUP = 5.0  # 64 single runs / one batched run of 64
 GOAL_CAPTUM_REL = 1e-4
 
-# ZF-style network (Zeiler & Fergus 2013, Fig. 3, without LRN), up to conv5's ReLU:
-# name, out channels, kernel, stride, pad, a 3x3/2 ceil max-pool after the ReLU
-ZF_LAYERS = [
-    ("conv1", 96, 7, 2, 1, True),
-    ("conv2", 256, 5, 2, 0, True),
-    ("conv3", 384, 3, 1, 1, False),
-    ("conv4", 384, 3, 1, 1, False),
-    ("conv5", 256, 3, 1, 1, False),
-]
 ZF_INPUT = "image"
 
 
@@ -173,7 +166,7 @@ class Case:
         from cnncli.frontend.graph import analyse
         from cnncli.frontend.load import load_model
         from cnncli.engine.project import Projector, forward_model
-        from cnncli.engine.runtime import make_session
+        from cnncli.runtime.sessions import make_session
         from cnncli.engine.targets import by_layer
 
         self.label, self.layer = label, layer
@@ -421,7 +414,7 @@ def cli_run(args: list[str]) -> float:
 _CHILD = """
 import json, resource, sys, time, threading
 import onnxruntime as ort
-from cnncli.commands.project import ProjectRequest, run_project
+from cnncli.api.project import ProjectOptions, run as run_project
 spans, lock = [], threading.Lock()
 real = ort.InferenceSession.run
 def run(self, *a, **kw):
@@ -434,8 +427,8 @@ def run(self, *a, **kw):
 ort.InferenceSession.run = run
 model, image, layer, channels, out, figure = sys.argv[1:7]
 t, c = time.perf_counter(), time.process_time()
-rep = run_project(ProjectRequest(model=model, input=image, layer=int(layer), channels=channels, out_dir=out,
-                                 figure=figure == "1"))
+rep = run_project(model, image, ProjectOptions(layer=int(layer), channels=channels, out=out, figure=figure == "1"),
+                  arrays=False)
 wall, cpu = time.perf_counter() - t, time.process_time() - c
 spans.sort()
 busy, end = 0.0, None  # the union of the onnxruntime run intervals (runs can overlap file writing)

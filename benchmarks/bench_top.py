@@ -1,4 +1,4 @@
-"""Throughput of `cnn top` (cnncli.engine.top.scan and cnncli.commands.top.run_top) on the CPU.
+"""Throughput of `cnn top` (cnncli.engine.top.scan and cnncli.api.top.run) on the CPU.
 
 Goal (from the issue): the scan runs at >= 80% of the images per second of a plain onnxruntime
 forward pass over the same images at the same batch size, decoding counted the same way in both.
@@ -59,12 +59,13 @@ def ensure_images(n: int = N_IMAGES, size: int = 256, seed: int = 0) -> list[str
 class Setup:
     def __init__(self, model: str, layer: int):
         from cnncli.engine.model_input import image_loader, open_for_images
+        from cnncli.frontend.load import load_model
         from cnncli.imaging.preprocess import make_preprocess
         from cnncli.engine.project import forward_model
-        from cnncli.engine.runtime import make_session
+        from cnncli.runtime.sessions import make_session
         from cnncli.engine.targets import by_layer
 
-        self.m = open_for_images(model)
+        self.m = open_for_images(load_model(model))
         self.layer = layer
         self.target = by_layer(self.m.graph, layer)
         self.prep = make_preprocess(self.m.shape[1], None)
@@ -145,7 +146,7 @@ def projection_phase(model: str, layers: list[int], images: str, batch: int, run
     everything after the scan (Projector set-up, projecting, cropping, rendering, PNG writing)."""
     top_mod = importlib.import_module("cnncli.engine.top")
     from cnncli.engine.project import Projector
-    from cnncli.commands.top import TopRequest, run_top
+    from cnncli.api.top import TopOptions, run as run_top
 
     print(f"\n== run_top end to end: {n_channels} channels, k {k}, batch {batch}: the projection phase per kept entry")
     print(f"{'target':12} {'total':>10} {'scan':>10} {'after scan':>11} {'entries':>7} {'per entry':>10}"
@@ -172,13 +173,13 @@ def projection_phase(model: str, layers: list[int], images: str, batch: int, run
     top_mod.scan, Projector.project_units = timed_scan, timed_units
     try:
         for layer in layers:
-            req = TopRequest(model=model, images=images, layer=layer, n_channels=n_channels, k=k,
-                             batch_size=batch, out_dir=str(WORK / "top_out"), provider="cpu")
+            options = TopOptions(layer=layer, n_channels=n_channels, k=k, batch_size=batch, out=str(WORK / "top_out"),
+                                 provider="cpu")
             per = []
             for _ in range(runs):
                 clock.clear()
                 t0 = time.perf_counter()
-                rep = run_top(req)
+                rep = run_top(model, images, options, arrays=False)
                 end = time.perf_counter()
                 entries = sum(len(r.entries) for r in rep.rows)
                 per.append({"total": end - t0, "scan": clock["scan"], "after": end - clock["scan_end"],

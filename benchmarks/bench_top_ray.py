@@ -71,7 +71,7 @@ def ray_run(s: Setup, paths: list[str], channels: list[int], batch: int, workers
 
 def rates(n_images: int, runs: int, batch: int) -> dict:
     from cnncli.engine.project import forward_model
-    from cnncli.engine.runtime import make_session
+    from cnncli.runtime.sessions import make_session
     from cnncli.engine.top import batched
 
     paths = ensure_images()[:n_images]
@@ -225,6 +225,7 @@ def memory_child(model: str, listing: str, n: int, batch: int) -> dict:
 
     from cnncli.imaging.sources import iter_image_paths
     from cnncli.engine.model_input import open_for_images
+    from cnncli.frontend.load import load_model
     from cnncli.imaging.preprocess import make_preprocess
     from cnncli.engine.project import forward_model
     from cnncli.scale.ray_top import ray_scan
@@ -236,7 +237,7 @@ def memory_child(model: str, listing: str, n: int, batch: int) -> dict:
                 return int(line.split()[1]) * 1024
         return 0
 
-    m = open_for_images(model)
+    m = open_for_images(load_model(model))
     target = by_layer(m.graph, 2)
     prep = make_preprocess(3, None)
     cut = forward_model(m.model, [target.tensor], {}, m.graph.types).SerializeToString()

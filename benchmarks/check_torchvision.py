@@ -220,6 +220,7 @@ def rectifier_flips(onnx_model, model, x: np.ndarray) -> str:
 
 def run_projections(path: Path, model, x: np.ndarray, relu_family: bool, row: Row, channels: int = 2) -> None:
     from cnncli.engine.model_input import open_for_images
+    from cnncli.frontend.load import load_model
     from cnncli.engine.project import Projector
     from cnncli.engine.targets import by_layer, conv_nodes
 
@@ -227,7 +228,7 @@ def run_projections(path: Path, model, x: np.ndarray, relu_family: bool, row: Ro
     modes = ("backprop", "deconvnet", "guided") if relu_family else ("backprop",)
     row.projections_total = len(modes) * 2 * channels
     try:
-        m = open_for_images(str(path), array=(str(path.with_suffix(".input.npy")), x.shape))
+        m = open_for_images(load_model(str(path)), array=(str(path.with_suffix(".input.npy")), x.shape))
         row.convs = len(conv_nodes(m.graph))
         target = by_layer(m.graph, row.convs)
     except Exception as exc:  # noqa: BLE001 - the table reports whatever stops it

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from bench_project import ZF_LAYERS
+from zf_layers import ZF_LAYERS
 
 
 class SwitchPool(nn.Module):

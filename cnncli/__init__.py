@@ -6,24 +6,22 @@ From Python (nothing is written unless asked)::
     s = cnncli.stats("model.onnx")                                   # s.layers, s.totals, s.to_dict()
     res = cnncli.project("model.onnx", "photo.jpg", layer=5, top=4)  # float32 arrays, res[0].to_image()
     found = cnncli.top("model.onnx", "photos/", layer=3, channels=[1, 2], k=9)
+    maps = cnncli.features("model.onnx", "photo.jpg", layer=2)            # also filters, connectivity
 
 Names are imported on first use, so ``import cnncli`` (and ``cnn --help``) stays light.
 """
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it: each command's function, its options and its result
 _LAZY = {
-    "stats": "cnncli.api.stats",
-    "Stats": "cnncli.api.stats",
-    "project": "cnncli.api.project",
-    "Projection": "cnncli.api.project",
-    "Projections": "cnncli.api.project",
-    "top": "cnncli.api.top",
-    "TopChannel": "cnncli.api.top",
-    "TopResult": "cnncli.api.top",
-    "CnnError": "cnncli.errors",
-    "BadArgument": "cnncli.errors",
+    **dict.fromkeys(("stats", "Stats", "StatsOptions"), "cnncli.api.stats"),
+    **dict.fromkeys(("connectivity", "Connectivity", "ConnectivityOptions"), "cnncli.api.connectivity"),
+    **dict.fromkeys(("project", "Projection", "Projections", "ProjectOptions"), "cnncli.api.project"),
+    **dict.fromkeys(("top", "TopChannel", "TopResult", "TopOptions"), "cnncli.api.top"),
+    **dict.fromkeys(("features", "Features", "FeaturesOptions"), "cnncli.api.features"),
+    **dict.fromkeys(("filters", "Filters", "FiltersOptions"), "cnncli.api.filters"),
+    **dict.fromkeys(("CnnError", "BadArgument", "CnnWarning"), "cnncli.errors"),
 }
 
 __all__ = ["__version__", *_LAZY]

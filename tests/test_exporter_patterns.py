@@ -63,6 +63,7 @@ def _close(got, want, rtol=1e-4):
 def opened():
     """(runnable model, target) per fixture, as `cnn project` opens it; built once."""
     from cnncli.engine.model_input import open_for_images
+    from cnncli.frontend.load import load_model
     from cnncli.engine.targets import by_layer
 
     cache = {}
@@ -70,7 +71,7 @@ def opened():
     def get(name, exporter):
         if (name, exporter) not in cache:
             x_path = FIXTURES / REFS[name]["references"]["input"]
-            m = open_for_images(str(_path(name, exporter)), array=(str(x_path), tuple(REFS[name]["input_shape"])))
+            m = open_for_images(load_model(str(_path(name, exporter))), array=(str(x_path), tuple(REFS[name]["input_shape"])))
             cache[name, exporter] = (m, by_layer(m.graph, REFS[name]["target"]["layer"]))
         return cache[name, exporter]
 

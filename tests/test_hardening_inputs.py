@@ -218,7 +218,7 @@ def test_onnxruntime_run_failure_prints_no_log_line(tmp_path):
 
 
 def test_memory_error_is_one_line(tmp_path, monkeypatch):
-    import cnncli.commands.features as features
+    import cnncli.api.features as features
 
     def no_memory(*a, **k):
         raise MemoryError

@@ -173,12 +173,12 @@ def test_out_naming_an_existing_file_exits_1(files, tmp_path, command):
 @pytest.mark.parametrize("command", ["project", "top", "features", "filters"])
 def test_out_under_proc_is_a_one_line_error_before_the_work(files, command, where, monkeypatch):
     """/proc and /sys pass a permission check for root (and look writable to os.access), but take no files."""
-    import cnncli.engine.runtime
+    import cnncli.runtime.sessions
 
     def no_session(*a, **kw):
         raise AssertionError("the work started")
 
-    monkeypatch.setattr(cnncli.engine.runtime, "make_session", no_session)
+    monkeypatch.setattr(cnncli.runtime.sessions, "make_session", no_session)
     args = {
         "project": ["project", files / "tiny.onnx", files / "cat.png", "--layer", 1],
         "top": ["top", files / "tiny.onnx", files, "--layer", 1],

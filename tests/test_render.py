@@ -298,7 +298,7 @@ class Ascii(io.TextIOWrapper):
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "markdown", "json", "jsonl"])
 def test_ascii_stream_gets_ascii(fmt):
-    from cnncli.commands.features import FeatureRow
+    from cnncli.api.features import FeatureRow
 
     rows = [FeatureRow(channel=1, max=1.5, mean=0.25, zero_fraction=0.5)]
     doc = Document(rows=rows, row_type=FeatureRow, title="m.onnx · layer 1 (relu…) on ünïcode 宽.png")
@@ -324,7 +324,7 @@ def test_ascii_csv_of_non_ascii_names(tmp_path):
 
 
 def test_json_never_contains_nan(capsys):
-    from cnncli.commands.features import FeatureRow
+    from cnncli.api.features import FeatureRow
 
     rows = [FeatureRow(channel=0, max=float("nan"), mean=float("inf"), zero_fraction=0.0),
             FeatureRow(channel=1, max=2.0, mean=-float("inf"), zero_fraction=0.5)]

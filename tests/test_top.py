@@ -379,8 +379,9 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
     import cnncli.imaging.pictures
     from cnncli.imaging.pictures import to_display
     from cnncli.engine.model_input import open_for_images
+    from cnncli.frontend.load import load_model
     from cnncli.engine.project import Projector
-    from cnncli.commands.top import TopRequest, run_top as lib_run_top
+    from cnncli.api.top import TopOptions, run as lib_run_top
 
     grids, projections = [], []
     real_grid, real_units = cnncli.imaging.pictures.grid, Projector.project_units
@@ -394,10 +395,10 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
         projections.extend((x[i:i + 1].copy(), units[i], res[i].copy()) for i in range(len(units)))
         return res
 
-    import cnncli.engine.runtime
+    import cnncli.runtime.sessions
 
     batches, unit_calls = [], []
-    real_session = cnncli.engine.runtime.make_session
+    real_session = cnncli.runtime.sessions.make_session
 
     class SpySession:  # the scan's forward session: which batch sizes it runs
         def __init__(self, inner):
@@ -413,11 +414,10 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
 
     monkeypatch.setattr(cnncli.imaging.pictures, "grid", spy_grid)
     monkeypatch.setattr(Projector, "project_units", spy_units_count)
-    monkeypatch.setattr(cnncli.engine.runtime, "make_session", lambda *a, **kw: SpySession(real_session(*a, **kw)))
+    monkeypatch.setattr(cnncli.runtime.sessions, "make_session", lambda *a, **kw: SpySession(real_session(*a, **kw)))
     ticks = []
-    req = TopRequest(model=setup["model"], images=str(setup["images"]), layer=2, channels="0,2,3", k=4,
-                     batch_size=3, preset="unit", out_dir=str(tmp_path / "o"))
-    report = lib_run_top(req, progress=ticks.append)
+    options = TopOptions(layer=2, channels="0,2,3", k=4, batch_size=3, preset="unit", out=str(tmp_path / "o"))
+    report = lib_run_top(setup["model"], str(setup["images"]), options, progress=ticks.append)
     monkeypatch.undo()
     assert sum(ticks) == 25
     assert batches == [3] * 8 + [1]  # forward passes in batches of --batch-size
@@ -426,7 +426,7 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
     assert len(grids) == 2 * 3 + 1  # projections and patches per channel, then the overview
     kept = [(row.channel, e) for row in report.rows for e in row.entries]
     assert len(kept) == len(projections) == 12
-    m = open_for_images(setup["model"])
+    m = open_for_images(load_model(setup["model"]))
     projector = Projector(m.model, m.graph, "x", "r2", "deconvnet", "cpu")
     for i, (c, e) in enumerate(kept):
         x_used, unit, proj = projections[i]

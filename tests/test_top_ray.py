@@ -255,14 +255,14 @@ def test_ray_one_worker_folder_gives_the_local_entries(setup, local, ray_runtime
 def test_ray_two_workers_stdin_list_small_batches_gives_the_local_entries(setup, local, ray_runtime):
     """Paths on stdin, batch 3 (so other block sizes), two actors; the progress counter sees
     every listed image once."""
-    from cnncli.commands.top import TopRequest, run_top
+    from cnncli.api.top import TopOptions, run as run_top
 
     base, model = setup
     listed = sorted(str(p) for p in (base / "imgs").rglob("*") if p.is_file())
     ticks = []
-    req = TopRequest(model=str(model), images="-", layer=2, n_channels="all", k=K, batch_size=3,
-                     out_dir=str(base / "out_ray2"), engine="ray", workers=2)
-    report = run_top(req, stdin=io.StringIO("\n".join(listed) + "\n"), progress=ticks.append)
+    options = TopOptions(layer=2, n_channels="all", k=K, batch_size=3, out=str(base / "out_ray2"), engine="ray",
+                         workers=2)
+    report = run_top(str(model), "-", options, stdin=io.StringIO("\n".join(listed) + "\n"), progress=ticks.append)
     want, _ = local
     got = {row.channel: [vars(e) for e in row.entries] for row in report.rows}
     assert_same_entries(got, entries(want))

@@ -1,4 +1,5 @@
-"""The Python API: the library behind the CLI, without files or argv (for notebooks and scripts).
-
-Import from ``cnncli`` directly: ``cnncli.stats``, ``cnncli.project``, ``cnncli.top``.
+"""The commands, one module each: an options dataclass (``StatsOptions``, ``ProjectOptions``, …),
+one ``run(model, …, options)`` that returns a result (rows, meta, warnings, files; ``document()``
+for the renderer), and the keyword form ``cnncli.stats(model, **options)``. The CLI builds the
+same options from its parameters and renders the same result.
 """

@@ -1,23 +1,51 @@
-"""Deconvnet projections from Python: ``cnncli.project(model, image, layer=5, top=4)``.
+"""`cnn project` / ``cnncli.project(model, image, layer=5, top=4)``: feature maps projected back to
+pixels (the Zeiler & Fergus deconvnet; gradient and guided backprop too).
 
-The same code path as ``cnn project``: :func:`prepare` resolves everything that can fail before
-any work (model, image, target, channels, options); :meth:`ProjectionJob.run` then streams the
-projections one chunk of channels at a time; the CLI writes each to files as it comes.
+:func:`prepare` resolves everything that can fail before any work (model, image, target,
+channels, memory); :func:`run` then streams the projections one chunk of channels at a time and,
+when ``out`` names a folder, writes each as it comes (cnncli.api.project_files).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
+from cnncli.api.options import ImageOptions, channel_list, choice, flag, integer, opt, path, text
+from cnncli.api.result import Hear, Result, Warnings
+from cnncli.choices import KEEPS, MODES, NORMS
+from cnncli.columns import col
+from cnncli.errors import BadArgument, CnnError
 
-from cnncli.errors import BadArgument
-
-MODES = ("deconvnet", "backprop", "guided")
-KEEPS = ("map", "max")
-NORMS = ("grey", "minmax", "percentile")
 DEFAULT_TOP = 4  # channels projected when neither channels nor top is given
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectOptions(ImageOptions):
+    layer: int | None = opt(None, "--layer", integer(optional=True))
+    tensor: str | None = opt(None, "--tensor", text())
+    channels: str | None = opt(None, "--channel", channel_list)  # '3,5,12' or 'all' (an int or a list in Python)
+    top: int | None = opt(None, "--top", integer(optional=True))
+    mode: str = opt("deconvnet", "--mode", choice(MODES))
+    keep: str = opt("map", "--keep", choice(KEEPS))
+    norm: str = opt("grey", "--norm", choice(NORMS))
+    out: str | None = opt(None, "--out", path(), cli_default="cnn-out")  # None: write nothing
+    save_npy: bool = opt(False, "--save-npy", flag)
+    export_reverse: str | None = opt(None, "--export-reverse", path())
+    batch_size: int = opt(64, "--batch-size", integer(1))
+    figure: bool = opt(True, "--figure", flag)
+
+    def validate(self) -> None:
+        if (self.layer is None) == (self.tensor is None):
+            raise BadArgument("--layer", "give exactly one of --layer N or --tensor NAME")
+
+
+@dataclass(frozen=True)
+class ProjectionRow:
+    channel: int = col("channel", "int")
+    max_activation: float = col("max activation")
+    location: list | None = col("location [y,x]", "dims")
+    files: dict = col("files", "files")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,15 +62,14 @@ class Projection:
     channel: int
     activation: float
     location: list[int] | None
-    array: np.ndarray
+    array: Any  # np.ndarray
     bgr: bool = False  # the model takes BGR: pictures flip the channels back to RGB
 
-    def to_uint8(self, norm: str = "grey") -> np.ndarray:
+    def to_uint8(self, norm: str = "grey"):
         """The projection as shown by ``cnn project --norm``: uint8 [H, W, 3] (or [H, W])."""
         from cnncli.imaging.pictures import to_display
 
-        _check("norm", norm, NORMS)
-        return to_display(self.array, norm, bgr=self.bgr)
+        return to_display(self.array, choice(NORMS)("--norm", norm), bgr=self.bgr)
 
     def to_image(self, norm: str = "grey"):
         """The projection as a PIL image, normalised as ``cnn project --norm`` does (grey: 0 at
@@ -52,63 +79,44 @@ class Projection:
         return Image.fromarray(self.to_uint8(norm))
 
 
-class Projections(list):
-    """The projections of one image (a list of :class:`Projection`), with what was projected in
-    ``meta`` (model, input, tensor, layer, mode, keep, provider, preprocess) and the input as
-    shown in ``pixels`` (uint8 [H, W, 3]).
+class Projections(Result, list):
+    """The projections of one image (a list of :class:`Projection`; empty when the run kept no
+    arrays), with what was projected in ``meta`` (model, input, tensor, layer, mode, keep,
+    provider, preprocess), the input as shown in ``pixels`` (uint8 [H, W, 3]), one ProjectionRow
+    per channel in ``rows`` (with the files written for it), ``files`` and ``warnings``.
 
     >>> res.figure(0).save("fig.png")  # doctest: +SKIP
     """
 
-    def __init__(self, items: Sequence[Projection], meta: dict[str, Any], pixels: np.ndarray):
+    def __init__(self, items: Sequence[Projection], meta: dict[str, Any], pixels, rows: list[ProjectionRow],
+                 warnings: list[str]):
         super().__init__(items)
-        self.meta, self.pixels = meta, pixels
-        self.files: list[dict[str, str]] = []  # per projection, when saved
+        self.meta, self.pixels, self.rows, self.warnings = meta, pixels, rows, warnings
+        self.files = [f for r in rows for f in r.files.values()]
 
     def figure(self, which: int | Projection = 0, norm: str = "grey", title: str | None = None):
         """Input | projection | overlay side by side, as a PIL image (the CLI's ``_figure.png``)."""
+        from cnncli.api.project_files import default_title, figure_of
+
         p = which if isinstance(which, Projection) else self[which]
         return figure_of(p, self.pixels, norm, title or default_title(self.meta, p.channel))
+
+    def document(self):
+        from cnncli.render import Document
+
+        m = self.meta
+        title = f"{m['model']} · {m['tensor']} · {m['mode']} (keep {m['keep']}) on {m['provider']}"
+        return Document(rows=self.rows, row_type=ProjectionRow, rows_key="results", meta=m, title=title)
 
     def _repr_html_(self) -> str:
         import html
 
         m = self.meta
         head = html.escape(f"{m['model']} · {m['tensor']} · {m['mode']} (keep {m['keep']})")
-        rows = "".join(f"<tr><td>{p.channel}</td><td>{p.activation:.4g}</td><td>{html.escape(str(p.location))}</td></tr>"
-                       for p in self)
+        rows = "".join(f"<tr><td>{r.channel}</td><td>{r.max_activation:.4g}</td><td>{html.escape(str(r.location))}</td></tr>"
+                       for r in self.rows)
         return (f"<p>{head}</p><table><thead><tr><th>channel</th><th>max activation</th><th>location [y,x]</th>"
                 f"</tr></thead><tbody>{rows}</tbody></table>")
-
-
-def default_title(meta: dict[str, Any], channel: int) -> str:
-    from pathlib import Path
-
-    label = f"layer{meta['layer']}" if meta["layer"] is not None else meta["tensor"]
-    return f"{Path(meta['model']).name} · {label} · channel {channel} · {meta['mode']}, keep {meta['keep']}"
-
-
-def figure_of(p: Projection, pixels: np.ndarray, norm: str, title: str):
-    from cnncli.imaging.figure import projection_figure
-
-    return projection_figure(pixels, p.to_uint8(norm), p.array, title)
-
-
-def _check(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise BadArgument(f"--{name}", f"'{value}' is not one of {', '.join(allowed)}")
-
-
-def channels_text(channels: Any) -> str | None:
-    """The API's channels (an int, a list of ints, 'all', '3,5,12' or None) as the CLI's text."""
-    if channels is None or isinstance(channels, str):
-        return channels
-    if isinstance(channels, (int, np.integer)):
-        return str(int(channels))
-    try:
-        return ",".join(str(int(c)) for c in channels)
-    except (TypeError, ValueError):
-        raise BadArgument("--channel", f"{channels!r} is not a channel number, a list of them or 'all'") from None
 
 
 @dataclass
@@ -120,8 +128,7 @@ class ProjectionJob:
     image: Any  # ImageInput
     channels: list[int] | str  # a list, or 'top' (chosen by strength after the forward run)
     top: int | None
-    mode: str
-    keep: str
+    options: ProjectOptions
     projector: Any  # Projector
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -131,56 +138,87 @@ class ProjectionJob:
         return self.top if self.channels == "top" else len(self.channels)
 
     def run(self) -> Iterator[Projection]:
-        for r in self.projector.iter_project(self.image.x, self.channels, self.keep, self.top):
+        for r in self.projector.iter_project(self.image.x, self.channels, self.options.keep, self.top):
             yield Projection(r.channel, r.max_activation, r.location, r.projection, self.image.bgr)
 
 
-def prepare(model: Any, image: Any, layer: int | None = None, tensor: str | None = None, channels: Any = None,
-            top: int | None = None, mode: str = "deconvnet", keep: str = "map", preset: str | None = None,
-            mean: Sequence[float] | None = None, std: Sequence[float] | None = None, bgr: bool | None = None,
-            size: tuple[int, int] | None = None, input_name: str | None = None, provider: str = "auto",
-            batch_size: int = 64, verbose: bool = False, max_memory: int | None = None) -> ProjectionJob:
-    """Check and load everything for a projection; no projection runs yet. ``max_memory`` (bytes)
-    replaces the memory available as the limit of the run's estimated memory."""
+def prepare(model: Any, image: Any, options: ProjectOptions) -> ProjectionJob:
+    """Check and load everything for a projection; no projection runs yet."""
     from cnncli.api.sources import open_with_image, prepare_image
     from cnncli.engine.model_input import check_run_memory
     from cnncli.engine.project import Projector
-    from cnncli.engine.runtime import resolve_provider
     from cnncli.engine.targets import by_layer, by_tensor, parse_channels
+    from cnncli.runtime.sessions import resolve_provider
 
-    if (layer is None) == (tensor is None):
-        raise BadArgument("--layer", "give exactly one of --layer N or --tensor NAME")
-    _check("mode", mode, MODES)
-    _check("keep", keep, KEEPS)
-    if batch_size < 1:
-        raise BadArgument("--batch-size", f"must be at least 1, not {batch_size}")
-    provider = resolve_provider(provider)
-    m, array = open_with_image(model, image, size, input_name)
-    target = by_layer(m.graph, layer, "use --tensor NAME") if layer is not None else by_tensor(m.graph, tensor)
+    o = options
+    provider = resolve_provider(o.provider)
+    m, array = open_with_image(model, image, o.size, o.input_name)
+    target = by_layer(m.graph, o.layer, "use --tensor NAME") if o.layer is not None else by_tensor(m.graph, o.tensor)
     if len(target.shape) < 2 or target.shape[1] is None:  # found by tests/test_fuzz.py
-        from cnncli.errors import CnnError
-
         raise CnnError(f"the shape of '{target.tensor}' is unknown (shape inference cannot follow the model there)")
-    text = channels_text(channels)
-    if text is None and top is None:
+    top = o.top
+    if o.channels is None and top is None:
         top = min(DEFAULT_TOP, target.shape[1])
-    chans = parse_channels(text, top, target.shape[1])
-    check_run_memory(m, target.tensor, 1, min(top if chans == "top" else len(chans), batch_size), max_memory)
-    img = prepare_image(m, image, array, preset, mean, std, bgr)
-    projector = Projector(m.model, m.graph, m.input_name, target.tensor, mode, provider, verbose, batch_size)
-    meta = {"model": m.name, "input": img.name, "tensor": target.tensor, "layer": target.layer, "mode": mode,
-            "keep": keep, "provider": provider, "preprocess": img.preprocess}
-    return ProjectionJob(m, target, img, chans, top, mode, keep, projector, meta)
+    chans = parse_channels(o.channels, top, target.shape[1])
+    check_run_memory(m, target.tensor, 1, min(top if chans == "top" else len(chans), o.batch_size), o.max_memory)
+    img = prepare_image(m, image, array, o.preset, o.mean, o.std, o.bgr)
+    projector = Projector(m.model, m.graph, m.input_name, target.tensor, o.mode, provider, o.verbose, o.batch_size)
+    meta = {"model": m.name, "input": img.name, "tensor": target.tensor, "layer": target.layer, "mode": o.mode,
+            "keep": o.keep, "provider": provider, "preprocess": img.preprocess}
+    return ProjectionJob(m, target, img, chans, top, o, projector, meta)
 
 
-def project(model: Any, image: Any, layer: int | None = None, tensor: str | None = None, channels: Any = None,
-            top: int | None = None, mode: str = "deconvnet", keep: str = "map", *, preset: str | None = None,
-            mean: Sequence[float] | None = None, std: Sequence[float] | None = None, bgr: bool | None = None,
-            size: tuple[int, int] | None = None, input_name: str | None = None, provider: str = "auto",
-            batch_size: int = 64, out: str | None = None, norm: str = "grey", save_npy: bool = False,
-            figure: bool = True) -> Projections:
+def run(model: Any, image: Any, options: ProjectOptions, *, progress: Callable[..., None] | None = None,
+        on_warning: Hear | None = None, arrays: bool = True) -> Projections:
+    """Project feature maps of ``image`` through ``model``; with ``options.out`` the files of
+    ``cnn project`` are written there as each projection comes. ``progress(n, total=...)`` is
+    called once with n=0 and the number of projections, then with n=1 after each.
+    ``arrays=False`` keeps no projection arrays (memory flat in the number of channels)."""
+    from pathlib import Path
+
+    from cnncli.api.project_files import ProjectionWriter, write_streamed
+    from cnncli.atomic import check_writable_dir
+    from cnncli.frontend.damage import damage_explained
+
+    o = options
+    warnings = Warnings(on_warning)
+    with damage_explained(), warnings.capturing():  # a crash on a damaged model file: its one-line error
+        if o.out is not None:
+            check_writable_dir(Path(o.out))
+        if o.export_reverse:
+            check_writable_dir(Path(o.export_reverse).parent, "--export-reverse file")
+        job = prepare(model, image, o)
+        writer = ProjectionWriter(job, o.out) if o.out is not None else None
+        if progress:
+            progress(0, total=job.count)
+        items, rows = [], []
+
+        def done(p: Projection, files: dict[str, str]) -> None:
+            rows.append(ProjectionRow(p.channel, p.activation, p.location, files))
+            if arrays:
+                items.append(p)
+            if progress:
+                progress(1)
+
+        if writer is None:
+            for p in job.run():
+                done(p, {})
+        else:
+            write_streamed(job, writer, done)
+        if o.export_reverse:
+            from cnncli.atomic import write_bytes_atomic
+
+            projector = job.projector
+            write_bytes_atomic(o.export_reverse, projector.reverse_model(projector.last_forward).SerializeToString())
+    result = Projections(items, job.meta, job.image.pixels, rows, list(warnings))
+    if o.export_reverse:
+        result.files.append(o.export_reverse)
+    return result
+
+
+def project(model: Any, image: Any, **options: Any) -> Projections:
     """Project feature maps of one image back to pixels (Zeiler & Fergus deconvnet; ``mode`` may
-    also be 'backprop' or 'guided').
+    also be 'backprop' or 'guided'); the options of ``cnn project``.
 
     ``model``: a path, bytes or an onnx.ModelProto; ``image``: a path, a PIL image, a uint8 array
     [H, W(, C)] (preprocessed like a file) or a float array shaped like the model input (used as
@@ -193,23 +231,4 @@ def project(model: Any, image: Any, layer: int | None = None, tensor: str | None
     >>> res[0].array.shape, res[0].array.dtype
     ((3, 112, 112), dtype('float32'))
     """
-    from cnncli.frontend.damage import damage_explained
-
-    with damage_explained():  # a crash on a damaged model file: its one-line error
-        _check("norm", norm, NORMS)
-        job = prepare(model, image, layer, tensor, channels, top, mode, keep, preset, mean, std, bgr, size,
-                      input_name, provider, batch_size)
-        items, files = [], []
-        if out is None:
-            items = list(job.run())
-        else:  # the files of `cnn project`, written as the CLI writes them
-            from cnncli.commands.project import ProjectionWriter, write_streamed
-
-            def collect(p: Projection, written: dict[str, str]) -> None:
-                items.append(p)
-                files.append(written)
-
-            write_streamed(job, ProjectionWriter(job, out, norm=norm, save_npy=save_npy, figure=figure), collect)
-        res = Projections(items, job.meta, job.image.pixels)
-        res.files = files
-    return res
+    return run(model, image, ProjectOptions.from_kwargs(options))

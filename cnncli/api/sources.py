@@ -1,5 +1,7 @@
-"""What the Python API takes as a model (a path, bytes, an ``onnx.ModelProto``) and as an image
-(a path, a PIL image, an array), turned into what the engine runs. The CLI goes through here too."""
+"""The one way every command opens what it is given: a model (a path, '-' for stdin, bytes, an
+``onnx.ModelProto``) as a LoadedModel (:func:`load`), analysed for costing (:func:`analysed`) or
+opened to run on images (:func:`open_with_image`); an image (a path, a PIL image, an array) as
+the model input (:func:`prepare_image`)."""
 
 from __future__ import annotations
 
@@ -18,15 +20,41 @@ def load(model: Any):
 
     from cnncli.frontend.load import LoadedModel, load_model, parse_model
 
-    if isinstance(model, onnx.ModelProto):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)  # the engine edits its model; the caller's stays as it is
-        return LoadedModel(copy, f"<{model.graph.name or 'model'}>", None)
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, onnx.ModelProto):  # checked as a file would be; the engine edits its own copy
+        name = f"<{model.graph.name or 'model'}>"
+        return LoadedModel(parse_model(model.SerializeToString(), name), name, None)
     if isinstance(model, (bytes, bytearray, memoryview)):
         return LoadedModel(parse_model(bytes(model), "<bytes>"), "<bytes>", None)
     if isinstance(model, (str, os.PathLike)):
         return load_model(os.fspath(model))
     raise BadArgument("model", f"expected a path, bytes or an onnx.ModelProto, not {type(model).__name__}")
+
+
+def analysed(model: Any, options, warnings) -> tuple[Any, Any]:
+    """(LoadedModel, analysed Graph) of ``model`` at the ShapeOptions' batch and input shapes;
+    absent external data and the analysis's own notes go to ``warnings``."""
+    from cnncli.frontend.graph import analyse
+
+    loaded = load(model)
+    if loaded.missing_external:
+        warnings.add(f"external data file '{loaded.missing_external[0]}' is missing; "
+                     "analysing from shapes alone (weights are not needed for costs)")
+    graph = analyse(loaded.model, batch=options.batch, input_shapes=dict(options.input_shapes))
+    for message in graph.warnings:
+        warnings.add(message)
+    return loaded, graph
+
+
+def inputs_of(graph) -> list[dict[str, Any]]:
+    """The analysed graph's inputs as the JSON reports list them (name, shape, dtype)."""
+    return [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in graph.inputs]
+
+
+def inputs_text(inputs: list[dict[str, Any]]) -> str:
+    """'x 1x3x224x224, y 1x10' for a title."""
+    return ", ".join(f"{i['name']} {'x'.join(map(str, i['shape']))}" for i in inputs)
 
 
 @dataclass

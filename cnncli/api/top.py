@@ -1,9 +1,10 @@
-"""The paper's Fig. 2 from Python: ``cnncli.top(model, "photos/", layer=3, channels=[1, 2])``.
+"""`cnn top` / ``cnncli.top(model, "photos/", layer=3, channels=[1, 2])``: the paper's Fig. 2 over
+your own images.
 
-Two phases, as in ``cnn top``: :meth:`TopJob.scan` runs the forward passes over the images and
-keeps each channel's k strongest (image, location) pairs; :meth:`TopJob.iter_channels` then
-projects each kept unit alone and crops its receptive field out of the projection and the image,
-one channel at a time. The CLI (cnncli.commands.top) and the Ray engine reuse these steps.
+Two phases: :meth:`TopJob.scan` runs the forward passes over the images and keeps each channel's
+k strongest (image, location) pairs; :meth:`TopJob.iter_channels` then projects each kept unit
+alone and crops its receptive field out of the projection and the image, one channel at a time.
+:func:`run` writes, when ``out`` names a folder, a grid PNG per channel and an overview.
 """
 
 from __future__ import annotations
@@ -12,9 +13,48 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import numpy as np
-
+from cnncli.api.options import ImageOptions, channel_list, choice, integer, opt, path, text
+from cnncli.api.result import Hear, Result, Warnings
+from cnncli.choices import ENGINES, MODES
+from cnncli.columns import col
 from cnncli.errors import BadArgument, CnnError
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopOptions(ImageOptions):
+    layer: int = opt(None, "--layer", integer())
+    channels: str | None = opt(None, "--channel", channel_list)  # explicit channels: '3,5,12' (a list in Python)
+    n_channels: str | None = opt(None, "--channels", channel_list)  # K chosen at random, or 'all' [16]
+    seed: int = opt(0, "--seed", integer(0))
+    k: int = opt(9, "-k", integer(1))
+    mode: str = opt("deconvnet", "--mode", choice(MODES))
+    batch_size: int = opt(16, "--batch-size", integer(1))
+    out: str | None = opt(None, "--out", path(), cli_default="cnn-top")  # None: write nothing
+    engine: str = opt("local", "--engine", choice(ENGINES))
+    address: str | None = opt(None, "--address", text())  # ray: None starts a local runtime
+    workers: int | None = opt(None, "--workers", integer(1, optional=True))  # ray: actors
+
+    def validate(self) -> None:
+        if self.engine == "local" and (self.address is not None or self.workers is not None):
+            raise BadArgument("--engine", "--address and --workers need --engine ray")
+        if self.channels is not None and self.n_channels is not None:
+            raise BadArgument("--channels", "give --channel or --channels, not both")
+
+
+@dataclass(frozen=True)
+class TopEntry:
+    image: str
+    activation: float
+    location: list[int]  # [y, x] in the target map
+    box: list[int]  # receptive field in input pixels, clipped: [y0, x0, y1, x1) (end exclusive)
+
+
+@dataclass(frozen=True)
+class ChannelTopRow:
+    channel: int = col("channel", "int")
+    best: float | None = col("best activation")
+    entries: list = col("top images", "entries")
+    files: dict = col("files", "files")
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,36 +77,48 @@ class TopChannel:
     def best(self) -> float | None:
         return self.entries[0].activation if self.entries else None
 
-    def tiles(self, norm: str = "grey") -> list[np.ndarray]:
+    def tiles(self, norm: str = "grey") -> list:
         """The projection crops as shown by ``cnn top``: uint8 [h, w, 3] (or [h, w])."""
         from cnncli.imaging.pictures import to_display
 
         return [to_display(p, norm, self.bgr) for p in self.projections]
 
 
-class TopResult(list):
-    """The channels' top k (a list of :class:`TopChannel`), with ``meta`` (model, images, scanned,
-    skipped, layer, tensor, mode, k, receptive_field, preprocess) and ``skipped`` (unreadable
-    images).
+class TopResult(Result, list):
+    """The channels' top k (a list of :class:`TopChannel`; empty when the run kept no arrays),
+    with ``meta`` (model, images, scanned, skipped, layer, tensor, mode, k, receptive_field,
+    overview, preprocess), one ChannelTopRow per channel in ``rows``, ``skipped`` (unreadable
+    images), ``files`` and ``warnings``.
 
     >>> [ch.best for ch in res]  # doctest: +SKIP
     """
 
-    def __init__(self, items: Sequence[TopChannel], meta: dict[str, Any], skipped: list[str]):
+    def __init__(self, items: Sequence[TopChannel], meta: dict[str, Any], skipped: list[str],
+                 rows: list[ChannelTopRow] | None = None, warnings: list[str] | None = None,
+                 files: list[str] | None = None):
         super().__init__(items)
-        self.meta, self.skipped = meta, skipped
+        self.meta, self.skipped, self.rows = meta, skipped, rows or []
+        self.warnings, self.files = warnings or [], files or []
+
+    def document(self):
+        from cnncli.render import Document
+
+        m = self.meta
+        title = f"{m['model']} · layer {m['layer']} ({m['tensor']}) · top {m['k']} of {m['scanned']} images"
+        return Document(rows=self.rows, row_type=ChannelTopRow, rows_key="channels", meta=m, title=title)
 
 
 def choose_channels(channels: Any, n_channels: Any, seed: int, n: int) -> list[int]:
-    """Explicit channels (an int, a list, '3,5,12', 'all'), or ``n_channels`` chosen at random
-    with ``seed`` (an int or 'all'; default 16)."""
-    from cnncli.api.project import channels_text
+    """Explicit channels ('3,5,12', 'all', or a list), or ``n_channels`` chosen at random with
+    ``seed`` (a count or 'all'; default 16)."""
+    import numpy as np
+
     from cnncli.engine.targets import parse_channels
 
     if channels is not None:
         if n_channels is not None:
             raise BadArgument("--channels", "give --channel or --channels, not both")
-        return parse_channels(channels_text(channels), None, n)
+        return parse_channels(channel_list("--channel", channels), None, n)
     spec = str(n_channels if n_channels is not None else 16).strip().lower()
     if spec == "all":
         return list(range(n))
@@ -89,21 +141,16 @@ class TopJob:
     model: Any  # RunnableModel
     target: Any  # Target
     channels: list[int]
-    k: int
-    mode: str
+    options: TopOptions
     prep: Any  # Preprocess
     batch: int  # images per forward run
     provider: str
     paths: Iterable[str]
     images_label: str
-    verbose: bool = False
     rf: Any = None  # receptive field of the target (per axis), None when unknown
     meta: dict[str, Any] = field(default_factory=dict)
-    engine: str = "local"  # "local", or "ray" (cnncli.scale.ray_top) for the scan
-    address: str | None = None  # ray: the cluster to join
-    workers: int | None = None  # ray: actors
 
-    def loader(self) -> Callable[[str], tuple[np.ndarray, np.ndarray]]:
+    def loader(self) -> Callable[[str], tuple]:
         """path -> (uint8 pixels [H, W, C], float32 input [1, C, H, W])."""
         from cnncli.engine.model_input import image_loader
 
@@ -118,29 +165,29 @@ class TopJob:
 
     def forward_session(self):
         """An onnxruntime session of the model cut at the target (the scan's forward pass)."""
-        from cnncli.engine.runtime import make_session
+        from cnncli.runtime.sessions import make_session
 
-        return make_session(self.forward_bytes(), self.provider, self.verbose)
+        return make_session(self.forward_bytes(), self.provider, self.options.verbose)
 
     def scan(self, progress: Callable[[int], None] | None = None):
         """Forward passes over every image; per channel the k strongest. A ScanResult."""
-        m = self.model
-        if self.engine == "ray":
+        m, o = self.model, self.options
+        if o.engine == "ray":
             from cnncli.scale.ray_top import ray_scan
 
-            result = ray_scan(self.forward_bytes(), m.input_name, self.target.tensor, tuple(m.shape[1:]), self.prep, self.paths,
-                              self.channels, self.k, self.batch, self.provider, self.workers, self.address,
-                              self.verbose, progress)
+            result = ray_scan(self.forward_bytes(), m.input_name, self.target.tensor, tuple(m.shape[1:]), self.prep,
+                              self.paths, self.channels, o.k, self.batch, self.provider, o.workers, o.address,
+                              o.verbose, progress)
         else:
             from cnncli.engine.top import scan
 
             load = self.loader()
             result = scan(self.forward_session(), m.input_name, self.target.tensor, self.paths,
-                          lambda p: load(p)[1], self.channels, self.k, self.batch, progress)
+                          lambda p: load(p)[1], self.channels, o.k, self.batch, progress)
         if result.scanned == 0:
             from cnncli.imaging.sources import skipped_text
 
-            reasons = getattr(load, "failures", None) if self.engine != "ray" else None
+            reasons = getattr(load, "failures", None) if o.engine != "ray" else None
             raise CnnError(f"no readable images in '{self.images_label}'"
                            + (f": {len(result.skipped)} skipped: {skipped_text(result.skipped, reasons)}"
                               if result.skipped else ""))
@@ -151,9 +198,9 @@ class TopJob:
         """Each channel's kept units projected alone (in batches) and cropped, channel by channel."""
         from cnncli.engine.project import Projector
 
-        m = self.model
-        projector = Projector(m.model, m.graph, m.input_name, self.target.tensor, self.mode, self.provider,
-                              self.verbose, max_batch=self.batch)
+        m, o = self.model, self.options
+        projector = Projector(m.model, m.graph, m.input_name, self.target.tensor, o.mode, self.provider,
+                              o.verbose, max_batch=self.batch)
         load = self.loader()
         for row, c in enumerate(self.channels):
             yield project_entries(projector, load, c, result.top.entries(row), self.rf, (m.shape[2], m.shape[3]),
@@ -164,8 +211,9 @@ def project_entries(projector, load, channel: int, found: list[tuple[float, str,
                     batch: int, bgr: bool = False) -> TopChannel:
     """One channel's kept units ``found`` [(activation, path, [y, x])], each projected alone on its
     own image (``batch`` images per run), cropped to its receptive field."""
+    import numpy as np
+
     from cnncli.imaging.preprocess import display_pixels
-    from cnncli.engine.top import TopEntry
 
     h, w = hw
     entries, projections, patches = [], [], []
@@ -195,65 +243,123 @@ def _paths(images: Any, stdin=None) -> tuple[Iterable[str], str]:
     return listed, f"<{len(listed)} paths>"
 
 
-def prepare(model: Any, images: Any, layer: int, channels: Any = None, n_channels: Any = None, seed: int = 0,
-            k: int = 9, mode: str = "deconvnet", batch_size: int = 16, preset: str | None = None,
-            mean: Sequence[float] | None = None, std: Sequence[float] | None = None, bgr: bool | None = None,
-            size: tuple[int, int] | None = None, input_name: str | None = None, provider: str = "auto",
-            verbose: bool = False, stdin=None, engine: str = "local", address: str | None = None,
-            workers: int | None = None, max_memory: int | None = None) -> TopJob:
-    """Check and load everything for a top-k run; nothing runs yet. ``max_memory`` (bytes)
-    replaces the memory available as the limit of the run's estimated memory."""
-    from cnncli.api.project import MODES, _check
+def prepare(model: Any, images: Any, options: TopOptions, stdin=None) -> TopJob:
+    """Check and load everything for a top-k run; nothing runs yet."""
     from cnncli.api.sources import load
-    from cnncli.engine.model_input import check_feedable, check_run_memory, model_preprocess, open_for_images
     from cnncli.costs.receptive import receptive_fields
-    from cnncli.engine.runtime import resolve_provider
+    from cnncli.engine.model_input import check_feedable, check_run_memory, model_preprocess, open_for_images
     from cnncli.engine.targets import by_layer
+    from cnncli.runtime.sessions import resolve_provider
 
-    if k < 1:
-        raise BadArgument("-k", "must be at least 1")
-    if batch_size < 1:
-        raise BadArgument("--batch-size", f"must be at least 1, not {batch_size}")
-    _check("mode", mode, MODES)
+    o = options
     if isinstance(model, str) and model == "-" and isinstance(images, str) and images == "-":
         raise BadArgument("IMAGES", "the model is read from standard input: give the images as a folder, glob or list file")
-    provider = resolve_provider(provider)
-    m = open_for_images(load(model), size, input_name)
-    target = by_layer(m.graph, layer)
+    provider = resolve_provider(o.provider)
+    m = open_for_images(load(model), o.size, o.input_name)
+    target = by_layer(m.graph, o.layer)
     if len(target.shape) != 4:
-        raise CnnError(f"layer {layer}'s output '{target.tensor}' is not a 4-D feature map")
+        raise CnnError(f"layer {o.layer}'s output '{target.tensor}' is not a 4-D feature map")
     check_feedable(m, target.tensor, "cnn top")
-    batch = batch_size if m.batchable else 1
-    check_run_memory(m, target.tensor, batch, batch, max_memory, "a smaller --batch-size" if batch > 1 else "")
-    chosen = choose_channels(channels, n_channels, seed, target.shape[1])
-    prep = model_preprocess(m, preset, mean, std, bgr)
+    batch = o.batch_size if m.batchable else 1
+    check_run_memory(m, target.tensor, batch, batch, o.max_memory, "a smaller --batch-size" if batch > 1 else "")
+    chosen = choose_channels(o.channels, o.n_channels, o.seed, target.shape[1])
+    prep = model_preprocess(m, o.preset, o.mean, o.std, o.bgr)
     paths, label = _paths(images, stdin)
     rf = receptive_fields(m.graph).get(target.tensor)
-    meta = {"model": m.name, "images": label, "scanned": 0, "skipped": 0, "layer": layer, "tensor": target.tensor,
-            "mode": mode, "k": k, "receptive_field": [a.size for a in rf] if rf else None,
+    meta = {"model": m.name, "images": label, "scanned": 0, "skipped": 0, "layer": o.layer, "tensor": target.tensor,
+            "mode": o.mode, "k": o.k, "receptive_field": [a.size for a in rf] if rf else None,
             "preprocess": {**prep.describe(), "size": [m.shape[2], m.shape[3]]}}
-    return TopJob(m, target, chosen, k, mode, prep, batch, provider, paths, label,
-                  verbose, rf, meta, engine, address, workers)
+    return TopJob(m, target, chosen, o, prep, batch, provider, paths, label, rf, meta)
 
 
-def top(model: Any, images: Any, layer: int, channels: Any = None, k: int = 9, *, n_channels: Any = None,
-        seed: int = 0, mode: str = "deconvnet", batch_size: int = 16, preset: str | None = None,
-        mean: Sequence[float] | None = None, std: Sequence[float] | None = None, bgr: bool | None = None,
-        size: tuple[int, int] | None = None, input_name: str | None = None, provider: str = "auto",
-        progress: Callable[[int], None] | None = None) -> TopResult:
+_META_ORDER = ("model", "images", "scanned", "skipped", "layer", "tensor", "mode", "k", "receptive_field", "overview",
+               "preprocess")
+
+
+def run(model: Any, images: Any, options: TopOptions, *, stdin=None, progress: Callable[[int], None] | None = None,
+        on_warning: Hear | None = None, arrays: bool = True) -> TopResult:
+    """The k strongest activations of a layer's channels over ``images`` (a folder, a glob, a text
+    file of paths, '-' for paths on ``stdin``, or a list of paths), each projected alone and cropped
+    to its receptive field; with ``options.out``, a grid PNG per channel (written as each channel is
+    done) and an overview of all of them. ``arrays=False`` keeps no crops (rows only)."""
+    from pathlib import Path
+
+    from cnncli.atomic import check_writable_dir
+    from cnncli.frontend.damage import damage_explained
+
+    o = options
+    warnings = Warnings(on_warning)
+    with damage_explained(), warnings.capturing():  # a crash on a damaged model file: its one-line error
+        if o.out is not None:
+            check_writable_dir(Path(o.out))
+        job = prepare(model, images, o, stdin)
+        label = images if isinstance(images, (str, os.PathLike)) else job.images_label
+        writer = _GridWriter(job, o.out, os.fspath(label)) if o.out is not None else None
+        result = job.scan(progress)
+        if result.skipped:
+            names = ", ".join(result.skipped[:3]) + (", …" if len(result.skipped) > 3 else "")
+            warnings.add(f"skipped {len(result.skipped)} unreadable image(s): {names}")
+        items, rows = [], []
+        for ch in job.iter_channels(result):
+            files = writer.channel(ch) if writer is not None else {}
+            rows.append(ChannelTopRow(ch.channel, ch.best, ch.entries, files))
+            if arrays:
+                items.append(ch)
+            del ch
+        meta = {**job.meta, "images": os.fspath(label), "overview": writer.overview() if writer is not None else None}
+    files = [f for r in rows for f in r.files.values()] + ([meta["overview"]] if meta["overview"] else [])
+    return TopResult(items, {key: meta[key] for key in _META_ORDER}, result.skipped, rows, list(warnings), files)
+
+
+class _GridWriter:
+    """`cnn top`'s files: per channel its k projections beside their k patches, and an overview."""
+
+    def __init__(self, job: TopJob, out: str, images_label: str):
+        from pathlib import Path
+
+        from cnncli.imaging.naming import images_stem, stem_of
+
+        self.job, self.out, self.tiles = job, Path(out), []
+        o = job.options
+        self.prefix = f"{stem_of(job.model.name, 'model')}_{images_stem(images_label)}_layer{o.layer}"
+
+    def channel(self, ch: TopChannel) -> dict[str, str]:
+        import numpy as np
+
+        from cnncli.atomic import ensure_dir
+        from cnncli.imaging.pictures import grid, label_strip, save_png, side_by_side
+
+        o = self.job.options
+        rf = self.job.rf
+        tile = int(min(128, max(64, rf[0].size if rf else 64)))
+        cols = int(np.ceil(np.sqrt(o.k)))
+        figure = label_strip(side_by_side(grid(ch.tiles("grey"), cols, tile), grid(ch.patches, cols, tile)),
+                             f"layer {o.layer} channel {ch.channel}: top {len(ch.entries)} (projection | patch)")
+        ensure_dir(self.out)
+        path = save_png(figure, self.out / f"{self.prefix}_c{ch.channel}_top{o.k}_{o.mode}.png")
+        self.tiles.append(figure)
+        return {"grid": str(path)}
+
+    def overview(self) -> str:
+        import numpy as np
+
+        from cnncli.imaging.pictures import grid, save_png
+
+        per_row = max(1, min(4, int(np.ceil(np.sqrt(len(self.tiles))))))
+        width = max(t.shape[1] for t in self.tiles)
+        o = self.job.options
+        return str(save_png(grid(self.tiles, per_row, width, gap=12), self.out / f"{self.prefix}_top{o.k}_overview.png"))
+
+
+def top(model: Any, images: Any, **options: Any) -> TopResult:
     """The k strongest activations of a layer's channels over ``images`` (a folder, a glob, a
     text file of paths, or a list of paths), each projected alone and cropped to its receptive
-    field. ``channels``: an int, a list or 'all'; else ``n_channels`` at random (``seed``; 16).
+    field; the options of ``cnn top``. ``channels``: an int, a list or 'all'; else
+    ``n_channels`` at random (``seed``; 16). Nothing is written unless ``out`` names a folder.
 
     >>> import cnncli
     >>> res = cnncli.top("sample_models/zfnet_mini.onnx", "sample_models/images", layer=2, channels=[3], k=2)
     >>> len(res[0].entries), res[0].patches[0].dtype
     (2, dtype('uint8'))
     """
-    from cnncli.frontend.damage import damage_explained
-
-    with damage_explained():  # a crash on a damaged model file: its one-line error
-        job = prepare(model, images, layer, channels, n_channels, seed, k, mode, batch_size, preset, mean, std, bgr,
-                      size, input_name, provider)
-        result = job.scan(progress)
-        return TopResult(list(job.iter_channels(result)), job.meta, result.skipped)
+    return run(model, images, TopOptions.from_kwargs(options))

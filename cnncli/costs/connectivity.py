@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from cnncli.errors import CnnError
 from cnncli.frontend.graph import Graph, numel
-from cnncli.render import col
+from cnncli.columns import col
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Per-op cost rules: multiply-accumulates (MACs), other FLOPs, and which inputs are weights.
 
-One small function per op family, registered in ``RULES``. Each takes a :class:`NodeView`
+One small function per op family, registered in ``COSTS`` (a :class:`cnncli.registry.Registry`). Each takes a :class:`NodeView`
 and returns a :class:`Cost`; ``None`` fields mean "cannot be costed" (unknown shapes).
 The per-element rules for ``flops_other`` are documented in README ("What the numbers mean").
 """
@@ -15,6 +15,7 @@ from typing import Callable
 import onnx
 
 from cnncli.frontend.graph import Graph, NodeInfo, Shape, attrs, node_table, numel
+from cnncli.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -176,32 +177,33 @@ ZERO_COST = frozenset(
     ).split()
 )
 
-RULES: dict[str, Callable[[NodeView], Cost]] = {
-    "Conv": _conv,
-    "ConvTranspose": _conv_transpose,
-    "Gemm": _gemm,
-    "MatMul": _matmul,
-    "Einsum": _einsum,
-    "MaxPool": _pool,
-    "AveragePool": _pool,
-    "LpPool": _pool,
-    "LRN": _lrn,
-    "BatchNormalization": _per_out(2),
-    "InstanceNormalization": _per_out(5),
-    "LayerNormalization": _per_out(5),
-    "GroupNormalization": _per_out(5),
-    "Softmax": _per_out(3),
-    "LogSoftmax": _per_out(3),
-    "Hardmax": _per_out(1),
-    "Resize": _resize,
-    "Upsample": _resize,
-    "If": _subgraph,
-    "Loop": _subgraph,
-    "Scan": _subgraph,
-    **{op: _per_out(1) for op in UNARY},
-    **{op: _variadic for op in VARIADIC},
-    **{op: _per_in for op in REDUCE},
-}
+COSTS = Registry("cost rule")  # op type -> rule(NodeView) -> Cost; its "slots" fact: which inputs are params
+
+
+def _zero(v: NodeView) -> Cost:
+    return Cost(0, 0)
+
+
+for _ops, _rule in (
+    (("Conv",), _conv),
+    (("ConvTranspose",), _conv_transpose),
+    (("Gemm",), _gemm),
+    (("MatMul",), _matmul),
+    (("Einsum",), _einsum),
+    (("MaxPool", "AveragePool", "LpPool"), _pool),
+    (("LRN",), _lrn),
+    (("BatchNormalization",), _per_out(2)),
+    (("InstanceNormalization", "LayerNormalization", "GroupNormalization"), _per_out(5)),
+    (("Softmax", "LogSoftmax"), _per_out(3)),
+    (("Hardmax",), _per_out(1)),
+    (("Resize", "Upsample"), _resize),
+    (("If", "Loop", "Scan"), _subgraph),
+    (UNARY, _per_out(1)),
+    (VARIADIC, _variadic),
+    (REDUCE, _per_in),
+    (ZERO_COST, _zero),
+):
+    COSTS.register(*_ops)(_rule)
 
 # elementwise arithmetic: a constant operand of more than one element is a folded scale or
 # bias (a weight); a one-element one (GELU's 1/sqrt(2), 0.5 and 1) is configuration
@@ -218,31 +220,30 @@ class Slots:
     scalar_is_config: bool = False  # a one-element constant operand is configuration, not a weight
 
 
-SLOTS: dict[str, Slots] = {
-    "Conv": Slots(weight=(1,), extra=(2,)),
-    "ConvTranspose": Slots(weight=(1,), extra=(2,)),
-    "Gemm": Slots(weight=(0, 1), extra=(2,)),
-    "MatMul": Slots(weight=(0, 1)),
-    "Einsum": Slots(weight=tuple(range(8))),
-    "BatchNormalization": Slots(extra=(1, 2), buffer=(3, 4)),
-    "InstanceNormalization": Slots(extra=(1, 2)),
-    "LayerNormalization": Slots(extra=(1, 2)),
-    "GroupNormalization": Slots(extra=(1, 2)),
-    "PRelu": Slots(extra=(1,)),
-    "LSTM": Slots(weight=(1, 2), extra=(3,)),
-    "GRU": Slots(weight=(1, 2), extra=(3,)),
-    "RNN": Slots(weight=(1, 2), extra=(3,)),
-    **{op: Slots(every_input=True, scalar_is_config=True) for op in ELEMENTWISE_ARITHMETIC},
-    "Concat": Slots(every_input=True),
-}
+for _ops, _slots in (
+    (("Conv", "ConvTranspose"), Slots(weight=(1,), extra=(2,))),
+    (("Gemm",), Slots(weight=(0, 1), extra=(2,))),
+    (("MatMul",), Slots(weight=(0, 1))),
+    (("Einsum",), Slots(weight=tuple(range(8)))),
+    (("BatchNormalization",), Slots(extra=(1, 2), buffer=(3, 4))),
+    (("InstanceNormalization", "LayerNormalization", "GroupNormalization"), Slots(extra=(1, 2))),
+    (("PRelu",), Slots(extra=(1,))),
+    (ELEMENTWISE_ARITHMETIC, Slots(every_input=True, scalar_is_config=True)),
+    (("Concat",), Slots(every_input=True)),
+):
+    for _op in _ops:
+        COSTS.facts.setdefault(_op, {})["slots"] = _slots
+# recurrent layers have no cost rule yet (their rows are unknown), but their weights are params
+RECURRENT_SLOTS = {op: Slots(weight=(1, 2), extra=(3,)) for op in ("LSTM", "GRU", "RNN")}
 UNKNOWN_OP_SLOTS = Slots(every_input=True)
 NO_SLOTS = Slots()
 
 
 def slots_for(op: str) -> Slots:
-    if op in SLOTS:
-        return SLOTS[op]
-    return NO_SLOTS if op in RULES or op in ZERO_COST else UNKNOWN_OP_SLOTS
+    slots = COSTS.fact(op, "slots") or RECURRENT_SLOTS.get(op)
+    if slots is not None:
+        return slots
+    return NO_SLOTS if op in COSTS else UNKNOWN_OP_SLOTS
 
 
 # ops with a rule that can never cost them (data-dependent subgraph bodies): reported as unknown
@@ -252,13 +253,11 @@ UNCOSTED = frozenset({"If", "Loop", "Scan"})
 def known_op(op: str, domain: str) -> bool:
     if domain not in ("", "ai.onnx") or op in UNCOSTED:
         return False
-    return op in RULES or op in ZERO_COST
+    return op in COSTS
 
 
 def cost(view: NodeView) -> Cost:
-    rule = RULES.get(view.op) if view.domain in ("", "ai.onnx") else None
-    if rule is None:
-        return Cost(0, 0) if known_op(view.op, view.domain) else UNKNOWN
-    return rule(view)
+    rule = COSTS.get(view.op) if view.domain in ("", "ai.onnx") else None
+    return UNKNOWN if rule is None else rule(view)
 
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import onnx
 
+from cnncli.frontend.layers import is_numbered
 from cnncli.costs.rules import UNCOSTED, NodeView, cost, known_op, slots_for
 from cnncli.frontend.geometry import window
 from cnncli.frontend.graph import FLOAT_TYPES, Graph, NodeInfo, dtype_name, nbytes, numel
 from cnncli.gcpause import gc_paused
-from cnncli.render import col
+from cnncli.columns import col
 from cnncli.costs.receptive import receptive_fields
 
 
@@ -97,7 +98,8 @@ def _compute_stats(graph: Graph) -> StatsResult:
     slot_cache: dict[str, Any] = {}
     for i, ni in enumerate(graph.info):
         op, domain, inputs, outputs = ni.op, ni.domain, ni.inputs, ni.outputs
-        if op == "Conv" and domain in ("", "ai.onnx"):
+        numbered = is_numbered(op, domain)
+        if numbered:
             conv_index += 1
         if len(outputs) == 1:  # most nodes
             if outputs[0] in consts:
@@ -167,7 +169,7 @@ def _compute_stats(graph: Graph) -> StatsResult:
             cpr = c.macs // weight_numel if c.macs % weight_numel == 0 else round(c.macs / weight_numel, 3)
         rows.append(
             LayerRow(
-                index=conv_index if op == "Conv" else None,
+                index=conv_index if numbered else None,
                 name=_display_name(ni, i),
                 op=op,
                 input_shape=list(view.ins[0]) if view.ins and view.ins[0] is not None else None,

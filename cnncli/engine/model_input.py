@@ -44,9 +44,10 @@ def declared_shape(model: onnx.ModelProto, name: str) -> tuple:
     return ()
 
 
-def open_for_images(source, size: tuple[int, int] | None = None, input_name: str | None = None,
+def open_for_images(loaded, size: tuple[int, int] | None = None, input_name: str | None = None,
                     array: tuple[str, tuple] | None = None, arrays: bool = False) -> RunnableModel:
-    """Load MODEL with its weights and fix its image input to [1, C, H, W].
+    """Bring a LoadedModel's weights in (cnncli.api.sources.load opens every form of model) and
+    fix its image input to [1, C, H, W].
 
     ``array`` = (label, shape) of a .npy input: its shape is checked and used instead.
     ``arrays``: the caller also takes arrays (cnn project's .npy), so errors may suggest one.
@@ -54,9 +55,8 @@ def open_for_images(source, size: tuple[int, int] | None = None, input_name: str
     analysis goes on; :func:`check_feedable` refuses a target that depends on one of them.
     """
     from cnncli.frontend.graph import analyse, real_inputs
-    from cnncli.frontend.load import LoadedModel, load_external_weights, load_model
+    from cnncli.frontend.load import load_external_weights
 
-    loaded = source if isinstance(source, LoadedModel) else load_model(source)  # the API passes a LoadedModel
     load_external_weights(loaded)
     model = loaded.model
     name = choose_input([i.name for i in real_inputs(model.graph)], input_name)

@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from cnncli.errors import BadArgument, CnnError
 from cnncli.frontend.graph import Graph
 from cnncli.reverse import OUTPUT, SEED, ReverseGraph, bake_constants, build_reverse, dynamic_tensors, other_input
-from cnncli.engine.runtime import as_float32, float32_view, make_session, ort_message
+from cnncli.runtime.sessions import as_float32, float32_view, make_session, ort_message
 
 KEEP = ("map", "max")
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cnncli.errors import BadArgument
 from cnncli.frontend.graph import Graph, numel
+from cnncli.frontend.layers import numbered_nodes
 from cnncli.reverse import RELU_FAMILY
 
 
@@ -18,7 +19,8 @@ class Target:
 
 
 def conv_nodes(graph: Graph) -> list:
-    return [n for n in graph.nodes if n.op_type == "Conv" and n.domain in ("", "ai.onnx")]
+    """The numbered layers' nodes (cnncli.frontend.layers): layer N is element N - 1."""
+    return numbered_nodes(graph.nodes)
 
 
 def _consumers(graph: Graph) -> dict[str, list]:

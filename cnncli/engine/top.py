@@ -9,24 +9,6 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from cnncli.render import col
-
-
-@dataclass(frozen=True)
-class TopEntry:
-    image: str
-    activation: float
-    location: list[int]  # [y, x] in the target map
-    box: list[int]  # receptive field in input pixels, clipped: [y0, x0, y1, x1) (end exclusive)
-
-
-@dataclass(frozen=True)
-class ChannelTopRow:
-    channel: int = col("channel", "int")
-    best: float | None = col("best activation")
-    entries: list = col("top images", "entries")
-    files: dict = col("files", "files")
-
 
 def top_order(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
     """Per row, the column indices of the k best entries: value descending, then image number

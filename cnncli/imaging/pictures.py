@@ -8,8 +8,6 @@ import numpy as np
 
 from cnncli.atomic import atomic_path
 
-NORMS = ("grey", "minmax", "percentile")
-
 
 def to_display(proj: np.ndarray, norm: str = "grey", bgr: bool = False, percentile: float = 99.5) -> np.ndarray:
     """A projection [C, H, W] as uint8 [H, W, 3] (or [H, W] for one or two channels).

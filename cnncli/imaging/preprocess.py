@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnncli.choices import PRESETS
 from cnncli.errors import BadArgument, CnnError
-
-PRESETS = ("imagenet", "caffe", "unit", "raw")
 
 
 @dataclass(frozen=True)

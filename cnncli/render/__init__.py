@@ -29,23 +29,9 @@ from cnncli.render.document import (
 )
 
 __all__ = [
-    "FORMATS", "Document", "OutputFormat", "cells", "col", "column_names", "columns", "compact_names",
+    "FORMATS", "Document", "cells", "col", "column_names", "columns", "compact_names",
     "pick_columns", "render", "to_json_value",
 ]
-
-
-class OutputFormat(str):
-    """The value of ``--format`` (a plain format name) with ``--columns`` and ``--wide``
-    attached, so commands hand one value to ``render``."""
-
-    columns: tuple[str, ...] | None = None
-    wide: bool = False
-
-    def __new__(cls, name: str, columns: Sequence[str] | None = None, wide: bool = False):
-        self = super().__new__(cls, name)
-        self.columns = tuple(columns) if columns is not None else None
-        self.wide = wide
-        return self
 
 
 def _stream_name(stream: Any) -> str:
@@ -57,7 +43,7 @@ def _stream_name(stream: Any) -> str:
 
 
 def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[str] | None = None,
-           wide: bool | None = None, warn: Callable[[str], None] | None = None) -> None:
+           wide: bool = False, warn: Callable[[str], None] | None = None) -> None:
     """Write ``doc`` to ``stream`` in format ``fmt``.
 
     ``columns`` (field names or headers) picks the columns of table, Markdown and CSV output;
@@ -67,11 +53,6 @@ def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[
     """
     from cnncli.errors import CnnError
 
-    if columns is None:
-        columns = getattr(fmt, "columns", None)
-    if wide is None:
-        wide = getattr(fmt, "wide", False)
-    fmt = str(fmt)
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}")
     picked = pick_columns(doc.row_type, columns)

@@ -1,9 +1,5 @@
-"""What every renderer shares: the document, the column metadata of row dataclasses, and the
-text of each cell.
-
-A row type defines its columns once (``col(...)`` on each field): header, kind, whether the
-column is in the compact set a terminal shows by default, whether None means "unknown".
-"""
+"""What every renderer shares: the document and the text of each cell (the column metadata of row
+dataclasses is in :mod:`cnncli.columns`, below every layer that defines rows)."""
 
 from __future__ import annotations
 
@@ -13,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-FORMATS = ("table", "json", "jsonl", "csv", "markdown")
+from cnncli.choices import FORMATS  # noqa: F401  (re-exported: the renderer's formats)
+from cnncli.columns import col, column_names, columns, compact_names, headers, kinds, numeric, pick_columns  # noqa: F401
 
 
 @dataclass
@@ -24,68 +21,6 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)  # JSON keys before the rows
     totals: dict[str, Any] | None = None  # JSON "totals"; a summary under human tables
     title: str | None = None
-
-
-def col(header: str, kind: str = "text", *, compact: bool = False, **extra: Any):
-    """Column metadata for a row field: header text and kind (int, shape, dims, text, entries,
-    files).
-
-    ``compact=True`` puts the column in the set a terminal shows by default (a row type that
-    marks none shows all of its columns); ``unknown=True`` marks a column whose None means
-    "could not be computed" (shown as ?).
-    """
-    return field(metadata={"header": header, "kind": kind, "compact": compact, **extra})
-
-
-def columns(row_type: type) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(row_type))
-
-
-def column_names(row_type: type) -> list[str]:
-    return [f.name for f in columns(row_type)]
-
-
-def compact_names(row_type: type) -> list[str]:
-    """The columns a terminal shows by default: those marked ``compact``, else all."""
-    marked = [f.name for f in columns(row_type) if f.metadata.get("compact")]
-    return marked or column_names(row_type)
-
-
-def pick_columns(row_type: type, wanted: Sequence[str] | None) -> list[int]:
-    """Indexes of the ``wanted`` columns (field names or headers, any case), in the order
-    given; all columns when ``wanted`` is None. Raises BadArgument naming the valid ones."""
-    fields = columns(row_type)
-    if wanted is None:
-        return list(range(len(fields)))
-    lookup: dict[str, int] = {}
-    for i, f in enumerate(fields):
-        lookup.setdefault(f.name.lower(), i)
-        lookup.setdefault(str(f.metadata.get("header", f.name)).lower(), i)
-    out, unknown = [], []
-    for name in wanted:
-        i = lookup.get(name.strip().lower())
-        if i is None:
-            unknown.append(name)
-        elif i not in out:
-            out.append(i)
-    if unknown or not out:
-        from cnncli.errors import BadArgument
-
-        what = f"no column {', '.join(repr(u) for u in unknown)}" if unknown else "no columns given"
-        raise BadArgument("--columns", f"{what} (columns: {', '.join(f.name for f in fields)})")
-    return out
-
-
-def headers(row_type: type) -> list[str]:
-    return [f.metadata.get("header", f.name) for f in columns(row_type)]
-
-
-def kinds(row_type: type) -> list[str]:
-    return [f.metadata.get("kind", "text") for f in columns(row_type)]
-
-
-def numeric(row_type: type) -> list[bool]:
-    return [f.metadata.get("kind") == "int" for f in columns(row_type)]
 
 
 def _cell(value: Any, kind: str, human: bool) -> str:

@@ -17,11 +17,10 @@ def routed_warnings() -> Iterator[None]:
     seen: set[tuple[type, str]] = set()
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
+        from cnncli.errors import warning_text
         from cnncli.render.console import warn
 
-        text = str(message).strip() or category.__name__
-        if category is RuntimeWarning and "encountered in" in text:  # numpy's floating point errors
-            text = f"numerical problem in the activations: {text}"
+        text = warning_text(message, category)
         if (category, text) in seen:
             return
         seen.add((category, text))

@@ -24,13 +24,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from cnncli.choices import MODES
 from cnncli.errors import UnsupportedError
 from cnncli.frontend.graph import FLOAT_TYPES, Graph, attrs
 from cnncli.reverse.rules import RULES, value_inputs
 from cnncli.reverse.values import forward_values
 
 OPSET = 17
-MODES = ("deconvnet", "backprop", "guided")
 SEED = "seed"
 OUTPUT = "projection"
 

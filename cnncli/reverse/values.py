@@ -87,7 +87,7 @@ def forward_values(graph: Graph, names: list[str], signal: set[str]) -> dict[str
         spec = specs[name]
         elem = graph.types.get(name, onnx.TensorProto.FLOAT)
         feeds[name] = np.zeros(spec.shape, dtype=helper.tensor_dtype_to_np_dtype(elem))
-    from cnncli.engine.runtime import make_session, ort_message
+    from cnncli.runtime.sessions import make_session, ort_message
 
     try:
         values = make_session(model.SerializeToString(), "cpu").run(names, feeds)

@@ -149,7 +149,7 @@ class BlockTopK:
     def __init__(self, model_ref: list, spec: ScanSpec):
         import ray
 
-        from cnncli.engine.runtime import make_session
+        from cnncli.runtime.sessions import make_session
 
         self.spec = spec
         self.chans = np.asarray(spec.channels)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
-from cnncli.render import col, to_json_value
+from cnncli.api.options import Options, choice, integer, opt, path
+from cnncli.api.result import Hear, Result, Warnings
+from cnncli.choices import PROVIDERS
+from cnncli.columns import col
 
 
 @dataclass(frozen=True)
@@ -22,26 +24,32 @@ class DemoRow:
     projections: int = col("projections", "int")
 
 
-@dataclass
-class DemoReport:
+@dataclass(frozen=True, kw_only=True)
+class DemoOptions(Options):
+    out: str = opt("cnn-demo", "--out", path(optional=False))
+    top: int = opt(4, "--top", integer(1))
+    provider: str = opt("auto", "--provider", choice(PROVIDERS))
+
+
+@dataclass(eq=False)
+class Demo(Result):
     model: str
     gallery: str
     rows: list[DemoRow]
     files: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    def document(self):
+        from cnncli.render import Document
+
+        return Document(rows=self.rows, row_type=DemoRow, meta={"model": self.model, "gallery": self.gallery},
+                        title=f"cnncli demo: {self.model}", totals={"files": len(self.files), "gallery": self.gallery})
 
 
-def _table_html(rows: list, columns: list[str], headers: list[str] | None = None) -> str:
-    from cnncli.render import cells, columns as fields
+def _table_html(rows: list, columns: list[str], headers: list[str]) -> str:
+    from cnncli.render.html import table_html
 
-    names = [f.name for f in fields(type(rows[0]))] if rows else []
-    pick = [names.index(c) for c in columns]
-    heads = headers or columns
-    out = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr></thead><tbody>"]
-    for r in rows:
-        cs = cells(r, human=True)
-        out.append("<tr>" + "".join(f"<td>{html.escape(cs[i])}</td>" for i in pick) + "</tr>")
-    out.append("</tbody></table>")
-    return "\n".join(out)
+    return table_html(rows, type(rows[0]), columns, headers)
 
 
 _STYLE = """
@@ -55,18 +63,28 @@ h3{margin-bottom:.2em}.note{color:#555;max-width:60em}
 """
 
 
-def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
-             progress: Callable[[str], None] | None = None) -> DemoReport:
+def run(options: DemoOptions, *, progress: Callable[[str], None] | None = None,
+        on_warning: Hear | None = None) -> Demo:
+    """The demo into ``options.out``; ``progress(text)`` hears what it is doing."""
+    warnings = Warnings(on_warning)
+    with warnings.capturing():
+        result = _run(options.out, options.top, options.provider, progress)
+    result.warnings = list(warnings)
+    return result
+
+
+def _run(out_dir: str, top: int, provider: str, progress: Callable[[str], None] | None) -> Demo:
     from cnncli.atomic import check_writable_dir, ensure_dir, write_bytes_atomic
     from cnncli.bundled import sample_images, sample_model
     from cnncli.costs.connectivity import model_connectivity
     from cnncli.frontend.graph import analyse
     from cnncli.imaging.pictures import save_png, to_display
-    from cnncli.frontend.load import load_model
+    from cnncli.api.sources import load
+    from cnncli.render import to_json_value
     from cnncli.imaging.preprocess import make_preprocess, read_image, to_tensor
     from cnncli.engine.project import Projector
     from cnncli.costs.receptive import receptive_fields
-    from cnncli.engine.runtime import resolve_provider
+    from cnncli.runtime.sessions import resolve_provider
     from cnncli.costs.stats import compute_stats
     from cnncli.engine.targets import by_layer, conv_nodes
 
@@ -74,7 +92,7 @@ def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
     check_writable_dir(out)
     provider = resolve_provider(provider)
     model_path = sample_model()
-    loaded = load_model(str(model_path))
+    loaded = load(str(model_path))
     model = loaded.model
     graph = analyse(model, batch=1)
     stats = compute_stats(graph)
@@ -123,7 +141,7 @@ def run_demo(out_dir: str | Path, top: int = 4, provider: str = "auto",
         {"layers": to_json_value(stats.layers), "totals": stats.totals}, indent=1).encode())
     files.append(str(out / "stats.json"))
     replace_manifest(out, previous, files)
-    return DemoReport(str(model_path), str(index), rows, files)
+    return Demo(str(model_path), str(index), rows, files)
 
 
 MANIFEST = ".cnn-demo-files.json"  # what the last run wrote, relative to the folder

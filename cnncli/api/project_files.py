@@ -1,4 +1,4 @@
-"""`cnn project` as a library call: the Python API's projection (cnncli.api.project) plus files.
+"""The files of `cnn project` (and of ``cnncli.project(..., out=DIR)``): one writer, one naming.
 
 Each projection is written as soon as it comes (PNG, figure, optional .npy; every file complete
 or absent: atomic renames) and dropped, so memory does not grow with the number of channels.
@@ -13,81 +13,52 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-from cnncli.api.project import Projection, ProjectionJob, default_title, figure_of
-from cnncli.render import col
+if TYPE_CHECKING:
+    from cnncli.api.project import Projection, ProjectionJob
 
 
 WRITERS = max(1, min(4, os.cpu_count() or 1))  # threads making and writing the pictures
 WRITE_AHEAD = 2 * WRITERS  # projections waiting to be written, at most
 
 
-@dataclass(frozen=True)
-class ProjectRequest:
-    model: str
-    input: str
-    layer: int | None = None
-    tensor: str | None = None
-    channels: str | None = None  # "12", "3,5,12", "all"
-    top: int | None = None
-    mode: str = "deconvnet"
-    keep: str = "map"
-    preset: str | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    bgr: bool | None = None
-    size: tuple[int, int] | None = None
-    norm: str = "grey"
-    out_dir: str = "cnn-out"
-    save_npy: bool = False
-    figure: bool = True  # the input | projection | overlay figure beside each projection
-    export_reverse: str | None = None
-    provider: str = "auto"
-    input_name: str | None = None
-    verbose: bool = False
-    max_batch: int = 64
-    max_memory: int | None = None  # bytes: the limit of the run's estimated memory [default: what is available]
+def default_title(meta: dict, channel: int) -> str:
+    """The title of a projection's figure."""
+    label = f"layer{meta['layer']}" if meta["layer"] is not None else meta["tensor"]
+    return f"{Path(meta['model']).name} · {label} · channel {channel} · {meta['mode']}, keep {meta['keep']}"
 
 
-@dataclass(frozen=True)
-class ProjectionRow:
-    channel: int = col("channel", "int")
-    max_activation: float = col("max activation")
-    location: list | None = col("location [y,x]", "dims")
-    files: dict = col("files", "files")
+def figure_of(p: "Projection", pixels, norm: str, title: str):
+    from cnncli.imaging.figure import projection_figure
 
-
-@dataclass
-class ProjectReport:
-    meta: dict[str, Any]
-    rows: list[ProjectionRow] = field(default_factory=list)
+    return projection_figure(pixels, p.to_uint8(norm), p.array, title)
 
 
 class ProjectionWriter:
-    """Writes each projection of a job under ``out_dir``; names are fixed at construction."""
+    """Writes each projection of a job under ``out_dir`` as the job's options say (norm, figure,
+    .npy); names are fixed, and their length checked, at construction."""
 
-    def __init__(self, job: ProjectionJob, out_dir: str | Path, norm: str = "grey", save_npy: bool = False,
-                 size_given: bool = False, figure: bool = True):
+    def __init__(self, job: ProjectionJob, out_dir: str | Path):
         from cnncli.atomic import check_writable_dir
 
-        self.job, self.out, self.norm, self.save_npy, self.figure = job, Path(out_dir), norm, save_npy, figure
+        o = job.options
+        self.job, self.out, self.norm, self.save_npy, self.figure = job, Path(out_dir), o.norm, o.save_npy, o.figure
         check_writable_dir(self.out)
-        self.prefix = self._prefix(size_given)
+        self.prefix = self._prefix(o.size is not None)
         widest = max(job.target.shape[1] - 1, 0)
         self.name_of(widest)  # the longest name this run can make: checked now, not after the work
         self._made_dir = False
 
     def _prefix(self, size_given: bool) -> str:
-        from cnncli.commands.naming import join, part, stem_of
+        from cnncli.imaging.naming import join, part, stem_of
 
         job, m = self.job, self.job.model
         label = f"layer{job.target.layer}" if job.target.layer is not None else part(job.target.tensor)
         tags = []
-        if job.keep != "map":
-            tags.append(f"keep-{job.keep}")
+        if job.options.keep != "map":
+            tags.append(f"keep-{job.options.keep}")
         if self.norm != "grey":
             tags.append(f"norm-{self.norm}")
         tags.append(self._prep_tag())
@@ -99,7 +70,7 @@ class ProjectionWriter:
     def _prep_tag(self) -> str:
         """'' for the model's own preprocessing; the preset's name, or a hash of the settings."""
         from cnncli.engine.model_input import model_preprocess
-        from cnncli.commands.naming import short_hash, slug
+        from cnncli.imaging.naming import short_hash, slug
 
         prep = self.job.image.prep
         if prep is None:
@@ -118,9 +89,9 @@ class ProjectionWriter:
 
     def name_of(self, channel: int) -> str:
         """The base name (no suffix) of one channel's files."""
-        from cnncli.commands.naming import NAME_MAX, fits, join, part
+        from cnncli.imaging.naming import NAME_MAX, fits, join, part
 
-        name = join(f"{self.prefix}_c{channel}_{self.job.mode}", self._tags)
+        name = join(f"{self.prefix}_c{channel}_{self.job.options.mode}", self._tags)
         if not fits(name + "_figure.png"):
             name = part(name, limit=NAME_MAX - len("_figure.png"))
         return name
@@ -162,36 +133,3 @@ def write_streamed(job: ProjectionJob, writer: ProjectionWriter,
         while pending:
             p, files = pending.popleft()
             done(p, files.result())
-
-
-def run_project(req: ProjectRequest, progress: Callable[..., None] | None = None) -> ProjectReport:
-    """``progress(n, total=...)`` is called once with n=0 and the number of projections, then
-    with n=1 after each projection is written."""
-    from cnncli.api.project import NORMS, _check, prepare
-    from cnncli.atomic import check_writable_dir
-
-    _check("norm", req.norm, NORMS)
-    check_writable_dir(Path(req.out_dir))
-    if req.export_reverse:
-        check_writable_dir(Path(req.export_reverse).parent, "--export-reverse file")
-    job = prepare(req.model, req.input, req.layer, req.tensor, req.channels, req.top, req.mode, req.keep,
-                  req.preset, req.mean, req.std, req.bgr, req.size, req.input_name, req.provider, req.max_batch,
-                  req.verbose, max_memory=req.max_memory)
-    writer = ProjectionWriter(job, req.out_dir, req.norm, req.save_npy, size_given=req.size is not None,
-                              figure=req.figure)
-    if progress:
-        progress(0, total=job.count)
-    rows = []
-
-    def done(p: Projection, files: dict[str, str]) -> None:
-        rows.append(ProjectionRow(p.channel, p.activation, p.location, files))
-        if progress:
-            progress(1)
-
-    write_streamed(job, writer, done)
-    if req.export_reverse:
-        from cnncli.atomic import write_bytes_atomic
-
-        projector = job.projector
-        write_bytes_atomic(req.export_reverse, projector.reverse_model(projector.last_forward).SerializeToString())
-    return ProjectReport(job.meta, rows)

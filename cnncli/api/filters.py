@@ -1,0 +1,128 @@
+"""`cnn filters` / ``cnncli.filters(model, layer=1)``: a conv layer's kernels as a montage (the
+first layer in colour, as in Zeiler & Fergus Fig. 6; deeper layers as each filter's strongest
+input-channel slice in grey)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnncli.api.options import Options, integer, opt, path
+from cnncli.api.result import Hear, Result, Warnings
+from cnncli.columns import col
+from cnncli.errors import CnnError
+
+
+@dataclass(frozen=True)
+class FilterRow:
+    channel: int = col("filter", "int")
+    norm: float = col("L2 norm")
+    shown_input: int | None = col("input channel shown", "int")  # None: all channels shown in RGB
+
+
+def weight_values(model, graph, name: str) -> np.ndarray:
+    """A weight's values: stored, or computed by its constant subgraph (run on onnxruntime)."""
+    import numpy as np
+
+    from cnncli.engine.project import ConstValues, forward_model
+    from cnncli.runtime.sessions import make_session
+
+    value = ConstValues(model).get(name)
+    if value is not None:
+        return np.asarray(value)
+    session = make_session(forward_model(model, [name], {}, graph.types).SerializeToString(), "cpu")
+    return session.run([name], {})[0]
+
+
+def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[FilterRow]]:
+    """w [Cout, Cin, kh, kw] → one uint8 tile per filter, 0 at mid-grey, each scaled by its own peak.
+
+    ``rgb`` (the first layer, 3 input channels): each filter in colour; otherwise its strongest
+    input-channel slice in grey."""
+    import numpy as np
+
+    tiles, rows = [], []
+    for c, f in enumerate(w.astype(np.float64)):
+        norm = float(np.sqrt((f**2).sum()))
+        if rgb:
+            img, shown = f.transpose(1, 2, 0), None
+        else:
+            shown = int(np.argmax((f**2).reshape(f.shape[0], -1).sum(axis=1)))
+            img = f[shown]
+        peak = np.abs(img).max()
+        t = 0.5 + 0.5 * img / peak if peak > 0 else np.full_like(img, 0.5)
+        tiles.append(np.round(t * 255).astype(np.uint8))
+        rows.append(FilterRow(c, norm, shown))
+    return tiles, rows
+
+
+@dataclass(frozen=True, kw_only=True)
+class FiltersOptions(Options):
+    layer: int = opt(None, "--layer", integer())
+    out: str | None = opt(None, "--out", path(), cli_default="cnn-out")  # None: write nothing
+
+
+@dataclass(eq=False)
+class Filters(Result):
+    """A conv layer's kernels: ``weights`` [Cout, Cin, kh, kw], one FilterRow per filter in
+    ``rows``, the montage as a uint8 picture (``montage``), ``meta`` (model, layer, node,
+    weight_shape, rgb, montage: its path when written), ``files`` and ``warnings``."""
+
+    meta: dict[str, Any]
+    rows: list[FilterRow]
+    weights: Any
+    montage: Any
+    warnings: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    def document(self):
+        from cnncli.render import Document
+
+        m = self.meta
+        title = f"{m['model']} · layer {m['layer']} kernels {'x'.join(map(str, m['weight_shape']))} · montage {m['montage']}"
+        return Document(rows=self.rows, row_type=FilterRow, rows_key="filters", meta=m, title=title)
+
+
+def run(model: Any, options: FiltersOptions, *, on_warning: Hear | None = None) -> Filters:
+    """The kernels of layer ``options.layer`` of ``model``; the montage PNG goes under ``out``."""
+    import numpy as np
+
+    from cnncli.api.sources import load
+    from cnncli.atomic import check_writable_dir, ensure_dir
+    from cnncli.engine.targets import by_layer, conv_nodes
+    from cnncli.frontend.damage import damage_explained
+    from cnncli.frontend.graph import analyse
+    from cnncli.frontend.load import load_external_weights
+    from cnncli.imaging.naming import stem_of
+    from cnncli.imaging.pictures import grid, save_png
+
+    o = options
+    warnings = Warnings(on_warning)
+    with damage_explained(), warnings.capturing():
+        if o.out is not None:
+            check_writable_dir(Path(o.out))
+        loaded = load(model)
+        load_external_weights(loaded)
+        graph = analyse(loaded.model)
+        by_layer(graph, o.layer)  # range check with the usual message
+        conv = conv_nodes(graph)[o.layer - 1]
+        w = weight_values(loaded.model, graph, conv.input[1])
+        if w.ndim != 4:
+            raise CnnError(f"layer {o.layer} is a {w.ndim - 2}-D convolution; only 2-D kernels can be drawn")
+        rgb = o.layer == 1 and w.shape[1] == 3  # a deeper conv reading 3 channels is not looking at colours
+        tiles, rows = filter_tiles(w, rgb)
+        tile = int(max(24, min(64, 8 * max(w.shape[2:]))))
+        montage = grid(tiles, int(np.ceil(np.sqrt(len(tiles)))), tile, gap=2, bg=255)
+        written = None
+        if o.out is not None:
+            written = str(save_png(montage, ensure_dir(Path(o.out)) / f"{stem_of(loaded.name, 'model')}_layer{o.layer}_filters.png"))
+    meta = {"model": loaded.name, "layer": o.layer, "node": conv.name or conv.output[0],
+            "weight_shape": list(w.shape), "rgb": rgb, "montage": written}
+    return Filters(meta, rows, w, montage, list(warnings), [written] if written else [])
+
+
+def filters(model: Any, **options: Any) -> Filters:
+    """A conv layer's kernels (``layer``, numbered as ``cnn stats`` numbers them); the montage PNG
+    is written only when ``out`` names a folder."""
+    return run(model, FiltersOptions.from_kwargs(options))

@@ -1,0 +1,11 @@
+"""The one home of every closed set of option values: the click choices, the Python API's checks
+and the engines all read these tuples (the first value is the default where there is one)."""
+
+MODES = ("deconvnet", "backprop", "guided")  # how a signal passes a ReLU going back (README: cnn project)
+KEEPS = ("map", "max")  # seed a channel's whole map, or only its strongest unit
+NORMS = ("grey", "minmax", "percentile")  # how a projection becomes pixels
+PRESETS = ("imagenet", "caffe", "unit", "raw")  # image preprocessing
+PROVIDERS = ("auto", "cpu", "cuda")  # onnxruntime execution providers
+ENGINES = ("local", "ray")  # where `cnn top` scans
+GROUPINGS = ("layer", "op")  # `cnn stats --by`
+FORMATS = ("table", "json", "jsonl", "csv", "markdown")  # --format: the one renderer's formats
