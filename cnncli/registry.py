@@ -37,6 +37,3 @@ class Registry(dict):
 
     def fact(self, op: str, key: str, default: Any = None) -> Any:
         return self.facts.get(op, {}).get(key, default)
-
-    def ops(self) -> frozenset[str]:
-        return frozenset(self)

@@ -69,9 +69,6 @@ class Options:
         f = next(f for f in dataclasses.fields(cls) if f.name == name)
         return f.metadata.get("cli_default", f.default) if cli else f.default
 
-    def replace(self, **changes: Any):
-        return dataclasses.replace(self, **changes)
-
 
 # ----------------------------------------------------------------------------- checks
 
