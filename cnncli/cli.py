@@ -21,9 +21,23 @@ from cnncli.choices import ENGINES, FORMATS, GROUPINGS, KEEPS, MODES, NORMS, PRE
 from cnncli.errors import BadArgument, CnnError
 
 
-def _one_line(message: str) -> str:
-    """An error message on one line (an onnx or OS message may span several)."""
-    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+def _one_line(message: object) -> str:
+    """An error message on one line (an onnx or OS message may span several), escaped as every
+    message is (``cnncli.render.console.one_line``: the names and paths it quotes can send the
+    terminal no control or bidi character)."""
+    from cnncli.render.console import one_line
+
+    return one_line(message)
+
+
+def _escaped(exc: click.ClickException) -> click.ClickException:
+    """A click error with its whole message escaped like every other message: click's own ones
+    quote what was typed (``No such command '…'``, ``Invalid value for '--format': '…'``) and
+    strip only CSI sequences, not OSC ones, and only off a terminal."""
+    text = _one_line(exc.format_message())
+    new = click.UsageError(text, ctx=exc.ctx) if isinstance(exc, click.UsageError) else click.ClickException(text)
+    new.exit_code = exc.exit_code
+    return new
 
 
 _FACTORIES: dict[str, "object"] = {}  # command name -> the function that defines it
@@ -45,6 +59,12 @@ class CnnGroup(click.Group):
             self.add_command(_FACTORIES[name](), name)
         return self.commands.get(name)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as exc:  # `cnn --no-such-option`: escaped as well
+            raise _escaped(exc) from None
+
     def invoke(self, ctx: click.Context):
         from cnncli.render.routed_warnings import routed_warnings
 
@@ -63,9 +83,10 @@ class CnnGroup(click.Group):
             raise click.BadParameter(_one_line(exc), param_hint=f"'{exc.param}'") from None
         except CnnError as exc:
             raise click.ClickException(_one_line(exc)) from None
-        except click.UsageError as exc:
-            exc.ctx = None  # one line: "Error: ..." without the usage block
-            raise
+        except click.ClickException as exc:
+            if isinstance(exc, click.UsageError):
+                exc.ctx = None  # one line: "Error: ..." without the usage block
+            raise _escaped(exc) from None
         except BrokenPipeError:  # the reader of stdout left (cnn … | head): a normal end, exit 0
             raise click.exceptions.Exit(0) from None
 
@@ -331,13 +352,14 @@ class _progress:
 
         from cnncli.render.console import err_console
 
-        columns = [SpinnerColumn(), TextColumn(self.label), MofNCompleteColumn(), TimeElapsedColumn()]
+        # the label as text, escaped as every message (never markup, never a format string)
+        columns = [SpinnerColumn(), TextColumn("{task.description}", markup=False), MofNCompleteColumn(), TimeElapsedColumn()]
         if total is not None:  # a known count: a bar and the time left
             columns[2:2] = [BarColumn()]
             columns.append(TimeRemainingColumn())
         self.bar = Progress(*columns, console=err_console(), transient=True)
         self.bar.start()
-        self.task = self.bar.add_task(self.label, total=total)
+        self.task = self.bar.add_task(_one_line(self.label), total=total)
 
     def _tick(self, n: int, total: int | None = None) -> None:
         if self.bar is None:

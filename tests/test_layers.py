@@ -11,7 +11,7 @@ import pytest
 
 from helpers import REPO
 
-BASE = {"errors", "choices", "columns", "registry", "atomic", "bundled", "gcpause"}
+BASE = {"errors", "choices", "columns", "registry", "atomic", "bundled", "gcpause", "escaping"}
 # folder (or top-level module) -> what it may import besides itself; README "Code layout"
 ALLOWED = {
     "frontend": BASE,

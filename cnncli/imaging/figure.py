@@ -104,8 +104,12 @@ def projection_figure(pixels: np.ndarray, proj_img: np.ndarray, proj: np.ndarray
     """Input | projection | overlay side by side under a title: a Pillow RGB image.
 
     pixels: the input as shown, uint8 [H, W, 3]; proj_img: the projection as shown (uint8
-    [H, W] or [H, W, 3], already normalised); proj: the raw projection [C, H, W] for the overlay."""
+    [H, W] or [H, W, 3], already normalised); proj: the raw projection [C, H, W] for the overlay.
+    The title (a model path, a tensor name) is drawn on one line, its control and bidi characters
+    as escapes (``cnncli.escaping.visible``: a newline as ``\\n``)."""
     from PIL import ImageDraw
+
+    from cnncli.escaping import visible
 
     panels = [_panel(pixels), _panel(proj_img), _panel(overlay(pixels, proj))]
     pw = max(p.width for p in panels)
@@ -113,7 +117,7 @@ def projection_figure(pixels: np.ndarray, proj_img: np.ndarray, proj: np.ndarray
     canvas = _template(pw, ph).copy()
     draw = ImageDraw.Draw(canvas)
     tfont = _font(TITLE_SIZE)
-    draw.text((canvas.width / 2, MARGIN), _fit_text(draw, title, tfont, canvas.width - 2 * MARGIN), font=tfont,
+    draw.text((canvas.width / 2, MARGIN), _fit_text(draw, visible(title), tfont, canvas.width - 2 * MARGIN), font=tfont,
               fill=INK, anchor="ma")
     top = MARGIN + TITLE_H + LABEL_H
     for i, im in enumerate(panels):

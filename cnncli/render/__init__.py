@@ -4,7 +4,12 @@ Markdown, on any output stream.
 - document.py: the Document, column metadata (``col``) and cell texts, shared by all formats;
 - formats.py: JSON/JSONL/CSV/Markdown (exact values, strict JSON);
 - table.py: tables for people (every column on a pipe, the columns that fit on a terminal);
-- text.py: human units, display width, shortening, visible control characters, ASCII fallback.
+- text.py: human units, display width, shortening, ASCII fallback.
+
+Names and paths go through ``cnncli.escaping.visible`` (control and bidi characters as escapes)
+in what is meant for people wherever it goes: the table and Markdown. JSON and JSONL are always
+ASCII (``\u001b``), so safe anywhere and exact. CSV is exact in a pipe or a file and escaped on a
+terminal.
 
 ``render`` writes to a stream and turns its failures into the tool's errors: a reader that went
 away (``| head``) ends the run quietly (BrokenPipeError goes up to the CLI, which exits 0); a
@@ -40,6 +45,13 @@ def _stream_name(stream: Any) -> str:
     if stream is sys.__stdout__ or getattr(stream, "name", None) in ("<stdout>", 1):
         return "standard output"
     return str(getattr(stream, "name", "the output"))
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no such method, or a closed stream
+        return False
 
 
 def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[str] | None = None,
@@ -91,13 +103,12 @@ def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: 
                 from cnncli.render.console import warn
             warn("some values are not finite (NaN or infinity, e.g. activations that overflowed); "
                  "they are written as null")
-    elif fmt == "csv":
-        formats.csv_rows(doc, write, picked)
+    elif fmt == "csv":  # exact in a pipe or a file; escaped on a terminal, as every text for people
+        formats.csv_rows(doc, write, picked, escape=_isatty(stream))
     elif fmt == "markdown":
         formats.markdown(doc, write, picked)
     else:
-        tty = stream.isatty() if hasattr(stream, "isatty") else False
-        if not tty:
+        if not _isatty(stream):
             table.plain_table(doc, picked, stream.write, encoding)
             return
         if not chosen:

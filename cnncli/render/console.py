@@ -1,8 +1,9 @@
 """Messages for people go to stderr; stdout carries only data.
 
 Every message is printed as text, never as rich markup (a node named ``[bold]x[/bold]`` or a
-file ``a[/]b.onnx`` shows as is), on one line (line breaks become spaces, other control
-characters visible escapes), in what the stderr encoding can take (ASCII spellings otherwise).
+file ``a[/]b.onnx`` shows as is), on one line (line breaks become spaces, other control and bidi
+characters visible escapes: ``cnncli.escaping``), in what the stderr encoding can take (ASCII
+spellings otherwise). The `Error: …` line of the CLI goes through the same ``one_line``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ def err_console():
 
 
 def one_line(message: object) -> str:
-    """``message`` as one line of printable text, ready for stderr's encoding."""
-    from cnncli.render.text import encodable, visible
+    """``message`` as one line of escaped text (``cnncli.escaping.one_line``: line breaks joined,
+    control and bidi characters as visible escapes), ready for stderr's encoding."""
+    from cnncli.escaping import one_line as escaped
+    from cnncli.render.text import encodable
 
-    text = str(message)
-    if not text.isprintable():
-        text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ").replace("\t", " ")
-        text = visible(text)
-    return encodable(text, err_console().encoding)
+    return encodable(escaped(message), err_console().encoding)
 
 
 def _print(text) -> None:

@@ -15,7 +15,7 @@ import re
 from typing import Any, Callable
 
 from cnncli.render.document import Document, cells, columns, headers, numeric, summary_lines, to_json_value
-from cnncli.render.text import visible
+from cnncli.escaping import ESCAPED_CLASS, visible
 
 Write = Callable[[str], Any]
 
@@ -91,23 +91,23 @@ class _Sink:
         self.write = write
 
 
-def csv_rows(doc: Document, write: Write, picked: list[int]) -> None:
+def csv_rows(doc: Document, write: Write, picked: list[int], escape: bool = False) -> None:
+    """CSV with exact cells; with ``escape`` (stdout is a terminal) each cell through ``visible``,
+    so that a name from the model sends the terminal no control or bidi character."""
     writer = csv.writer(_Sink(write), lineterminator="\n")
     names = [f.name for f in columns(doc.row_type)]
-    if len(picked) == len(names):
-        writer.writerow(names)
-        for r in doc.rows:
-            writer.writerow(cells(r, human=False))
-    else:
-        writer.writerow([names[i] for i in picked])
-        for r in doc.rows:
-            cs = cells(r, human=False)
-            writer.writerow([cs[i] for i in picked])
+    full = len(picked) == len(names)
+    writer.writerow(names if full else [names[i] for i in picked])
+    for r in doc.rows:
+        cs = cells(r, human=False)
+        if not full:
+            cs = [cs[i] for i in picked]
+        writer.writerow([visible(c) for c in cs] if escape else cs)
 
 
 _MD = str.maketrans({c: "\\" + c for c in "\\|*`[]<>&"})
 # True for text (cells joined by \x00) that md_escape would leave as it is
-_MD_PLAIN = re.compile(r"[^\\|*`\[\]<>&\x01-\x1f\x7f-\x9f\u2028\u2029]*").fullmatch
+_MD_PLAIN = re.compile(r"[^\\|*`\[\]<>&" + ESCAPED_CLASS.replace("\x00", "\x01") + "]*").fullmatch
 
 
 def md_escape(text: str) -> str:

@@ -9,22 +9,26 @@ from cnncli.atomic import atomic_path
 
 
 def stats_figure(rows: Sequence, title: str = ""):
-    """Bars of MACs and params per layer on a log scale, CPR in a panel beside them."""
+    """Bars of MACs and params per layer on a log scale, CPR in a panel beside them. Layer names
+    and the title are drawn as they are: control and bidi characters as escapes
+    (``cnncli.escaping.visible``), ``$`` not read as mathtext."""
     from matplotlib.figure import Figure
+
+    from cnncli.escaping import visible
 
     rows = [r for r in rows if (r.macs or 0) > 0 or (r.params or 0) > 0]
     n = max(len(rows), 1)
     height = min(max(3.0, 0.22 * n + 1.5), 60.0)
     fig = Figure(figsize=(12, height), layout="constrained")
     ax_cost, ax_cpr = fig.subplots(1, 2, sharey=True, width_ratios=[2, 1])
-    labels = [f"{r.index}: {r.name}" if r.index else r.name for r in rows]
+    labels = [visible(f"{r.index}: {r.name}" if r.index else r.name) for r in rows]
     ys = list(range(len(rows)))
     macs = [r.macs or 0 for r in rows]
     params = [r.params or 0 for r in rows]
     ax_cost.barh([y - 0.2 for y in ys], macs, height=0.4, label="MACs", color="#1f77b4")
     ax_cost.barh([y + 0.2 for y in ys], params, height=0.4, label="params", color="#ff7f0e")
     ax_cost.set_xscale("log")
-    ax_cost.set_yticks(ys, labels, fontsize=7)
+    ax_cost.set_yticks(ys, labels, fontsize=7, parse_math=False)
     ax_cost.invert_yaxis()
     ax_cost.legend(loc="lower right")
     ax_cost.set_xlabel("count (log scale)")
@@ -36,7 +40,7 @@ def stats_figure(rows: Sequence, title: str = ""):
     ax_cpr.set_xlabel("CPR = MACs / weights (log scale)")
     ax_cpr.set_title("CPR (conv: output H×W)")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(visible(title), parse_math=False)
     return fig
 
 

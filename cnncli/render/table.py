@@ -10,7 +10,8 @@ that does not fit, each row as a record of ``header value`` pairs over a few lin
 never split across lines.
 
 Every string from a model (names, paths) is printed as is: nothing is read as markup, and
-control characters are shown as escapes (``\\n``, ``\\e``).
+control and bidi characters are shown as escapes (``\\n``, ``\\e``, ``\\u202e``), on a pipe too
+(``cnncli.escaping.visible``; JSON, JSONL and CSV carry the exact text).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from cnncli.escaping import visible
 from cnncli.render.document import Document, cells, column_names, headers, kinds, summary_lines
-from cnncli.render.text import encodable, human, is_unicode, shorten_middle, visible, width
+from cnncli.render.text import encodable, human, is_unicode, shorten_middle, width
 
 Write = Callable[[str], Any]
 

@@ -1,11 +1,13 @@
 """Text helpers for what cnncli writes for people: numbers in human units, display width,
-shortening in the middle, control characters made visible, and ASCII for streams that cannot
-take anything else."""
+shortening in the middle, and ASCII for streams that cannot take anything else. Control and
+bidi characters are made visible by the one escaping function, ``cnncli.escaping.visible``
+(re-exported here)."""
 
 from __future__ import annotations
 
 import codecs
-import re
+
+from cnncli.escaping import visible  # noqa: F401  the one escaping function (in the base: imaging uses it too)
 
 _UNITS = ("", "K", "M", "G", "T", "P", "E")
 
@@ -24,21 +26,6 @@ def human(value: int | float) -> str:
         n /= 1000
         i += 1
     return f"{sign}{n:.1f}{_UNITS[i]}"
-
-
-# C0 and C1 control characters, DEL, and the Unicode line/paragraph separators: anything that
-# would move the cursor, end a line or start a terminal escape sequence.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
-
-
-def visible(text: str) -> str:
-    """``text`` with control characters written as escapes (a newline as ``\\n``, ESC as
-    ``\\e``): a name from a model can neither break a table's lines nor send the terminal an
-    escape sequence. Everything else, markup-like brackets included, is kept verbatim."""
-    if text.isprintable():
-        return text
-    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}"), text)
 
 
 def width(text: str) -> int:
