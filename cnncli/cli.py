@@ -30,11 +30,16 @@ def _one_line(message: object) -> str:
     return one_line(message)
 
 
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: `cnn` alone
+
+
 def _escaped(exc: click.ClickException) -> click.ClickException:
     """A click error with its whole message escaped like every other message: click's own ones
     quote what was typed (``No such command '…'``, ``Invalid value for '--format': '…'``) and
     strip only CSI sequences, not OSC ones, and only off a terminal."""
     text = _one_line(exc.format_message())
+    if isinstance(exc, _HELP) or text == exc.format_message():  # `cnn` alone shows the help; nothing to escape
+        return exc
     new = click.UsageError(text, ctx=exc.ctx) if isinstance(exc, click.UsageError) else click.ClickException(text)
     new.exit_code = exc.exit_code
     return new

@@ -151,6 +151,8 @@ def test_errors_naming_arguments_are_escaped(files, tmp_path):
         assert isinstance(r.exception, SystemExit), (args, repr(r.exception))
         assert_clean(r.stderr)
         assert "Error: " in r.stderr and "\\" in r.stderr.split("Error: ", 1)[1], (args, r.stderr)
+    r = run()  # `cnn` alone: still the help (its lines are not an error to escape)
+    assert "Commands:" in r.output and "stats" in r.output and "Error" not in r.output, r.output
 
 
 # ----------------------------------------------------------------------------- warnings, tables, data
