@@ -38,7 +38,8 @@ def connectivity_row(index, name, in_shape, out_shape, weight_shape) -> Connecti
     x = numel(in_shape[1:]) if in_shape else None
     y = numel(out_shape[1:]) if out_shape else None
     shared = numel(weight_shape)
-    local = None if y is None or shared is None or not weight_shape else y * (shared // weight_shape[0])
+    # Cout 0 (an empty weight): no output unit, no connection
+    local = None if y is None or shared is None or not weight_shape else y * (shared // weight_shape[0] if weight_shape[0] else 0)
     full = None if x is None or y is None else x * y
     return ConnectivityRow(
         index=index,

@@ -62,7 +62,8 @@ def _conv(v: NodeView) -> Cost:
     y, w = v.out_numel(), v.in_numel(1)
     if y is None or w is None or not v.ins[1]:
         return UNKNOWN
-    macs = y * (w // v.ins[1][0])  # N·Cout·Hout·Wout · (Cin/g)·kh·kw
+    cout = v.ins[1][0]
+    macs = y * (w // cout) if cout else 0  # N·Cout·Hout·Wout · (Cin/g)·kh·kw (Cout 0: nothing)
     bias = y if len(v.inputs) > 2 and v.inputs[2] else 0
     return Cost(macs, bias)
 
@@ -71,7 +72,8 @@ def _conv_transpose(v: NodeView) -> Cost:
     x, w, y = v.in_numel(0), v.in_numel(1), v.out_numel()
     if x is None or w is None or y is None or not v.ins[1]:
         return UNKNOWN
-    macs = x * (w // v.ins[1][0])  # N·Cin·Hin·Win · (Cout/g)·kh·kw: every input pixel, once
+    cin = v.ins[1][0]
+    macs = x * (w // cin) if cin else 0  # N·Cin·Hin·Win · (Cout/g)·kh·kw: every input pixel, once
     bias = y if len(v.inputs) > 2 and v.inputs[2] else 0
     return Cost(macs, bias)
 

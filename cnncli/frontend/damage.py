@@ -11,17 +11,9 @@ goes up as it is. Nothing is kept once the call ends.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Iterator
 
-_parsed: ContextVar[list | None] = ContextVar("cnncli_parsed_models", default=None)
-
-
-def note_parsed(model, name: str) -> None:
-    """Called by the loader for each model it parses (kept only inside :func:`damage_explained`)."""
-    seen = _parsed.get()
-    if seen is not None:
-        seen.append((model, name))
+from cnncli.frontend.parsed import parsed as _parsed
 
 
 def explain_if_damaged(model) -> None:

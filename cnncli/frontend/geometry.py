@@ -41,6 +41,7 @@ def window(node: onnx.NodeProto, in_shape: Shape | None, kernel: tuple[int, ...]
     pads = a.get("pads", [0] * (2 * r))
     auto = a.get("auto_pad", "NOTSET")
     begin, end = tuple(pads[:r]), tuple(pads[r:])
+    _check_window(node, k, s, d, pads, int(a.get("group", 1)))
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         if in_shape is None or any(x is None for x in in_shape[-r:]):
             return None
@@ -59,3 +60,16 @@ def window(node: onnx.NodeProto, in_shape: Shape | None, kernel: tuple[int, ...]
     elif auto == "VALID":
         begin, end = (0,) * r, (0,) * r
     return Window(k, s, begin, end, d, int(a.get("group", 1)), bool(a.get("ceil_mode", 0)))
+
+
+def _check_window(node: onnx.NodeProto, k, s, d, pads, group: int) -> None:
+    """Window attributes no runtime takes (a stride or dilation of 0 divides by zero in SAME
+    padding): the model is damaged."""
+    for what, values, least in (("kernel", k, 1), ("strides", s, 1), ("dilations", d, 1), ("pads", pads, 0),
+                                ("group", (group,), 1)):
+        if any(v < least for v in values):
+            from cnncli.frontend.parsed import damaged
+
+            raise damaged(f"node '{node.name or (node.output or [node.op_type])[0]}' ({node.op_type}) has {what} "
+                          f"{list(values) if len(values) > 1 or what != 'group' else values[0]} "
+                          f"(at least {least} expected)")

@@ -218,7 +218,8 @@ def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
             g.initializer.append(t)
         else:
             g.initializer.add(name=t.name, dims=t.dims, data_type=t.data_type)
-    g.sparse_initializer.extend(src.sparse_initializer)
+    for st in src.sparse_initializer:  # onnx's inference takes the values' 1-D shape: give it the dense one
+        g.initializer.add(name=st.values.name, dims=st.dims, data_type=st.values.data_type)
     return light
 
 
@@ -363,8 +364,9 @@ def _find_consts(graph: onnx.GraphProto, shapes: dict, types: dict, info: list[N
         consts[name] = ConstRef(name, math.prod(dims), elem, tensor=t)
         shapes[name] = dims
         types[name] = elem
-    for st in graph.sparse_initializer:
-        consts[st.values.name] = ConstRef(st.values.name, math.prod(st.dims), st.values.data_type)
+    for st in graph.sparse_initializer:  # params: the values it stores; its shape: the dense one
+        stored = st.values.dims[0] if len(st.values.dims) == 1 else None
+        consts[st.values.name] = ConstRef(st.values.name, stored, st.values.data_type)
         shapes[st.values.name] = tuple(st.dims)
         types[st.values.name] = st.values.data_type
     for node, ni in zip(graph.node, info):
@@ -455,6 +457,8 @@ def _ceil_pool_fixes(nodes, info: list[NodeInfo], shapes: dict) -> dict[str, tup
         r = len(k)
         s, d = a.get("strides", [1] * r), a.get("dilations", [1] * r)
         pads = a.get("pads", [0] * 2 * r) if a.get("auto_pad", "NOTSET") == "NOTSET" else [0] * 2 * r
+        if min((*s, *d, *k), default=1) < 1 or len(s) != r or len(d) != r or len(pads) != 2 * r:
+            continue  # damaged: window() says so
         fixed = list(y)
         for i in range(r):
             n, pb, pe = x[2 + i], pads[i], pads[r + i]
@@ -563,6 +567,9 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
         explain_if_damaged(model)
     for spec in inputs:
         shapes[spec.name] = spec.shape
+    from cnncli.frontend.wellformed import check_shapes
+
+    check_shapes(shapes)
     for ni in info:  # a ConstantOfShape weight whose size only inference knew
         if ni.op == "ConstantOfShape" and ni.outputs and ni.outputs[0] in consts:
             ref = consts[ni.outputs[0]]

@@ -14,7 +14,14 @@ def _text(shape) -> str:
 
 
 def check_ranks(graph: onnx.GraphProto, input_shapes: dict[str, tuple[int, ...]]) -> None:
-    """An --input-shape whose rank differs from the input's declared rank is refused (exit 2)."""
+    """An --input-shape whose rank differs from the input's declared rank, or of more elements
+    than int64 counts, is refused (exit 2)."""
+    from cnncli.frontend.wellformed import dims_problem
+
+    for name, given in input_shapes.items():
+        why = dims_problem(given)
+        if why is not None:
+            raise BadArgument("--input-shape", f"input '{name}' has {why}")
     for vi in graph.input:
         given = input_shapes.get(vi.name)
         tt = vi.type.tensor_type

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 import sys
@@ -14,7 +13,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from cnncli.errors import ModelError
-from cnncli.frontend.damage import note_parsed
+from cnncli.frontend.parsed import note_parsed
 from cnncli.frontend.external import check_locations
 
 
@@ -24,23 +23,48 @@ class LoadedModel:
     source: str  # the path as given, or "-" for standard input
     base_dir: Path | None  # folder that external data paths are relative to
     missing_external: list[str] = field(default_factory=list)  # external data files not found
+    has_external: bool = True  # False: the model is known to name no external data
 
     @property
     def name(self) -> str:
         return "<stdin>" if self.source == "-" else self.source
 
 
+# protobuf parses no message over 2 GiB, so no .onnx file is larger (big weights live in external
+# data): a larger file, or an endless stream (`cat /dev/zero | cnn stats -`), is refused there
+MAX_MODEL_BYTES = 2 << 30
+_READ = 1 << 22
+
+
+def _too_large(name: str) -> ModelError:
+    gib = MAX_MODEL_BYTES / (1 << 30)
+    return ModelError(f"'{name}' is larger than {gib:g} GiB, more than an ONNX model can hold (protobuf's limit)")
+
+
+def _read_rest(stream: BinaryIO, head: bytes, name: str) -> bytes:
+    """``head`` and the rest of a stream that cannot tell its size, refused past MAX_MODEL_BYTES."""
+    parts, total = [head], len(head)
+    while chunk := stream.read(_READ):
+        total += len(chunk)
+        if total > MAX_MODEL_BYTES:
+            raise _too_large(name)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 def read_source_bytes(source: str, stdin: BinaryIO | None = None) -> bytes:
     """The model file's bytes, once its first bytes show it can be a model (a large file that
-    is not one is refused without being read whole)."""
+    is not one is refused without being read whole), at most MAX_MODEL_BYTES of them."""
     from cnncli.frontend.sniff import CHUNK, check_model_bytes
 
     if source == "-":
-        stream = stdin if stdin is not None else sys.stdin.buffer
+        stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", None)
+        if stream is None:  # `cnn stats - <&-`: Python has no sys.stdin
+            raise ModelError("cannot read the model from standard input: it is closed")
         head = stream.read(CHUNK)
         if head:
             check_model_bytes(stream, head, None, "<stdin>")
-        return head + stream.read()
+        return _read_rest(stream, head, "<stdin>")
     path = Path(source)
     if not path.exists():
         raise ModelError(f"cannot read model '{source}': no such file")
@@ -50,11 +74,13 @@ def read_source_bytes(source: str, stdin: BinaryIO | None = None) -> bytes:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             regular = stat.S_ISREG(st.st_mode)  # a FIFO or device cannot seek: checked as a pipe
+            if regular and st.st_size > MAX_MODEL_BYTES:
+                raise _too_large(source)
             head = f.read(CHUNK)
             if head:
                 check_model_bytes(f, head, st.st_size if regular else None, source)
             if not regular:
-                return head + f.read()
+                return _read_rest(f, head, source)
             f.seek(0)
             return f.read()
     except OSError as exc:
@@ -77,10 +103,13 @@ def parse_model(data: bytes, name: str) -> onnx.ModelProto:
 
 
 def _check_references(graph: onnx.GraphProto, name: str) -> None:
-    """Every node input must be defined before use: catches truncated or damaged graphs."""
-    known = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    known.update(t.values.name for t in graph.sparse_initializer)
+    """Every node input must be defined before use (catches truncated or damaged graphs), and
+    every tensor is written once: by the graph (an input or an initializer) or by one node."""
+    given = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    given.update(t.values.name for t in graph.sparse_initializer)
+    known = set(given)
     known.add("")
+    writer: dict[str, str] = {}
     for node in graph.node:
         for inp in node.input:
             if inp not in known:
@@ -88,89 +117,74 @@ def _check_references(graph: onnx.GraphProto, name: str) -> None:
                     f"'{name}' is damaged or truncated: node '{node.name or node.op_type}' "
                     f"reads '{inp}', which nothing defines"
                 )
-        known.update(node.output)
+        for out in node.output:
+            if out in known and out:
+                _written_twice(name, node, out, writer.get(out), out in given)
+            known.add(out)
+            writer[out] = node.name or node.op_type
     for out in graph.output:
         if out.name not in known:
             raise ModelError(f"'{name}' is damaged or truncated: graph output '{out.name}' is never produced")
 
 
-def _all_tensors(model: onnx.ModelProto):
-    """Initializers, and the tensors of Constant nodes (onnx.save keeps other attributes inline
-    unless told otherwise)."""
-    yield from model.graph.initializer
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.TENSOR:
-                    yield a.t
+def _written_twice(name: str, node: onnx.NodeProto, out: str, first: str | None, by_graph: bool) -> None:
+    label = f"node '{node.name or node.op_type}'"
+    if list(node.output).count(out) > 1:
+        what = f"{label} names its output '{out}' twice"
+    elif by_graph:
+        what = f"{label} writes '{out}', which is a graph input or initializer"
+    else:
+        what = f"'{out}' is written twice (by node '{first}' and by {label})"
+    raise ModelError(f"'{name}' is damaged: {what} (each tensor must have one writer)")
 
 
 def external_data_files(model: onnx.ModelProto) -> list[str]:
-    """Locations of the external data files the model's tensors refer to, in order."""
-    seen: dict[str, None] = {}
-    for tensor in _all_tensors(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            for entry in tensor.external_data:
-                if entry.key == "location":
-                    seen.setdefault(entry.value, None)
-    return list(seen)
+    """Locations of the external data files the model's tensors (anywhere in it) refer to, in order."""
+    from cnncli.frontend.external import external_locations
+
+    return external_locations(model)
 
 
-# external tensors up to this many elements (shape and axes tensors) are read in: shape
-# inference needs their values, and they cost a few bytes each
-_SMALL_EXTERNAL = 64
+def open_parsed(data: bytes, name: str, source: str | None = None, base_dir: Path | None = None) -> LoadedModel:
+    """The LoadedModel of a model's bytes: parsed and checked (:func:`parse_model`), every
+    external data location checked before any of them is looked at (from bytes, stdin or a
+    ModelProto, with no folder, all of them are missing). Only tiny external tensors (shapes,
+    axes) are read in, from data files that exist."""
+    from cnncli.frontend.external import external_locations, inline_small
 
-
-def _inline_small_external(model: onnx.ModelProto, base_dir: Path, present: set[str]) -> None:
-    from onnx.external_data_helper import load_external_data_for_tensor
-
-    for tensor in model.graph.initializer:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL or math.prod(tensor.dims) > _SMALL_EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), None)
-        if location not in present:
-            continue
-        try:
-            load_external_data_for_tensor(tensor, str(base_dir))
-        except Exception:  # unreadable or out of range: leave it external, shapes may stay unknown
-            continue
-
-
-def load_model(source: str, stdin: BinaryIO | None = None) -> LoadedModel:
-    """Load the graph without external data: weights that live in other files stay there.
-
-    Only tiny external tensors (shapes, axes) are read in, from data files that exist.
-    """
-    data = read_source_bytes(source, stdin)
-    name = "<stdin>" if source == "-" else source
     model = parse_model(data, name)
-    base_dir = None if source == "-" else Path(source).resolve().parent
     missing, present = [], set()
-    locations = external_data_files(model)
-    check_locations(locations, base_dir, name)  # before any of them is looked at
+    locations = external_locations(model, data)
+    check_locations(locations, base_dir, name)
     for location in locations:
         if base_dir is None or not os.path.isfile(base_dir / location):
             missing.append(location)
         else:
             present.add(location)
     if present:
-        _inline_small_external(model, base_dir, present)
-    return LoadedModel(model=model, source=source, base_dir=base_dir, missing_external=missing)
+        inline_small(model, base_dir, present)
+    return LoadedModel(model=model, source=source or name, base_dir=base_dir, missing_external=missing,
+                       has_external=bool(locations))
+
+
+def load_model(source: str, stdin: BinaryIO | None = None) -> LoadedModel:
+    """Load the graph without external data: weights that live in other files stay there."""
+    data = read_source_bytes(source, stdin)
+    name = "<stdin>" if source == "-" else source
+    return open_parsed(data, name, source, None if source == "-" else Path(source).resolve().parent)
 
 
 def load_external_weights(loaded: LoadedModel) -> None:
-    """Bring external weights into memory (needed to run the model, not to cost it)."""
+    """Bring every external tensor into memory (needed to run the model, not to cost it), then
+    check that every tensor's data agrees with its dims before anything reads it."""
     if loaded.missing_external:
         raise ModelError(
             f"'{loaded.name}' keeps its weights in '{loaded.missing_external[0]}', which is missing"
         )
-    locations = external_data_files(loaded.model)
-    if loaded.base_dir is not None and locations:
-        from onnx.external_data_helper import load_external_data_for_model
+    if loaded.has_external:
+        from cnncli.frontend.external import load_all
 
-        check_locations(locations, loaded.base_dir, loaded.name)
-        try:
-            load_external_data_for_model(loaded.model, str(loaded.base_dir))
-        except Exception as exc:  # onnx's ValidationError, a short file, an offset past its end
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"cannot read the external data of '{loaded.name}': {first}") from None
+        load_all(loaded.model, loaded.base_dir, loaded.name)
+    from cnncli.frontend.wellformed import check_runnable
+
+    check_runnable(loaded.model, loaded.name)

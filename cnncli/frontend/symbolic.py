@@ -30,6 +30,12 @@ def symbolic_shapes(light: onnx.ModelProto) -> dict[str, Shape]:
     saved = [lg.disabled for lg in loggers]
     for lg in loggers:
         lg.disabled = True  # its warnings would go to stderr through logging's last-resort handler
+    data = light.SerializeToString()
+    if b"location" in data:  # a copy without external data: nothing in it may open a file
+        from cnncli.frontend.external import strip_external
+
+        light = onnx.ModelProto.FromString(data)
+        strip_external(light)
     try:
         ssi = ssi_module.SymbolicShapeInference(2**31 - 1, True, False, 0)
         ssi._preprocess(light)

@@ -1,5 +1,6 @@
 """Is a parsed model well formed enough to walk? Names are text, each attribute has the type its
-op's schema declares, window attributes agree in length, initializers name a data type.
+op's schema declares, window attributes agree in length, initializers name a data type, every
+tensor holds as much data as its dims say.
 
 A damaged file can parse: python-protobuf hands back *bytes* for a string field that is not valid
 UTF-8, and one flipped byte turns a Conv's INTS ``kernel_shape`` into FLOATS or a Constant's
@@ -91,3 +92,93 @@ def check_wellformed(model: onnx.ModelProto, name: str) -> None:
             if len(axes) != 1 or any(n % _PER_AXIS[k] for k, n in lengths.items()):
                 shown = ", ".join(f"{k} has {n}" for k, n in sorted(lengths.items()))
                 raise ModelError(f"'{name}' is damaged: the window attributes of {label} disagree ({shown} values)")
+    check_tensor_data(model, name)
+
+
+INT64_MAX = 2**63 - 1
+
+
+def dims_problem(dims) -> str | None:
+    """Why a tensor of ``dims`` cannot be real (a negative dim, more elements than int64 counts), or None."""
+    import math
+
+    if any(d < 0 for d in dims):
+        return f"a negative dim ({list(dims)})"
+    if math.prod(dims) > INT64_MAX:
+        return f"more elements than int64 can count ({'x'.join(map(str, dims))})"
+    return None
+
+
+def _stored_count(t: TensorProto) -> tuple[int, int] | None:
+    """(what ``t`` holds, what its dims and type need), in bytes for raw_data and in values for the
+    typed fields; None where it is not judged (external data, segments, types onnx does not name)."""
+    import math
+
+    n = math.prod(t.dims)
+    if t.data_location == TensorProto.EXTERNAL or t.HasField("segment"):
+        return None
+    packed = t.data_type in {getattr(TensorProto, k) for k in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, k)}
+    try:
+        if t.raw_data:
+            size = 1 if packed else onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            return len(t.raw_data), (n + 1) // 2 if packed else n * size
+        field = onnx.helper.tensor_dtype_to_field(t.data_type)
+    except Exception:  # a type this onnx does not know
+        return None
+    if packed:
+        return None  # packed two to a value
+    per = 2 if t.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128) else 1
+    return len(getattr(t, field)), n * per
+
+
+def tensor_problem(t: TensorProto) -> str | None:
+    """Why tensor ``t``'s data disagrees with its dims and type, or None."""
+    why = dims_problem(t.dims)
+    if why is not None:
+        return f"tensor '{t.name}' has {why}"
+    counts = _stored_count(t)
+    if counts is not None and counts[0] != counts[1]:
+        unit = "bytes" if t.raw_data else "values"
+        return (f"tensor '{t.name}' holds {counts[0]} {unit} of data where its dims "
+                f"({'x'.join(map(str, t.dims)) or 'a scalar'}) need {counts[1]}")
+    return None
+
+
+def check_tensor_data(model: onnx.ModelProto, name: str) -> None:
+    """Raise ModelError when any tensor of ``model`` (subgraphs, attributes and sparse tensors
+    too) holds more or less data than its dims say, or has dims no tensor can have."""
+    from cnncli.frontend.external import all_tensors
+
+    for t in all_tensors(model):
+        why = tensor_problem(t)
+        if why is not None:
+            raise ModelError(f"'{name}' is damaged: {why}")
+
+
+def check_runnable(model: onnx.ModelProto, name: str) -> None:
+    """Before a model is run (its weights read by numpy and onnxruntime): every tensor's data
+    agrees with its dims, and no Conv's weight is empty (nothing to show of it)."""
+    check_tensor_data(model, name)
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in inits:
+            dims = list(inits[node.input[1]].dims)
+            if 0 in dims:
+                raise ModelError(f"'{name}' is damaged: {node.op_type} '{node.name or node.output[0]}' has an empty "
+                                 f"weight ({'x'.join(map(str, dims))})")
+
+
+def check_shapes(shapes: dict) -> None:
+    """Raise the damage error for an inferred or declared shape with a negative dim, or more
+    elements than int64 counts (onnx's inference wraps around there: negative sizes, wrong costs)."""
+    for tensor, shape in shapes.items():
+        if not shape:
+            continue
+        for d in shape:
+            if d is not None and not 0 <= d < 2**31:
+                why = dims_problem([d for d in shape if d is not None])
+                if why is not None:
+                    from cnncli.frontend.parsed import damaged
+
+                    raise damaged(f"tensor '{tensor}' has {why}")
+                break
