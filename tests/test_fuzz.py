@@ -4,7 +4,9 @@ and `cnn features`, the only outcomes are success (exit 0) or the tool's own one
 
 Inputs: small random graphs built from the ops cnncli supports (random shapes, attributes, some
 of them invalid on purpose, names with rich markup, unicode and control characters), random
-byte strings, and truncated or byte-flipped copies of the bundled models.
+byte strings, truncated or byte-flipped copies of the bundled models, and random graphs with one
+hostile mutation (external data anywhere, a tensor written twice, raw_data of the wrong length,
+zero, negative or huge dims, zero strides).
 
 CI runs a fixed, bounded campaign (``derandomize=True``; well under a minute on 2 cores). A longer
 one: ``CNNCLI_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py`` (the numbers of a run are in the
@@ -54,8 +56,9 @@ MODELS = sorted((REPO / "sample_models").glob("*.onnx"))
 MODEL_BYTES = {p.name: p.read_bytes() for p in MODELS}
 
 
-def check_outcome(args: list[str]) -> None:
-    """Run the CLI in-process; allow exit 0, or 1/2 with one 'Error: …' line and no traceback."""
+def check_outcome(args: list[str]) -> int:
+    """Run the CLI in-process; allow exit 0, or 1/2 with one 'Error: …' line and no traceback.
+    Returns the exit code."""
     result = CliRunner().invoke(cli, args, catch_exceptions=True)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         import traceback
@@ -70,6 +73,7 @@ def check_outcome(args: list[str]) -> None:
         assert lines and lines[-1].startswith("Error: "), (args, result.stderr)
         assert sum(line.startswith("Error: ") for line in lines) == 1, (args, result.stderr)
         assert all(line.startswith(("Error: ", "Warning: ")) for line in lines), (args, result.stderr)
+    return result.exit_code
 
 
 # ----------------------------------------------------------------------------- random graphs
@@ -231,4 +235,107 @@ def test_truncated_and_flipped_models(which, data):
     if which == "zfnet_mini.onnx":
         check_outcome(["project", str(path), str(IMAGE), "--layer", "1", "--channel", "0", "--out", str(d / "p")])
         check_outcome(["features", str(path), str(IMAGE), "--layer", "2", "--out", str(d / "f")])
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- hostile mutations
+
+SECRET = "cwd_secret.bin"  # in the folder the CLI runs from, never beside the model
+LOCATIONS = [SECRET, "../" + SECRET, "/etc/passwd", "", "sub/../../" + SECRET, "w.bin", "w.bin"]  # w.bin: beside the model
+
+
+def _to_external(t: TensorProto, location: str) -> None:
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value=location)
+
+
+def _mutate(model: onnx.ModelProto, data) -> bool:
+    """Apply one hostile mutation; True when it names external data that is not beside the model
+    (running the model must then fail)."""
+    g = model.graph
+    kind = data.draw(st.sampled_from(["external", "external", "ssa", "raw_data", "dims", "window"]), label="mutation")
+    event(f"mutation: {kind}")
+    if kind == "external":
+        location = data.draw(st.sampled_from(LOCATIONS), label="location")
+        where = data.draw(st.sampled_from(["initializer", "ConstantOfShape", "If", "sparse", "Constant"]), label="where")
+        t = numpy_helper.from_array(np.ones([1], np.float32), "ext")
+        _to_external(t, location)
+        x = g.input[0].name
+        if where == "initializer" and g.initializer:
+            _to_external(data.draw(st.sampled_from(list(g.initializer)), label="init"), location)
+        elif where == "ConstantOfShape":
+            g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "ext_shape"))
+            g.node.insert(0, helper.make_node("ConstantOfShape", ["ext_shape"], ["ext_c"], value=t))
+            g.node.insert(1, helper.make_node("Add", [x, "ext_c"], ["ext_x"]))
+        elif where == "If":
+            branch = helper.make_graph([helper.make_node("Constant", [], ["ext_t"], value=t)], "b", [],
+                                       [helper.make_tensor_value_info("ext_t", TensorProto.FLOAT, [1])])
+            g.initializer.append(numpy_helper.from_array(np.array(True), "ext_cond"))
+            g.node.insert(0, helper.make_node("If", ["ext_cond"], ["ext_c"], then_branch=branch, else_branch=branch))
+            g.node.insert(1, helper.make_node("Add", [x, "ext_c"], ["ext_x"]))
+        elif where == "sparse":
+            g.sparse_initializer.append(helper.make_sparse_tensor(t, numpy_helper.from_array(np.array([0], np.int64), "i"), [1]))
+            g.node.insert(0, helper.make_node("Add", [x, "ext"], ["ext_x"]))
+        else:
+            g.node.insert(0, helper.make_node("Constant", [], ["ext_c"], value=t))
+            g.node.insert(1, helper.make_node("Add", [x, "ext_c"], ["ext_x"]))
+        for node in g.node[2:]:  # the first real node reads the changed input
+            node.input[:] = ["ext_x" if i == x else i for i in node.input]
+        return location != "w.bin"
+    if kind == "ssa":
+        names = [g.input[0].name, *(t.name for t in g.initializer), *(o for n in g.node for o in n.output)]
+        node = data.draw(st.sampled_from(list(g.node)), label="node")
+        node.output[0] = data.draw(st.sampled_from(names), label="writes")
+        if data.draw(st.booleans(), label="twice"):
+            node.output.append(node.output[0])
+    elif kind == "raw_data" and g.initializer:
+        t = data.draw(st.sampled_from(list(g.initializer)), label="init")
+        cut = data.draw(st.integers(-9, 9), label="cut")
+        t.raw_data = t.raw_data[:cut] if cut < 0 else t.raw_data + b"\x01" * cut
+    elif kind == "dims":
+        value = data.draw(st.sampled_from([0, 0, -1, 2**31, 2**63 - 1]), label="dim")
+        if g.initializer and data.draw(st.booleans(), label="init"):
+            t = data.draw(st.sampled_from(list(g.initializer)), label="which")
+            if t.dims:
+                t.dims[data.draw(st.integers(0, len(t.dims) - 1), label="axis")] = value
+        else:
+            dims = g.input[0].type.tensor_type.shape.dim
+            dims[data.draw(st.integers(0, len(dims) - 1), label="axis")].dim_value = value
+    elif kind == "window":
+        windowed = [n for n in g.node if n.op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool")]
+        if windowed:
+            node = data.draw(st.sampled_from(windowed), label="node")
+            name = data.draw(st.sampled_from(["strides", "dilations", "pads", "kernel_shape"]), label="attr")
+            value = data.draw(st.sampled_from([0, -1]), label="value")
+            del node.attribute[:]  # the attributes again, one of them bad, maybe with SAME padding
+            node.attribute.append(helper.make_attribute(name, [value] * (4 if name == "pads" else 2)))
+            if data.draw(st.booleans(), label="same"):
+                node.attribute.append(helper.make_attribute("auto_pad", data.draw(st.sampled_from(["SAME_UPPER", "SAME_LOWER"]))))
+    return False
+
+
+@fuzz_settings(20)
+@given(model=graphs(), data=st.data())
+def test_hostile_mutations(model, data):
+    """External data anywhere (a Constant, ConstantOfShape, If branch, sparse initializer), a tensor
+    written twice, raw_data of the wrong length, zero, negative or huge dims, zero strides: one
+    line or a result, never a traceback; external data not beside the model is never run."""
+    escapes = _mutate(model, data)
+    d = Path(tempfile.mkdtemp(dir=WORK))
+    (d / "model").mkdir()
+    (d / "model" / "w.bin").write_bytes(np.ones(64, np.float32).tobytes())
+    (d / "cwd").mkdir()
+    (d / "cwd" / SECRET).write_bytes(np.ones(64, np.float32).tobytes())
+    path = d / "model" / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    before = os.getcwd()
+    os.chdir(d / "cwd")
+    try:
+        check_outcome(["stats", str(path), "--format", "json"])
+        code = check_outcome(["project", str(path), str(IMAGE), "--layer", "1", "--channel", "0", "--out", str(d / "p")])
+        check_outcome(["features", str(path), str(IMAGE), "--layer", "1", "--out", str(d / "f")])
+    finally:
+        os.chdir(before)
+    assert not (escapes and code == 0), "a model whose external data is not beside it was run"
     shutil.rmtree(d, ignore_errors=True)
