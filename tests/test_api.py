@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_project_top_default_and_modes():
 def test_project_out_writes_the_cli_files(tmp_path):
     res = cnncli.project(MINI, STAR, layer=1, channels=[0, 1], out=tmp_path, save_npy=True)
     assert [sorted(r.files) for r in res.rows] == [["figure", "npy", "png"]] * 2
-    assert Path(res.rows[0].files["png"]).name == "zfnet_mini_star_layer1_c0_deconvnet.png"
+    assert re.fullmatch(r"zfnet_mini_star-[0-9a-f]{8}_layer1_c0_deconvnet\.png", Path(res.rows[0].files["png"]).name)
     assert res.files == [f for r in res.rows for f in r.files.values()] and all(Path(f).is_file() for f in res.files)
     fig = res.figure(1)
     assert fig.size == Image.open(res.rows[1].files["figure"]).size

@@ -10,6 +10,7 @@ preprocessed input), and one projection against the exact transpose of a single 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -248,9 +249,10 @@ def test_zfnet_jpeg_json_report_and_files(tmp_path, images):
     assert 0 <= y < 110 and 0 <= x < 110  # conv1's map is 110x110
     files = row["files"]
     assert set(files) == {"png", "figure", "npy"}
-    assert Path(files["png"]) == out / "zfnet_paper_noise_layer1_c5_deconvnet.png"
-    assert Path(files["figure"]) == out / "zfnet_paper_noise_layer1_c5_deconvnet_figure.png"
-    assert Path(files["npy"]) == out / "zfnet_paper_noise_layer1_c5_deconvnet.npy"
+    base = Path(files["png"]).name[: -len(".png")]  # the input's part ends in a hash of which model and image
+    assert Path(files["png"]).parent == out and re.fullmatch(r"zfnet_paper_noise-[0-9a-f]{8}_layer1_c5_deconvnet", base)
+    assert Path(files["figure"]) == out / f"{base}_figure.png"
+    assert Path(files["npy"]) == out / f"{base}.npy"
     assert_png(files["png"], size=(224, 224), mode="RGB")
     fig = assert_png(files["figure"])
     assert fig.size[0] > 2 * fig.size[1]  # input | projection | overlay side by side
@@ -267,7 +269,8 @@ def test_default_out_dir_and_table(tmp_path, models, images, monkeypatch):
     assert not result.stdout.lstrip().startswith("{")
     assert "channel" in result.stdout and "r2" in result.stdout  # the title names the target tensor
     names = sorted(p.name for p in (tmp_path / "cnn-out").iterdir())
-    assert names == ["tiny_rgb_layer2_c1_deconvnet.png", "tiny_rgb_layer2_c1_deconvnet_figure.png"]
+    assert [re.sub(r"-[0-9a-f]{8}_", "-H_", n) for n in names] == ["tiny_rgb-H_layer2_c1_deconvnet.png",
+                                                                  "tiny_rgb-H_layer2_c1_deconvnet_figure.png"]
 
 
 # ----------------------------------------------------------------------------- channels and targets
@@ -325,7 +328,7 @@ def test_tensor_target_2d_logits(tmp_path, models, images):
     for r in doc["results"]:
         assert r["location"] is None
         assert r["max_activation"] == pytest.approx(float(logits[r["channel"]]), rel=1e-5)
-        assert Path(r["files"]["png"]).name == f"logits_x32_logits_c{r['channel']}_deconvnet.png"
+        assert re.fullmatch(rf"logits_x32-[0-9a-f]{{8}}_logits_c{r['channel']}_deconvnet\.png", Path(r["files"]["png"]).name)
         proj = np.load(r["files"]["npy"])
         assert proj.shape == (1, 3, 32, 32) and np.abs(proj).max() > 0
 
@@ -495,7 +498,7 @@ def test_modes_name_files_and_differ(tmp_path, models, images):
                        "--save-npy", "--out", tmp_path)
         assert doc["mode"] == mode
         files = doc["results"][0]["files"]
-        assert Path(files["png"]).name == f"tiny_x32_layer2_c0_{mode}.png"
+        assert re.fullmatch(rf"tiny_x32-[0-9a-f]{{8}}_layer2_c0_{mode}\.png", Path(files["png"]).name)
         projections[mode] = np.load(files["npy"])
     assert not np.allclose(projections["deconvnet"], projections["backprop"])
     assert not np.allclose(projections["guided"], projections["backprop"])

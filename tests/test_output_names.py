@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,7 +72,7 @@ def test_a_second_image_keeps_the_first_images_files(files, tmp_path):
     assert not set(before) & set(all_files(second))
     for f, data in before.items():  # still there, unchanged
         assert Path(f).read_bytes() == data
-    assert all("_cat_" in Path(f).name for f in before) and all("_dog_" in Path(f).name for f in all_files(second))
+    assert all("_cat-" in Path(f).name for f in before) and all("_dog-" in Path(f).name for f in all_files(second))
     assert len(list(out.iterdir())) == 2 * 2 * 4  # png + figure, 4 channels, 2 images
 
 
@@ -82,7 +83,7 @@ def test_keep_norm_and_preset_are_in_the_names_when_not_default(files, tmp_path)
     for extra in runs:
         doc = ok_json(project(files / "tiny.onnx", files / "cat.png", "--layer", 1, "--channel", 0, "--out", out, *extra))
         names.append(Path(doc["results"][0]["files"]["png"]).name)
-    assert names[0] == "tiny_cat_layer1_c0_deconvnet.png"  # the defaults add nothing
+    assert re.fullmatch(r"tiny_cat-[0-9a-f]{8}_layer1_c0_deconvnet\.png", names[0])  # the defaults add nothing
     assert "keep-max" in names[1] and "norm-minmax" in names[2] and "caffe" in names[3]
     assert len(set(names)) == len(names)
     assert len(list(out.glob("*.png"))) == 2 * len(runs)
@@ -142,7 +143,7 @@ def test_project_honours_the_models_preprocessing_preset(tmp_path, files):
     assert doc["preprocess"]["preset"] == "caffe" and doc["preprocess"]["channel_order"] == "BGR"
     pixels = np.asarray(Image.open(files / "cat.png").convert("RGB").resize((16, 16), Image.Resampling.BILINEAR))
     assert doc["results"][0]["max_activation"] == pytest.approx(float(pixels[:, :, 2].max()) - 103.939, abs=1e-3)
-    assert Path(doc["results"][0]["files"]["png"]).name == "caffe_cat_x_c0_deconvnet.png"  # the model's own: no tag
+    assert re.fullmatch(r"caffe_cat-[0-9a-f]{8}_x_c0_deconvnet\.png", Path(doc["results"][0]["files"]["png"]).name)  # no tag
     # --preset still wins over the model's
     doc = ok_json(project(model, files / "cat.png", "--tensor", "x", "--channel", 0, "--preset", "unit", "--out", tmp_path / "o"))
     assert doc["preprocess"]["preset"] == "unit"

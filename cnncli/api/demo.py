@@ -3,8 +3,11 @@ bundled photographs, gathered into one self-contained ``index.html`` gallery."""
 
 from __future__ import annotations
 
+import errno
 import html
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -145,34 +148,74 @@ def _run(out_dir: str, top: int, provider: str, progress: Callable[[str], None] 
 
 
 MANIFEST = ".cnn-demo-files.json"  # what the last run wrote, relative to the folder
+_OWN = re.compile(r"(?:img/[^/\\]+\.png|index\.html|stats\.json)")  # the only names the demo writes
 
 
 def read_manifest(out: Path) -> list[str]:
-    """The files a previous demo run wrote into ``out`` (relative paths), [] when none or unreadable."""
+    """The files a previous demo run wrote into ``out`` (relative paths); [] when there is none.
+    A manifest that is a symlink, not JSON, or not a list of names is ignored with one warning
+    (nothing is removed on its word)."""
+    import warnings
+
+    from cnncli.errors import CnnWarning
+
+    path = out / MANIFEST
     try:
-        names = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
         return []
-    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    except OSError as exc:  # ELOOP: the manifest is a symlink
+        reason = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        warnings.warn(CnnWarning(f"ignoring '{path}' ({reason}): no previous demo file removed"))
+        return []
+    try:
+        with os.fdopen(fd, "rb") as f:
+            names = json.loads(f.read(1 << 20).decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        names = exc
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        warnings.warn(CnnWarning(f"ignoring '{path}': not a list of file names; no previous demo file removed"))
+        return []
+    return names
+
+
+def remove_own_file(out: Path, name: str) -> bool:
+    """Remove ``out/name`` when it is one of the demo's own names (``index.html``, ``stats.json``,
+    ``img/*.png``) and a regular file reached without leaving the folder: no absolute path, no
+    ``..``, no symlink in any component (the folders are opened one by one without following
+    links, and the file removed through them, so a link swapped in meanwhile cannot redirect it)."""
+    import stat
+
+    if not _OWN.fullmatch(name) or "\0" in name:
+        return False
+    *folders, leaf = name.split("/")
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fds = []
+    try:
+        fds.append(os.open(out, flags & ~getattr(os, "O_NOFOLLOW", 0)))  # --out itself may be a link the user made
+        for folder in folders:
+            fds.append(os.open(folder, flags, dir_fd=fds[-1]))
+        if not stat.S_ISREG(os.stat(leaf, dir_fd=fds[-1], follow_symlinks=False).st_mode):
+            return False
+        os.unlink(leaf, dir_fd=fds[-1])
+        return True
+    except (OSError, NotImplementedError):  # gone, a link, not a folder, or no dir_fd here: left alone
+        return False
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
 
 
 def replace_manifest(out: Path, previous: list[str], files: list[str]) -> None:
     """Record this run's files, then remove the previous run's files this run did not write again:
-    a run replaces its own outputs and never touches a file it did not make (the manifest names
-    them; anything outside the folder, or not a plain file, is left alone)."""
+    a run replaces its own outputs and never touches a file it did not make (see
+    :func:`remove_own_file` for what it removes)."""
     from cnncli.atomic import write_bytes_atomic
 
-    root = out.resolve()
-    now = sorted({str(Path(f).resolve().relative_to(root)) for f in files})
+    now = sorted({Path(os.path.relpath(f, out)).as_posix() for f in files})  # as written: out/img/…, out/index.html
     write_bytes_atomic(out / MANIFEST, json.dumps(now, indent=0).encode("utf-8"))
-    for name in set(previous) - set(now):
-        p = out / name
-        if Path(name).is_absolute() or ".." in Path(name).parts or p.is_symlink() or not p.is_file():
-            continue
-        try:
-            p.unlink()
-        except OSError:  # a stale picture that cannot be removed is not worth failing the run
-            pass
+    for name in sorted(set(previous) - set(now)):
+        remove_own_file(out, name)
 
 
 def _page(model_path: Path, stats, conn, rows, gallery, labels, prep) -> str:

@@ -75,14 +75,14 @@ class Features(Result):
 
 def run(model: Any, image: str, options: FeaturesOptions, *, on_warning: Hear | None = None) -> Features:
     """Layer ``options.layer``'s maps of ``model`` on ``image`` (a path); the montage under ``out``."""
-    from cnncli.api.sources import load
+    from cnncli.api.sources import image_identity, load, model_identity
     from cnncli.atomic import check_writable_dir, ensure_dir
     from cnncli.engine.model_input import check_feedable, check_run_memory, image_loader, model_preprocess
     from cnncli.engine.model_input import open_for_images
     from cnncli.engine.project import forward_model
     from cnncli.engine.targets import by_layer
     from cnncli.frontend.damage import damage_explained
-    from cnncli.imaging.naming import stem_of
+    from cnncli.imaging.naming import identified, stem_of
     from cnncli.imaging.pictures import save_png
     from cnncli.runtime.sessions import make_session, resolve_provider
 
@@ -98,7 +98,8 @@ def run(model: Any, image: str, options: FeaturesOptions, *, on_warning: Hear | 
         check_feedable(m, target.tensor, "cnn features")
         check_run_memory(m, target.tensor, limit=o.max_memory)
         prep = model_preprocess(m, o.preset, o.mean, o.std, o.bgr)
-        name = f"{stem_of(m.name, 'model')}_{stem_of(image, 'image')}_layer{o.layer}_features.png"  # fixed before the work
+        ids = (model_identity(model, m), image_identity(image), repr(prep.describe()), f"{m.shape[2]}x{m.shape[3]}")
+        name = f"{stem_of(m.name, 'model')}_{identified(stem_of(image, 'image'), *ids)}_layer{o.layer}_features.png"
         _, x = image_loader(m, prep)(image)
         session = make_session(forward_model(m.model, [target.tensor], {}, m.graph.types).SerializeToString(), provider,
                                o.verbose)

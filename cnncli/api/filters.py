@@ -88,13 +88,13 @@ def run(model: Any, options: FiltersOptions, *, on_warning: Hear | None = None) 
     """The kernels of layer ``options.layer`` of ``model``; the montage PNG goes under ``out``."""
     import numpy as np
 
-    from cnncli.api.sources import load
+    from cnncli.api.sources import load, model_identity
     from cnncli.atomic import check_writable_dir, ensure_dir
     from cnncli.engine.targets import by_layer, conv_nodes
     from cnncli.frontend.damage import damage_explained
     from cnncli.frontend.graph import analyse
     from cnncli.frontend.load import load_external_weights
-    from cnncli.imaging.naming import stem_of
+    from cnncli.imaging.naming import identified, stem_of
     from cnncli.imaging.pictures import grid, save_png
 
     o = options
@@ -116,7 +116,8 @@ def run(model: Any, options: FiltersOptions, *, on_warning: Hear | None = None) 
         montage = grid(tiles, int(np.ceil(np.sqrt(len(tiles)))), tile, gap=2, bg=255)
         written = None
         if o.out is not None:
-            written = str(save_png(montage, ensure_dir(Path(o.out)) / f"{stem_of(loaded.name, 'model')}_layer{o.layer}_filters.png"))
+            name = f"{identified(stem_of(loaded.name, 'model'), model_identity(model, loaded))}_layer{o.layer}_filters.png"
+            written = str(save_png(montage, ensure_dir(Path(o.out)) / name))
     meta = {"model": loaded.name, "layer": o.layer, "node": conv.name or conv.output[0],
             "weight_shape": list(w.shape), "rgb": rgb, "montage": written}
     return Filters(meta, rows, w, montage, list(warnings), [written] if written else [])

@@ -25,11 +25,13 @@ from cnncli.choices import PRESETS, PROVIDERS
 from cnncli.errors import BadArgument
 
 Check = Callable[[str, Any], Any]  # (flag, value) -> normalised value, or raise BadArgument
+INT64_MAX = 2**63 - 1  # the largest whole number any option takes (numpy, onnx and onnxruntime stop there)
 
 
-def opt(default: Any, flag: str, check: Check | None = None, *, cli_default: Any = dataclasses.MISSING) -> Any:
-    """A field of an options dataclass. ``cli_default``: the command line's default where it
-    differs by design (``out``: the API writes nothing unless asked, the CLI has a folder)."""
+def opt(default: Any, flag: str, check: Check, *, cli_default: Any = dataclasses.MISSING) -> Any:
+    """A field of an options dataclass, with the check every value goes through. ``cli_default``:
+    the command line's default where it differs by design (``out``: the API writes nothing unless
+    asked, the CLI has a folder)."""
     meta = {"flag": flag, "check": check}
     if cli_default is not dataclasses.MISSING:
         meta["cli_default"] = cli_default
@@ -37,13 +39,17 @@ def opt(default: Any, flag: str, check: Check | None = None, *, cli_default: Any
 
 
 class Options:
-    """Base of every options dataclass: runs each field's check, then ``validate()``."""
+    """Base of every options dataclass: runs each field's check, then ``validate()``. A value of a
+    type no check foresaw (its TypeError, ValueError or OverflowError) is a BadArgument naming the
+    option too, never a crash of its own."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            check = f.metadata.get("check")
-            if check is not None:
-                object.__setattr__(self, f.name, check(f.metadata["flag"], getattr(self, f.name)))
+            flag_, value = f.metadata["flag"], getattr(self, f.name)
+            try:
+                object.__setattr__(self, f.name, f.metadata["check"](flag_, value))
+            except (TypeError, ValueError, OverflowError, MemoryError) as exc:
+                raise BadArgument(flag_, f"{_shown(value)} is not a value it takes ({type(exc).__name__})") from None
         self.validate()
 
     def validate(self) -> None:
@@ -73,23 +79,42 @@ class Options:
 # ----------------------------------------------------------------------------- checks
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _items(value: Any) -> list | None:
+    """The items of a sequence given for a list option, or None when ``value`` is not one: text,
+    bytes (a sequence of small ints, but not numbers anyone typed), mappings and sets (no order)."""
+    if isinstance(value, (str, bytes, bytearray, memoryview, Mapping, set, frozenset)):
+        return None
+    try:
+        return list(value)
+    except TypeError:
+        return None
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def integer(minimum: int | None = None, optional: bool = False, maximum: int | None = None) -> Check:
+def integer(minimum: int | None = None, optional: bool = False, maximum: int = INT64_MAX) -> Check:
+    """A whole number (not a bool, not a float, not text) from ``minimum`` to ``maximum``."""
+
     def check(flag: str, value: Any) -> int | None:
         if value is None:
             if optional:
                 return None
             raise BadArgument(flag, "a whole number is needed")
         if not _is_int(value):
-            raise BadArgument(flag, f"{value!r} is not a whole number")
+            raise BadArgument(flag, f"{_shown(value)} is not a whole number")
         value = int(value)
-        if minimum is not None and value < minimum:
-            raise BadArgument(flag, f"must be at least {minimum}, not {value}")
-        if maximum is not None and value > maximum:
-            raise BadArgument(flag, f"must be at most {maximum}, not {value}")
+        if value < (-INT64_MAX - 1 if minimum is None else minimum):
+            raise BadArgument(flag, f"must be at least {-INT64_MAX - 1 if minimum is None else minimum}, not {_shown(value)}")
+        if value > maximum:
+            raise BadArgument(flag, f"must be at most {maximum}, not {_shown(value)}")
         return value
 
     return check
@@ -100,7 +125,7 @@ def choice(allowed: tuple[str, ...], optional: bool = False) -> Check:
         if value is None and optional:
             return None
         if not isinstance(value, str) or value not in allowed:
-            raise BadArgument(flag, f"{value!r} is not one of {', '.join(allowed)}")
+            raise BadArgument(flag, f"{_shown(value)} is not one of {', '.join(allowed)}")
         return value
 
     return check
@@ -111,7 +136,7 @@ def text(optional: bool = True) -> Check:
         if value is None and optional:
             return None
         if not isinstance(value, str):
-            raise BadArgument(flag, f"{value!r} is not text")
+            raise BadArgument(flag, f"{_shown(value)} is not text")
         return value
 
     return check
@@ -124,10 +149,10 @@ def path(optional: bool = True) -> Check:
         if value is None and optional:
             return None
         if not isinstance(value, (str, os.PathLike)):
-            raise BadArgument(flag, f"{value!r} is not a path")
+            raise BadArgument(flag, f"{_shown(value)} is not a path")
         value = os.fspath(value)
         if not isinstance(value, str) or not value:
-            raise BadArgument(flag, f"{value!r} is not a path")
+            raise BadArgument(flag, f"{_shown(value)} is not a path")
         return value
 
     return check
@@ -135,7 +160,7 @@ def path(optional: bool = True) -> Check:
 
 def flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise BadArgument(name, f"{value!r} is not True or False")
+        raise BadArgument(name, f"{_shown(value)} is not True or False")
     return value
 
 
@@ -154,13 +179,9 @@ def floats(flag_: str, value: Any) -> tuple[float, ...] | None:
         except ValueError:
             raise BadArgument(flag_, f"'{value}' is not a comma-separated list of numbers") from None
     else:
-        items = [value] if isinstance(value, numbers.Real) else value
-        try:
-            items = list(items)
-        except TypeError:
-            items = None
+        items = [value] if isinstance(value, numbers.Real) else _items(value)
         if items is None or not items or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
-            raise BadArgument(flag_, f"{value!r} is not a list of numbers")
+            raise BadArgument(flag_, f"{_shown(value)} is not a list of numbers")
         values = tuple(float(v) for v in items)
         shown = ",".join(map(str, values))
     if not all(math.isfinite(v) for v in values):
@@ -192,20 +213,19 @@ def dims(count: int | tuple[int, ...] | None = None, example: str = "HxW") -> Ch
         if isinstance(value, str):
             out = parse_dims(flag_, value)
         else:
-            try:
-                items = list(value)
-            except TypeError:
-                raise BadArgument(flag_, f"{value!r} should be {example}") from None
+            items = _items(value)
+            if items is None:
+                raise BadArgument(flag_, f"{_shown(value)} should be {example}")
             if not all(_is_int(d) for d in items):
-                raise BadArgument(flag_, f"{value!r} should be {example} (whole numbers)")
+                raise BadArgument(flag_, f"{_shown(value)} should be {example} (whole numbers)")
             out = tuple(int(d) for d in items)
             if not out or any(d < 1 for d in out):
-                raise BadArgument(flag_, f"{value!r}: every dim must be a positive integer")
+                raise BadArgument(flag_, f"{_shown(value)}: every dim must be a positive integer")
         if counts is not None and len(out) not in counts:
             shown = value if isinstance(value, str) else "x".join(map(str, out))
             raise BadArgument(flag_, f"'{shown}' should be {example}")
         if any(d >= 2**63 for d in out):
-            raise BadArgument(flag_, f"{value!r}: a dim beyond int64")
+            raise BadArgument(flag_, f"{_shown(value)}: a dim beyond int64")
         return out
 
     return check
@@ -216,14 +236,18 @@ def memory_size(flag_: str, value: Any) -> int | None:
     if value is None:
         return None
     if _is_int(value):
-        if value <= 0:
+        size = int(value)
+        if size <= 0:
             raise BadArgument(flag_, f"'{value}' must be more than 0")
-        return int(value)
-    if not isinstance(value, str):
-        raise BadArgument(flag_, f"{value!r} is not a size like 64G, 512M or 2000000000")
-    from cnncli.engine.memory import parse_size
+    elif isinstance(value, str):
+        from cnncli.engine.memory import parse_size
 
-    return parse_size(value, flag_)
+        size = parse_size(value, flag_)
+    else:
+        raise BadArgument(flag_, f"{_shown(value)} is not a size like 64G, 512M or 2000000000")
+    if size > INT64_MAX:
+        raise BadArgument(flag_, f"{_shown(value)} is more memory than any machine has")
+    return size
 
 
 def input_shapes(flag_: str, value: Any) -> dict[str, tuple[int, ...]]:
@@ -236,18 +260,18 @@ def input_shapes(flag_: str, value: Any) -> dict[str, tuple[int, ...]]:
         items = []
         for item in value:
             if not isinstance(item, str):
-                raise BadArgument(flag_, f"{item!r} is not NAME=SHAPE, e.g. input=1x3x224x224")
+                raise BadArgument(flag_, f"{_shown(item)} is not NAME=SHAPE, e.g. input=1x3x224x224")
             name, sep, shape = item.rpartition("=")
             if not sep or not name:
                 raise BadArgument(flag_, f"'{item}' is not NAME=SHAPE, e.g. input=1x3x224x224")
             items.append((name, shape))
     else:
-        raise BadArgument(flag_, f"{value!r} is not a mapping of input names to shapes")
+        raise BadArgument(flag_, f"{_shown(value)} is not a mapping of input names to shapes")
     shape_of = dims(example="a shape like 1x3x224x224")
     out = {}
     for name, shape in items:
         if not isinstance(name, str):
-            raise BadArgument(flag_, f"{name!r} is not an input name")
+            raise BadArgument(flag_, f"{_shown(name)} is not an input name")
         out[name] = shape_of(flag_, shape)
     return out
 
@@ -258,12 +282,9 @@ def channel_list(flag_: str, value: Any) -> str | None:
         return value
     if _is_int(value):
         return str(int(value))
-    try:
-        items = list(value)
-    except TypeError:
-        items = None
+    items = _items(value)
     if items is None or not all(_is_int(c) for c in items):
-        raise BadArgument(flag_, f"{value!r} is not a channel number, a list of them or 'all'")
+        raise BadArgument(flag_, f"{_shown(value)} is not a channel number, a list of them or 'all'")
     return ",".join(str(int(c)) for c in items)
 
 

@@ -131,6 +131,7 @@ class ProjectionJob:
     options: ProjectOptions
     projector: Any  # Projector
     meta: dict[str, Any] = field(default_factory=dict)
+    identity: tuple[str, ...] = ()  # the model's and the image's (cnncli.imaging.naming): in the file names
 
     @property
     def count(self) -> int:
@@ -144,7 +145,7 @@ class ProjectionJob:
 
 def prepare(model: Any, image: Any, options: ProjectOptions) -> ProjectionJob:
     """Check and load everything for a projection; no projection runs yet."""
-    from cnncli.api.sources import open_with_image, prepare_image
+    from cnncli.api.sources import image_identity, model_identity, open_with_image, prepare_image
     from cnncli.engine.model_input import check_run_memory
     from cnncli.engine.project import Projector
     from cnncli.engine.targets import by_layer, by_tensor, parse_channels
@@ -165,7 +166,7 @@ def prepare(model: Any, image: Any, options: ProjectOptions) -> ProjectionJob:
     projector = Projector(m.model, m.graph, m.input_name, target.tensor, o.mode, provider, o.verbose, o.batch_size)
     meta = {"model": m.name, "input": img.name, "tensor": target.tensor, "layer": target.layer, "mode": o.mode,
             "keep": o.keep, "provider": provider, "preprocess": img.preprocess}
-    return ProjectionJob(m, target, img, chans, top, o, projector, meta)
+    return ProjectionJob(m, target, img, chans, top, o, projector, meta, (model_identity(model, m), image_identity(image)))
 
 
 def run(model: Any, image: Any, options: ProjectOptions, *, progress: Callable[..., None] | None = None,

@@ -2,9 +2,10 @@
 
 Each projection is written as soon as it comes (PNG, figure, optional .npy; every file complete
 or absent: atomic renames) and dropped, so memory does not grow with the number of channels.
-File names carry the model, the input, the target, the channel and every option that changes the
-pixels (mode; keep, norm and preprocessing where not the default), so runs on other inputs or
-with other options into one folder never replace each other's files. They are fixed, and their
+File names carry the model, the input (its stem and a short hash of which model and image they
+are: cnncli.imaging.naming), the target, the channel and every option that changes the pixels
+(mode; keep, norm and preprocessing where not the default), so runs on other inputs or with other
+options into one folder never replace each other's files. They are fixed, and their
 length checked, before any work.
 """
 
@@ -52,7 +53,7 @@ class ProjectionWriter:
         self._made_dir = False
 
     def _prefix(self, size_given: bool) -> str:
-        from cnncli.imaging.naming import join, part, stem_of
+        from cnncli.imaging.naming import identified, join, part, stem_of
 
         job, m = self.job, self.job.model
         label = f"layer{job.target.layer}" if job.target.layer is not None else part(job.target.tensor)
@@ -65,7 +66,7 @@ class ProjectionWriter:
         if size_given:
             tags.append(f"{m.shape[2]}x{m.shape[3]}")
         self._tags = join(*tags)
-        return f"{stem_of(m.name, 'model')}_{stem_of(job.image.name, 'input')}_{label}"
+        return f"{stem_of(m.name, 'model')}_{identified(stem_of(job.image.name, 'input'), *job.identity)}_{label}"
 
     def _prep_tag(self) -> str:
         """'' for the model's own preprocessing; the preset's name, or a hash of the settings."""

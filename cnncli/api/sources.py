@@ -32,6 +32,31 @@ def load(model: Any):
     raise BadArgument("model", f"expected a path, bytes or an onnx.ModelProto, not {type(model).__name__}")
 
 
+def model_identity(model: Any, opened) -> str:
+    """What tells ``model``'s outputs apart from another model's (cnncli.imaging.naming): a file's
+    resolved path; a model given as bytes, a ModelProto or on standard input: a hash of ``opened``
+    (the LoadedModel or RunnableModel made of it)."""
+    from cnncli.frontend.load import LoadedModel
+    from cnncli.imaging.naming import data_identity, path_identity
+
+    source = model.source if isinstance(model, LoadedModel) else model
+    if isinstance(source, (str, os.PathLike)) and os.fspath(source) != "-":
+        return path_identity(os.fspath(source))
+    return data_identity(opened.model.SerializeToString())
+
+
+def image_identity(image: Any) -> str:
+    """What tells ``image``'s outputs apart from another image's: a file's resolved path; an array
+    or a PIL image: a hash of its pixels, their type and shape."""
+    from cnncli.imaging.naming import data_identity, path_identity
+
+    if isinstance(image, (str, os.PathLike)):
+        return path_identity(os.fspath(image))
+    if isinstance(image, np.ndarray):
+        return data_identity(str(image.dtype), str(image.shape), np.ascontiguousarray(image).tobytes())
+    return data_identity(str(image.mode), str(image.size), image.tobytes())  # a PIL image
+
+
 def analysed(model: Any, options, warnings) -> tuple[Any, Any]:
     """(LoadedModel, analysed Graph) of ``model`` at the ShapeOptions' batch and input shapes;
     absent external data and the analysis's own notes go to ``warnings``."""
@@ -75,20 +100,46 @@ def _as_array(image: Any) -> tuple[str, np.ndarray] | None:
     from cnncli.imaging.preprocess import read_npy
 
     if isinstance(image, (str, os.PathLike)) and os.fspath(image).lower().endswith(".npy"):
-        return os.fspath(image), read_npy(os.fspath(image))
-    if isinstance(image, np.ndarray) and image.dtype.kind == "f":
-        x = np.ascontiguousarray(image, dtype=np.float32)
+        label, x = os.fspath(image), read_npy(os.fspath(image))
+    elif isinstance(image, np.ndarray) and image.dtype.kind == "f":
+        label, x = "<array>", np.ascontiguousarray(image, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
-        return "<array>", x
-    return None
+    else:
+        return None
+    _check_not_empty(x.shape, "a model input [1, C, H, W]")
+    return label, x
+
+
+def _check_not_empty(shape: tuple, what: str) -> None:
+    """A picture or model input with a dim of 0 holds no pixels: refused (it projected a blank)."""
+    if 0 in shape:
+        raise BadArgument("image", f"the image is empty ({'x'.join(map(str, shape))}): give {what} with pixels")
+
+
+def _check_picture(image: Any) -> None:
+    """A picture given in memory (a uint8 array or a PIL image) that can be one, with pixels."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise BadArgument("image", f"an array image is uint8 [H, W] or [H, W, C] (C 1, 3 or 4), or a float "
+                                       f"model input; got {image.dtype} {list(image.shape)}")
+        _check_not_empty(image.shape, "a uint8 array [H, W(, C)]")
+    elif isinstance(image, Image.Image):
+        _check_not_empty((image.height, image.width), "a PIL image")
+    else:
+        raise BadArgument("image", f"expected a path, a PIL image or an array, not {type(image).__name__}")
 
 
 def open_with_image(model: Any, image: Any, size=None, input_name: str | None = None):
-    """Open ``model`` for ``image``: (RunnableModel, array or None); an array fixes the input shape."""
+    """Open ``model`` for ``image``: (RunnableModel, array or None); an array fixes the input shape.
+    The image is checked first: an empty one (a dim of 0) is refused before the model is read."""
     from cnncli.engine.model_input import open_for_images
 
     array = _as_array(image)
+    if array is None and not isinstance(image, (str, os.PathLike)):
+        _check_picture(image)
     if array is not None:
         return open_for_images(load(model), input_name=input_name, array=(array[0], array[1].shape)), array
     return open_for_images(load(model), size, input_name, arrays=True), None
@@ -112,13 +163,9 @@ def prepare_image(m, image: Any, array, preset=None, mean=None, std=None, bgr=No
     else:
         from PIL import Image
 
+        _check_picture(image)
         if isinstance(image, np.ndarray):
-            if image.dtype != np.uint8 or image.ndim not in (2, 3):
-                raise BadArgument("image", f"an array image is uint8 [H, W] or [H, W, C], or a float model input; "
-                                           f"got {image.dtype} {list(image.shape)}")
             image = Image.fromarray(image[:, :, 0] if image.ndim == 3 and image.shape[2] == 1 else image)
-        elif not isinstance(image, Image.Image):
-            raise BadArgument("image", f"expected a path, a PIL image or an array, not {type(image).__name__}")
         raw = image_pixels(image, m.shape[1], size)
         x = to_tensor(raw, prep)
         name = "<image>"

@@ -32,7 +32,7 @@ class TopOptions(ImageOptions):
     out: str | None = opt(None, "--out", path(), cli_default="cnn-top")  # None: write nothing
     engine: str = opt("local", "--engine", choice(ENGINES))
     address: str | None = opt(None, "--address", text())  # ray: None starts a local runtime
-    workers: int | None = opt(None, "--workers", integer(1, optional=True))  # ray: actors
+    workers: int | None = opt(None, "--workers", integer(1, optional=True, maximum=65536))  # ray: actors
 
     def validate(self) -> None:
         if self.engine == "local" and (self.address is not None or self.workers is not None):
@@ -149,9 +149,14 @@ class TopJob:
     images_label: str
     rf: Any = None  # receptive field of the target (per axis), None when unknown
     meta: dict[str, Any] = field(default_factory=dict)
+    identity: Callable[[], tuple[str, ...]] = tuple  # model, images, preprocessing: in the file names (after the scan)
 
     def loader(self) -> Callable[[str], tuple]:
         """path -> (uint8 pixels [H, W, C], float32 input [1, C, H, W])."""
+        if self.options.engine == "ray":  # a list may name URIs: read them as the Ray scan read them
+            from cnncli.scale.reading import uri_loader
+
+            return uri_loader(self.model, self.prep)
         from cnncli.engine.model_input import image_loader
 
         return image_loader(self.model, self.prep)
@@ -230,24 +235,35 @@ def project_entries(projector, load, channel: int, found: list[tuple[float, str,
     return TopChannel(channel, entries, projections, patches, bgr)
 
 
-def _paths(images: Any, stdin=None) -> tuple[Iterable[str], str]:
-    from cnncli.imaging.sources import iter_image_paths, unique_paths
+def _batch_run(m, tensor: str, paths: Iterable[str], batch: int, k: int, limit: int | None) -> tuple[Iterable[str], int]:
+    """The batch the scan will run, at most the number of images (``--batch-size 100000`` over 11
+    images runs 11, and needs memory for 11), with the paths (those read ahead to learn it first).
+    Paths are read ahead in doubling steps, the memory of each step checked before the next, so an
+    endless list is never read further than memory allows."""
+    import itertools
 
-    if isinstance(images, (str, os.PathLike)):
-        spec = os.fspath(images)
-        return iter_image_paths(spec, stdin), spec
-    try:
-        listed = list(unique_paths(os.fspath(p) for p in images))
-    except TypeError:
-        raise BadArgument("IMAGES", "give a folder, a glob, a list file, '-', or a list of paths") from None
-    return listed, f"<{len(listed)} paths>"
+    from cnncli.engine.model_input import check_run_memory
+
+    it, head, want = iter(paths), [], min(batch, 256)
+    hint = "a smaller --batch-size" if batch > 1 else ""
+    while True:
+        head.extend(itertools.islice(it, want - len(head)))
+        if len(head) < want:  # every image is listed: the one batch holds them all
+            rows = max(1, len(head))
+            check_run_memory(m, tensor, rows, min(rows, k), limit, hint)
+            return head, rows
+        check_run_memory(m, tensor, want, min(want, k), limit, hint)
+        if want == batch:
+            return itertools.chain(head, it), batch
+        want = min(batch, 2 * want)
 
 
 def prepare(model: Any, images: Any, options: TopOptions, stdin=None) -> TopJob:
     """Check and load everything for a top-k run; nothing runs yet."""
-    from cnncli.api.sources import load
+    from cnncli.api.sources import load, model_identity
     from cnncli.costs.receptive import receptive_fields
-    from cnncli.engine.model_input import check_feedable, check_run_memory, model_preprocess, open_for_images
+    from cnncli.engine.memory import check_memory, topk_bytes
+    from cnncli.engine.model_input import check_feedable, model_preprocess, open_for_images
     from cnncli.engine.targets import by_layer
     from cnncli.runtime.sessions import resolve_provider
 
@@ -256,20 +272,29 @@ def prepare(model: Any, images: Any, options: TopOptions, stdin=None) -> TopJob:
         raise BadArgument("IMAGES", "the model is read from standard input: give the images as a folder, glob or list file")
     provider = resolve_provider(o.provider)
     m = open_for_images(load(model), o.size, o.input_name)
+    model_id = model_identity(model, m)
     target = by_layer(m.graph, o.layer)
     if len(target.shape) != 4:
         raise CnnError(f"layer {o.layer}'s output '{target.tensor}' is not a 4-D feature map")
     check_feedable(m, target.tensor, "cnn top")
-    batch = o.batch_size if m.batchable else 1
-    check_run_memory(m, target.tensor, batch, batch, o.max_memory, "a smaller --batch-size" if batch > 1 else "")
     chosen = choose_channels(o.channels, o.n_channels, o.seed, target.shape[1])
     prep = model_preprocess(m, o.preset, o.mean, o.std, o.bgr)
-    paths, label = _paths(images, stdin)
+    from cnncli.api.top_files import listed_paths
+
+    paths, label, images_id = listed_paths(images, stdin)
+    paths, batch = _batch_run(m, target.tensor, paths, o.batch_size if m.batchable else 1, o.k, o.max_memory)
+    try:
+        check_memory(topk_bytes(len(chosen), o.k, batch), o.max_memory,
+                     f"keeping the top {o.k} of {len(chosen)} channel(s)", "a smaller -k")
+    except CnnError as exc:
+        raise BadArgument("-k", str(exc)) from None
     rf = receptive_fields(m.graph).get(target.tensor)
     meta = {"model": m.name, "images": label, "scanned": 0, "skipped": 0, "layer": o.layer, "tensor": target.tensor,
             "mode": o.mode, "k": o.k, "receptive_field": [a.size for a in rf] if rf else None,
             "preprocess": {**prep.describe(), "size": [m.shape[2], m.shape[3]]}}
-    return TopJob(m, target, chosen, o, prep, batch, provider, paths, label, rf, meta)
+    size = f"{m.shape[2]}x{m.shape[3]}"
+    return TopJob(m, target, chosen, o, prep, batch, provider, paths, label, rf, meta,
+                  lambda: (model_id, images_id(), repr(prep.describe()), size))
 
 
 _META_ORDER = ("model", "images", "scanned", "skipped", "layer", "tensor", "mode", "k", "receptive_field", "overview",
@@ -284,6 +309,7 @@ def run(model: Any, images: Any, options: TopOptions, *, stdin=None, progress: C
     done) and an overview of all of them. ``arrays=False`` keeps no crops (rows only)."""
     from pathlib import Path
 
+    from cnncli.api.top_files import GridWriter
     from cnncli.atomic import check_writable_dir
     from cnncli.frontend.damage import damage_explained
 
@@ -294,7 +320,7 @@ def run(model: Any, images: Any, options: TopOptions, *, stdin=None, progress: C
             check_writable_dir(Path(o.out))
         job = prepare(model, images, o, stdin)
         label = images if isinstance(images, (str, os.PathLike)) else job.images_label
-        writer = _GridWriter(job, o.out, os.fspath(label)) if o.out is not None else None
+        writer = GridWriter(job, o.out, os.fspath(label)) if o.out is not None else None
         result = job.scan(progress)
         if result.skipped:
             names = ", ".join(result.skipped[:3]) + (", …" if len(result.skipped) > 3 else "")
@@ -309,46 +335,6 @@ def run(model: Any, images: Any, options: TopOptions, *, stdin=None, progress: C
         meta = {**job.meta, "images": os.fspath(label), "overview": writer.overview() if writer is not None else None}
     files = [f for r in rows for f in r.files.values()] + ([meta["overview"]] if meta["overview"] else [])
     return TopResult(items, {key: meta[key] for key in _META_ORDER}, result.skipped, rows, list(warnings), files)
-
-
-class _GridWriter:
-    """`cnn top`'s files: per channel its k projections beside their k patches, and an overview."""
-
-    def __init__(self, job: TopJob, out: str, images_label: str):
-        from pathlib import Path
-
-        from cnncli.imaging.naming import images_stem, stem_of
-
-        self.job, self.out, self.tiles = job, Path(out), []
-        o = job.options
-        self.prefix = f"{stem_of(job.model.name, 'model')}_{images_stem(images_label)}_layer{o.layer}"
-
-    def channel(self, ch: TopChannel) -> dict[str, str]:
-        import numpy as np
-
-        from cnncli.atomic import ensure_dir
-        from cnncli.imaging.pictures import grid, label_strip, save_png, side_by_side
-
-        o = self.job.options
-        rf = self.job.rf
-        tile = int(min(128, max(64, rf[0].size if rf else 64)))
-        cols = int(np.ceil(np.sqrt(o.k)))
-        figure = label_strip(side_by_side(grid(ch.tiles("grey"), cols, tile), grid(ch.patches, cols, tile)),
-                             f"layer {o.layer} channel {ch.channel}: top {len(ch.entries)} (projection | patch)")
-        ensure_dir(self.out)
-        path = save_png(figure, self.out / f"{self.prefix}_c{ch.channel}_top{o.k}_{o.mode}.png")
-        self.tiles.append(figure)
-        return {"grid": str(path)}
-
-    def overview(self) -> str:
-        import numpy as np
-
-        from cnncli.imaging.pictures import grid, save_png
-
-        per_row = max(1, min(4, int(np.ceil(np.sqrt(len(self.tiles))))))
-        width = max(t.shape[1] for t in self.tiles)
-        o = self.job.options
-        return str(save_png(grid(self.tiles, per_row, width, gap=12), self.out / f"{self.prefix}_top{o.k}_overview.png"))
 
 
 def top(model: Any, images: Any, **options: Any) -> TopResult:

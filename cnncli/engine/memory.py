@@ -8,6 +8,7 @@ process minutes later, with no message.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from cnncli.errors import BadArgument, CnnError
 
@@ -20,7 +21,7 @@ def parse_size(text: str, label: str = "--max-memory") -> int:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*", str(text).upper())
     if not m:
         raise BadArgument(label, f"'{text}' is not a size like 64G, 512M or 2000000000")
-    value = int(float(m.group(1)) * _UNITS[m.group(2)])
+    value = int(Decimal(m.group(1)) * _UNITS[m.group(2)])  # exact: a float of 400 digits is inf
     if value <= 0:
         raise BadArgument(label, f"'{text}' must be more than 0")
     return value
@@ -83,6 +84,12 @@ def run_estimate(graph, input_name: str, target: str, rows: int = 1, reverse_row
         largest = max((count(o) for o in outputs), default=0)
         reverse = reverse_rows * 4 * (count(input_name) + 2 * largest) + weights
     return forward + reverse
+
+
+def topk_bytes(channels: int, k: int, batch: int) -> int:
+    """Bytes `cnn top`'s scan keeps for the top k per channel (value, image number and [y, x] per
+    slot), with the merge of one batch into them (the concatenation and its sort order, twice)."""
+    return 3 * channels * (k + batch) * (8 + 8 + 16)
 
 
 def check_memory(needed: int, limit: int | None = None, what: str = "this run", hint: str = "") -> None:

@@ -4,11 +4,18 @@ A name is built from parts (model, input, target, options); each part is made sa
 digits, ``_.-`` only) and, when long, cut to a readable head plus a short hash of the whole part,
 so two long names that differ only at the end still differ, and no name passes the 255-byte limit
 of common file systems (with room for the temporary-file prefix and suffix of atomic writes).
+
+A stem alone does not tell inputs apart (``a/cat.png`` and ``b/cat.jpg``; ``猫.jpg`` and ``犬.png``,
+which both become ``input``; ``x y.jpg`` and ``x_y.jpg``), so the part named after the inputs
+ends in a short hash of what identifies them (:func:`identified`): a file by its resolved path,
+data given in memory (bytes, an array, a picture, standard input) by a hash of its content. The
+same input always gets the same names; another input, other names, in this run or any other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -60,3 +67,24 @@ def join(*parts: str) -> str:
 
 def fits(name: str) -> bool:
     return len(name.encode("utf-8")) <= NAME_MAX
+
+
+def identified(stem: str, *identities: str) -> str:
+    """``stem`` (a name part) followed by a short hash of ``identities`` (see :func:`path_identity`,
+    :func:`data_identity`): 'cat' → 'cat-1f3a9c0b'."""
+    return f"{stem}-{short_hash(chr(0).join(identities))}"
+
+
+def path_identity(path: str) -> str:
+    """A file or folder as its outputs are told apart: its resolved path (symlinks followed, so a
+    link and its target are one input; the rest of a glob kept as written)."""
+    return "path:" + os.path.realpath(path)
+
+
+def data_identity(*chunks: bytes | str) -> str:
+    """Data given in memory (model bytes, an array's bytes and shape) as its outputs are told apart."""
+    h = hashlib.sha1()
+    for chunk in chunks:
+        h.update(chunk.encode("utf-8", "surrogatepass") if isinstance(chunk, str) else chunk)
+        h.update(b"\0")
+    return "data:" + h.hexdigest()

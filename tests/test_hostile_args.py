@@ -1,0 +1,200 @@
+"""Arguments of a wrong type or size (issue 15): every option of every command, from Python or the
+command line, is refused with BadArgument (exit 2, one line) when it is not a value the option
+takes, never a TypeError, an OverflowError or a traceback; values past int64 or past any memory
+are refused before the work; an empty picture is an error, not a blank projection; and the
+memory check of `cnn top` counts the batch that will run, not the one asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+import cnncli
+from cnncli.api.options import Options
+from cnncli.cli import cli
+from cnncli.errors import BadArgument
+from helpers import assert_one_line_error
+
+COMMANDS = ("stats", "connectivity", "project", "top", "features", "filters", "demo")
+NEEDED = {"project": {"layer": 1}, "top": {"layer": 1}, "features": {"layer": 1}, "filters": {"layer": 1}}
+HUGE = 99999999999999999999  # past int64
+
+
+def options_classes() -> dict[str, type]:
+    out = {}
+    for name in COMMANDS:
+        module = importlib.import_module(f"cnncli.api.{name}")
+        [cls] = [v for v in vars(module).values()
+                 if isinstance(v, type) and issubclass(v, Options) and v.__module__ == module.__name__]
+        out[name] = cls
+    return out
+
+
+class NoInt:
+    def __int__(self):
+        raise TypeError("no")
+
+
+# refused by every option, whatever it takes
+EVERYWHERE = [object(), NoInt(), complex(1, 2), float("nan"), float("inf"), b"\xff", bytearray(b"3"), [object()],
+              {"a": object()}, [[1]], np.array([[1.5]])]
+# refused by the options of each kind (the check an option is declared with)
+BY_KIND = {
+    "integer": ["1", "3", 1.5, True, False, np.float64(2.0), [1], HUGE, -HUGE, 2**63, "", None],
+    "choice": [3, True, "nope", ["cpu"], ""],
+    "text": [3, True, ["a"], b"a"],
+    "path": [123, 1.5, True, b"x", ["a"], ""],
+    "flag": ["yes", 1, 0, "", np.int64(1)],
+    "floats": [b"\x01\x02\x03", {0.5: 1}, "a,b", "1e400", "nan", [True], ["1"], [float("nan")], {}, [], "x"],
+    "dims": [3, b"\x03\x03", {3, 4}, {"a": 3}, "0x4", "-1x4", "1.5x2", f"{HUGE}x2", (2**63, 2), (1.5, 2), ["a", "b"], (True, 2), "", "x"],
+    "memory_size": [-1, 0, 1.5, "1Q", "9" * 400 + "T", "-5G", True, "", [1]],
+    "input_shapes": [["x"], ["=1x3"], {"x": "1x3x0x2"}, {"x": (1, HUGE)}, {"x": [1.5]}, {3: "1x2"}, ["x=1x3x1e400x2"],
+                     f"x=1x3x{HUGE}x2", [f"x=1x3x{HUGE}x2"], 3],
+    "channel_list": [1.5, [1.5], [True], [[1]], {1.5}, True, b"\x01", {"a": 1}],
+}
+
+
+def kind_of(check) -> str:
+    return check.__qualname__.split(".")[0].replace("optional_flag", "flag")
+
+
+def test_every_option_of_every_command_refuses_wrong_values_with_bad_argument():
+    tried = 0
+    for command, cls in options_classes().items():
+        base = NEEDED.get(command, {})
+        for f in dataclasses.fields(cls):
+            check = f.metadata.get("check")
+            assert check is not None, f"{cls.__name__}.{f.name} has no check"
+            kind = kind_of(check)
+            assert kind in BY_KIND, f"{cls.__name__}.{f.name}: no wrong values for checks of kind {kind}"
+            wrong = [v for v in BY_KIND[kind] if not (v is None and f.default is None)] + EVERYWHERE
+            for value in wrong:
+                with pytest.raises(BadArgument) as caught:
+                    cls(**{**base, f.name: value})
+                assert caught.value.param == f.metadata["flag"], (cls.__name__, f.name, value)
+                tried += 1
+    assert tried > 500
+
+
+MODEL = Path(__file__).resolve().parent.parent / "sample_models" / "zfnet_mini.onnx"
+IMAGE = MODEL.parent / "images" / "star.png"
+
+
+API_CASES = [
+    ("project", {"layer": "1"}), ("project", {"layer": 1.5}), ("project", {"layer": True}), ("project", {"layer": None}),
+    ("project", {"layer": 1, "out": 123}), ("project", {"layer": 1, "channels": [1.5]}),
+    ("project", {"layer": 1, "batch_size": 0.5}), ("project", {"layer": 1, "size": 224}),
+    ("project", {"layer": 1, "batch_size": 2**64}), ("project", {"layer": 1, "max_memory": "9" * 400}),
+    ("top", {"layer": 1, "k": "3"}), ("top", {"layer": 1, "seed": "x"}), ("top", {"layer": 1, "seed": -1}),
+    ("top", {"layer": 1, "k": 2**64}), ("top", {"layer": 1, "workers": 2**64, "engine": "ray"}),
+    ("stats", {"batch": 2**64}), ("stats", {"top": 2**70}), ("stats", {"batch": float("nan")}),
+    ("connectivity", {"units": 2**64, "input": "8x8", "kernel": "3x3"}),
+    ("features", {"layer": "2"}), ("filters", {"layer": 2.0}), ("filters", {"layer": 2**64}),
+]
+
+
+def test_python_api_wrong_values_raise_bad_argument_before_any_work():
+    for call, kwargs in API_CASES:
+        args = {"project": (MODEL, IMAGE), "top": (MODEL, MODEL.parent / "images"), "features": (MODEL, IMAGE),
+                "stats": (MODEL,), "connectivity": (), "filters": (MODEL,)}[call]
+        with pytest.raises(BadArgument):
+            getattr(cnncli, call)(*args, **kwargs)
+
+
+CLI_CASES = [
+    ["stats", MODEL, "--batch", HUGE],
+    ["stats", MODEL, "--top", HUGE],
+    ["stats", MODEL, "--input-shape", f"input=1x3x{HUGE}x2"],
+    ["project", MODEL, IMAGE, "--layer", 1, "--size", f"{HUGE}x2"],
+    ["project", MODEL, IMAGE, "--layer", 1, "--batch-size", HUGE],
+    ["project", MODEL, IMAGE, "--layer", 1, "--max-memory", "9" * 400 + "T", "--top", HUGE],
+    ["top", MODEL, MODEL.parent / "images", "--layer", 1, "-k", 10**12, "--channel", 0],
+    ["top", MODEL, MODEL.parent / "images", "--layer", 1, "-k", HUGE],
+    ["top", MODEL, MODEL.parent / "images", "--layer", 1, "--seed", -1],
+    ["top", MODEL, MODEL.parent / "images", "--layer", 1, "--seed", HUGE],
+    ["top", MODEL, MODEL.parent / "images", "--layer", 1, "--batch-size", HUGE],
+    ["top", MODEL, MODEL.parent / "images", "--layer", 1, "--engine", "ray", "--workers", HUGE],
+    ["features", MODEL, IMAGE, "--layer", HUGE],
+    ["filters", MODEL, "--layer", -HUGE],
+    ["demo", "--top", HUGE],
+]
+
+
+def test_command_line_values_past_int64_or_memory_are_one_line_usage_errors(tmp_path, monkeypatch):
+    import cnncli.runtime.sessions
+
+    def no_session(*a, **kw):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(cnncli.runtime.sessions, "make_session", no_session)
+    for args in CLI_CASES:
+        out = [] if args[0] == "stats" else ["--out", tmp_path / "o"]
+        r = CliRunner().invoke(cli, [str(a) for a in [*args, *out]])
+        msg = assert_one_line_error(r, 2)
+        assert len(msg) < 400, msg
+        assert not (tmp_path / "o").exists()
+
+
+def dynamic_model() -> onnx.ModelProto:
+    """x [1,3,H,W] (H, W symbolic) → conv 3x3 pad 1 (2 channels) → relu 'r'."""
+    w = np.random.default_rng(0).normal(size=(2, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"])]
+    graph = helper.make_graph(nodes, "d", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "H", "W"])],
+                              [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)], [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_an_empty_picture_is_refused_not_projected_blank(tmp_path):
+    empties = [np.zeros((0, 0, 3), np.uint8), np.zeros((0, 5), np.uint8), np.zeros((5, 0, 3), np.uint8),
+               np.zeros((5, 5, 0), np.uint8), Image.new("RGB", (0, 5)), Image.new("L", (7, 0)),
+               np.zeros((1, 3, 0, 16), np.float32), np.zeros((3, 16, 0), np.float64), np.zeros((0, 3, 16, 16), np.float32)]
+    for model in (MODEL, dynamic_model()):
+        for image in empties:
+            with pytest.raises(BadArgument, match="empty|uint8") as caught:
+                cnncli.project(model, image, layer=1, channels=[0])
+            assert caught.value.param == "image"
+    np.save(tmp_path / "empty.npy", np.zeros((1, 3, 0, 8), np.float32))
+    r = CliRunner().invoke(cli, ["project", str(MODEL), str(tmp_path / "empty.npy"), "--layer", "1", "--out",
+                                 str(tmp_path / "o")])
+    assert "empty" in assert_one_line_error(r, 2)
+    assert not (tmp_path / "o").exists()
+
+
+def run_top(*args):
+    return CliRunner().invoke(cli, ["top", str(MODEL), str(MODEL.parent / "images"), "--layer", "1", "--channel", "0,1",
+                                    "-k", "3", "--quiet", "--format", "json", *map(str, args)])
+
+
+def test_top_checks_memory_for_the_batch_it_runs_not_the_batch_size_asked():
+    """11 images: --batch-size 100000 runs one batch of 11, in the memory of 11 images."""
+    one_at_a_time = run_top("--batch-size", 1, "--max-memory", "40M")
+    assert one_at_a_time.exit_code == 0, one_at_a_time.stderr
+    r = run_top("--batch-size", 100000, "--max-memory", "40M")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["channels"] == json.loads(one_at_a_time.stdout)["channels"]
+    assert json.loads(r.stdout)["scanned"] == 11
+    # a limit too small for the 11 images themselves is still refused, naming the 11
+    r = run_top("--batch-size", 100000, "--max-memory", "10M")
+    assert r.exit_code == 1 and "11 images" in r.stderr, r.stderr
+
+
+def test_top_k_is_refused_when_its_table_would_not_fit():
+    r = run_top("-k", 10**12)
+    msg = assert_one_line_error(r, 2)
+    assert "-k" in msg and "memory" in msg
+    r = run_top("-k", 10**6)  # a k larger than the images: the table fits, the grid shows what there is
+    assert r.exit_code == 0, r.stderr
+    assert all(len(ch["entries"]) == 11 for ch in json.loads(r.stdout)["channels"])
