@@ -53,7 +53,7 @@ BY_KIND = {
     "integer": ["1", "3", 1.5, True, False, np.float64(2.0), [1], HUGE, -HUGE, 2**63, "", None],
     "choice": [3, True, "nope", ["cpu"], ""],
     "text": [3, True, ["a"], b"a"],
-    "path": [123, 1.5, True, b"x", ["a"], ""],
+    "path": [123, 1.5, True, b"x", ["a"], "", "a\0b", "\0"],
     "flag": ["yes", 1, 0, "", np.int64(1)],
     "floats": [b"\x01\x02\x03", {0.5: 1}, "a,b", "1e400", "nan", [True], ["1"], [float("nan")], {}, [], "x"],
     "dims": [3, b"\x03\x03", {3, 4}, {"a": 3}, "0x4", "-1x4", "1.5x2", f"{HUGE}x2", (2**63, 2), (1.5, 2), ["a", "b"], (True, 2), "", "x"],
@@ -143,6 +143,23 @@ def test_command_line_values_past_int64_or_memory_are_one_line_usage_errors(tmp_
         msg = assert_one_line_error(r, 2)
         assert len(msg) < 400, msg
         assert not (tmp_path / "o").exists()
+
+
+def test_python_api_wrong_inputs_raise_bad_argument():
+    """The positional arguments too: IMAGES of bytes or empty, paths with a NUL, non-finite tensors."""
+    wrong = [
+        lambda: cnncli.top(MODEL, [b"x.png"], layer=1, channels=[0]),
+        lambda: cnncli.top(MODEL, [IMAGE, 3], layer=1, channels=[0]),
+        lambda: cnncli.top(MODEL, "", layer=1, channels=[0]),
+        lambda: cnncli.top(MODEL, "a\0b", layer=1, channels=[0]),
+        lambda: cnncli.features(MODEL, "a\0b.png", layer=1),
+        lambda: cnncli.project(MODEL, IMAGE, layer=1, out="o\0ut"),
+        lambda: cnncli.project(MODEL, np.full((1, 3, 112, 112), np.nan, np.float32), layer=1),
+        lambda: cnncli.project(MODEL, np.full((3, 112, 112), np.inf, np.float32), layer=1),
+    ]
+    for call in wrong:
+        with pytest.raises(BadArgument):
+            call()
 
 
 def dynamic_model() -> onnx.ModelProto:

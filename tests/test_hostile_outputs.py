@@ -226,3 +226,26 @@ def test_a_linked_picture_folder_is_not_emptied_through_the_link(tmp_path):
     (out / "index.html").write_text("this run's")
     replace_manifest(out, read_manifest(out), [str(out / "index.html")])
     assert (outside / "keep.png").read_bytes() == b"the user's"
+
+
+def test_tensors_whose_names_are_made_safe_alike_keep_their_files_apart(tmp_path):
+    """'c 1' (made safe: 'c_1') and 'c_1', two tensors of one model, projected into one --out."""
+    w = np.random.default_rng(0).normal(size=(4, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c 1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c 1"], ["c_1"]), helper.make_node("Sigmoid", ["c_1"], ["c/1"])]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("c/1", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "W")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    model = tmp_path / "m.onnx"
+    onnx.save(m, str(model))
+    image = picture(tmp_path / "cat.png", 0)
+    out = tmp_path / "out"
+
+    def run(tensor):
+        return lambda: invoke("project", model, image, "--tensor", tensor, "--channel", "all", "--out", out)
+
+    two_runs_keep_apart(run("c 1"), run("c_1"))
+    two_runs_keep_apart(run("c_1"), run("c/1"))
+    assert len(list(out.iterdir())) == 3 * 4 * 2

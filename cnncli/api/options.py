@@ -153,6 +153,8 @@ def path(optional: bool = True) -> Check:
         value = os.fspath(value)
         if not isinstance(value, str) or not value:
             raise BadArgument(flag, f"{_shown(value)} is not a path")
+        if "\0" in value:  # no file system takes one; os would raise ValueError
+            raise BadArgument(flag, f"{_shown(value)}: a path cannot hold a NUL character")
         return value
 
     return check

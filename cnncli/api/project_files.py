@@ -53,10 +53,12 @@ class ProjectionWriter:
         self._made_dir = False
 
     def _prefix(self, size_given: bool) -> str:
-        from cnncli.imaging.naming import identified, join, part, stem_of
+        from cnncli.imaging.naming import identified, join, part, slug, stem_of
 
         job, m = self.job, self.job.model
-        label = f"layer{job.target.layer}" if job.target.layer is not None else part(job.target.tensor)
+        tensor = job.target.tensor  # a name made safe ('a b' → 'a_b') keeps a hash of itself: 'a_b' is another tensor
+        label = f"layer{job.target.layer}" if job.target.layer is not None else \
+            part(tensor) if slug(tensor) == tensor else identified(part(tensor), tensor)
         tags = []
         if job.options.keep != "map":
             tags.append(f"keep-{job.options.keep}")

@@ -108,6 +108,8 @@ def _as_array(image: Any) -> tuple[str, np.ndarray] | None:
     else:
         return None
     _check_not_empty(x.shape, "a model input [1, C, H, W]")
+    if not np.isfinite(x).all():
+        raise BadArgument("image", f"'{label}' holds NaN or infinite values: a model input is finite numbers")
     return label, x
 
 

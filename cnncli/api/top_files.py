@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from cnncli.api.options import path
 from cnncli.errors import BadArgument
 
 if TYPE_CHECKING:
@@ -45,14 +46,14 @@ def listed_paths(images: Any, stdin=None) -> tuple[Iterable[str], str, Callable[
     from cnncli.imaging.sources import iter_image_paths, unique_paths
 
     if isinstance(images, (str, os.PathLike)):
-        spec = os.fspath(images)
+        spec = path(optional=False)("IMAGES", images)
         paths = iter_image_paths(spec, stdin)
         if spec != "-":
             return paths, spec, lambda: path_identity(spec)
     else:
         try:
-            paths = list(unique_paths(os.fspath(p) for p in images))
-        except TypeError:
+            paths = list(unique_paths(path(optional=False)("IMAGES", p) for p in images))
+        except (TypeError, BadArgument):
             raise BadArgument("IMAGES", "give a folder, a glob, a list file, '-', or a list of paths") from None
         spec = f"<{len(paths)} paths>"
     listed = Listed(paths)
