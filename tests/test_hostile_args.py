@@ -55,7 +55,7 @@ BY_KIND = {
     "text": [3, True, ["a"], b"a"],
     "path": [123, 1.5, True, b"x", ["a"], "", "a\0b", "\0"],
     "flag": ["yes", 1, 0, "", np.int64(1)],
-    "floats": [b"\x01\x02\x03", {0.5: 1}, "a,b", "1e400", "nan", [True], ["1"], [float("nan")], {}, [], "x"],
+    "floats": [b"\x01\x02\x03", {0.5: 1}, "1e300", [-1e300], "a,b", "1e400", "nan", [True], ["1"], [float("nan")], {}, [], "x"],
     "dims": [3, b"\x03\x03", {3, 4}, {"a": 3}, "0x4", "-1x4", "1.5x2", f"{HUGE}x2", (2**63, 2), (1.5, 2), ["a", "b"], (True, 2), "", "x"],
     "memory_size": [-1, 0, 1.5, "1Q", "9" * 400 + "T", "-5G", True, "", [1]],
     "input_shapes": [["x"], ["=1x3"], {"x": "1x3x0x2"}, {"x": (1, HUGE)}, {"x": [1.5]}, {3: "1x2"}, ["x=1x3x1e400x2"],
@@ -125,6 +125,8 @@ CLI_CASES = [
     ["top", MODEL, MODEL.parent / "images", "--layer", 1, "--batch-size", HUGE],
     ["top", MODEL, MODEL.parent / "images", "--layer", 1, "--engine", "ray", "--workers", HUGE],
     ["features", MODEL, IMAGE, "--layer", HUGE],
+    ["features", MODEL, IMAGE, "--layer", 1, "--mean", "1e308"],  # every pixel (x - mean) / std past float32
+    ["project", MODEL, IMAGE, "--layer", 1, "--std", "1e-320"],
     ["filters", MODEL, "--layer", -HUGE],
     ["demo", "--top", HUGE],
 ]

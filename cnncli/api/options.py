@@ -25,6 +25,7 @@ from cnncli.choices import PRESETS, PROVIDERS
 from cnncli.errors import BadArgument
 
 Check = Callable[[str, Any], Any]  # (flag, value) -> normalised value, or raise BadArgument
+PIXEL_SCALE = 1e6  # --mean and --std within ±1e6 (--std at least 1e-6 from 0): preprocessed pixels stay finite
 INT64_MAX = 2**63 - 1  # the largest whole number any option takes (numpy, onnx and onnxruntime stop there)
 
 
@@ -190,6 +191,10 @@ def floats(flag_: str, value: Any) -> tuple[float, ...] | None:
         raise BadArgument(flag_, f"'{shown}': values must be finite numbers")
     if flag_ == "--std" and any(v == 0 for v in values):
         raise BadArgument(flag_, f"'{shown}': values must be non-zero")
+    if any(abs(v) > PIXEL_SCALE for v in values) or flag_ == "--std" and any(abs(v) < 1 / PIXEL_SCALE for v in values):
+        # (pixel - mean) / std past float32 would make every input, and so every result, inf or NaN
+        raise BadArgument(flag_, f"'{shown}': values must lie within ±{PIXEL_SCALE:g}"
+                                 + (f" and away from 0 by {1 / PIXEL_SCALE:g}" if flag_ == "--std" else ""))
     return values
 
 
