@@ -249,3 +249,17 @@ def test_tensors_whose_names_are_made_safe_alike_keep_their_files_apart(tmp_path
     two_runs_keep_apart(run("c 1"), run("c_1"))
     two_runs_keep_apart(run("c_1"), run("c/1"))
     assert len(list(out.iterdir())) == 3 * 4 * 2
+
+
+def test_demo_refuses_a_picture_folder_that_links_elsewhere(tmp_path):
+    """img/ a link to another folder: the demo's pictures would replace files there."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "star_input.png").write_bytes(b"the user's")
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "img").symlink_to(outside, target_is_directory=True)
+    r = CliRunner().invoke(cli, ["demo", "--out", str(out), "--top", "1", "--quiet"])
+    assert r.exit_code == 1 and "symbolic link" in r.stderr, r.stderr
+    assert sorted(p.name for p in outside.iterdir()) == ["star_input.png"]
+    assert (outside / "star_input.png").read_bytes() == b"the user's"

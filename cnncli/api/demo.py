@@ -16,6 +16,7 @@ from cnncli.api.options import Options, choice, integer, opt, path
 from cnncli.api.result import Hear, Result, Warnings
 from cnncli.choices import PROVIDERS
 from cnncli.columns import col
+from cnncli.errors import CnnError
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ def _run(out_dir: str, top: int, provider: str, progress: Callable[[str], None] 
 
     out = Path(out_dir)
     check_writable_dir(out)
+    if (out / "img").is_symlink():  # its pictures would replace files wherever the link leads
+        raise CnnError(f"'{out / 'img'}' is a symbolic link: the demo writes its pictures only into a folder of its own")
     provider = resolve_provider(provider)
     model_path = sample_model()
     loaded = load(str(model_path))
