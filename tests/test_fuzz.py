@@ -244,13 +244,17 @@ SECRET = "cwd_secret.bin"  # in the folder the CLI runs from, never beside the m
 LOCATIONS = [SECRET, "../" + SECRET, "/etc/passwd", "", "sub/../../" + SECRET, "w.bin", "w.bin"]  # w.bin: beside the model
 
 
-def _to_external(t: TensorProto, location: str) -> None:
+def _to_external(t: TensorProto, location: str, payload: bytearray) -> None:
+    """Move ``t``'s data out to ``location``; ``payload`` collects what w.bin (beside the model) holds."""
+    raw = t.raw_data
     t.ClearField("raw_data")
     t.data_location = TensorProto.EXTERNAL
-    t.external_data.add(key="location", value=location)
+    for key, value in (("location", location), ("offset", str(len(payload))), ("length", str(len(raw)))):
+        t.external_data.add(key=key, value=value)
+    payload.extend(raw)
 
 
-def _mutate(model: onnx.ModelProto, data) -> bool:
+def _mutate(model: onnx.ModelProto, data, payload: bytearray) -> bool:
     """Apply one hostile mutation; True when it names external data that is not beside the model
     (running the model must then fail)."""
     g = model.graph
@@ -260,10 +264,10 @@ def _mutate(model: onnx.ModelProto, data) -> bool:
         location = data.draw(st.sampled_from(LOCATIONS), label="location")
         where = data.draw(st.sampled_from(["initializer", "ConstantOfShape", "If", "sparse", "Constant"]), label="where")
         t = numpy_helper.from_array(np.ones([1], np.float32), "ext")
-        _to_external(t, location)
+        _to_external(t, location, payload)
         x = g.input[0].name
         if where == "initializer" and g.initializer:
-            _to_external(data.draw(st.sampled_from(list(g.initializer)), label="init"), location)
+            _to_external(data.draw(st.sampled_from(list(g.initializer)), label="init"), location, payload)
         elif where == "ConstantOfShape":
             g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "ext_shape"))
             g.node.insert(0, helper.make_node("ConstantOfShape", ["ext_shape"], ["ext_c"], value=t))
@@ -321,10 +325,11 @@ def test_hostile_mutations(model, data):
     """External data anywhere (a Constant, ConstantOfShape, If branch, sparse initializer), a tensor
     written twice, raw_data of the wrong length, zero, negative or huge dims, zero strides: one
     line or a result, never a traceback; external data not beside the model is never run."""
-    escapes = _mutate(model, data)
+    payload = bytearray()
+    escapes = _mutate(model, data, payload)
     d = Path(tempfile.mkdtemp(dir=WORK))
     (d / "model").mkdir()
-    (d / "model" / "w.bin").write_bytes(np.ones(64, np.float32).tobytes())
+    (d / "model" / "w.bin").write_bytes(bytes(payload) if data.draw(st.booleans(), label="whole w.bin") else bytes(payload[:2]))
     (d / "cwd").mkdir()
     (d / "cwd" / SECRET).write_bytes(np.ones(64, np.float32).tobytes())
     path = d / "model" / "m.onnx"

@@ -362,3 +362,15 @@ def test_input_shape_beyond_int64_is_bad_usage():
 
     result = _cnn("stats", ZFNET_PAPER, "--input-shape", f"input=1x3x{2**40}x{2**40}")
     assert result.exit_code == 2 and "int64" in result.stderr
+
+
+def test_window_larger_than_its_input_is_one_line_not_negative_sizes(tmp_path):
+    """onnx's inference gives such a conv a negative output size (and cnn stats costed it with
+    made-up MACs): the model's own input is an error, a user's --input-shape is bad usage."""
+    from helpers import ZFNET_PAPER
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_conv(x_dims=(1, 3, 1, 1)).SerializeToString())
+    assert "does not fit its input" in assert_one_line_error(_cnn("stats", path), 1)
+    result = _cnn("stats", ZFNET_PAPER, "--input-shape", "image=1x3x4x4")
+    assert result.exit_code == 2 and "negative dim" in result.stderr and "Traceback" not in result.stderr

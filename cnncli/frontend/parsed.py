@@ -16,10 +16,10 @@ def note_parsed(model, name: str) -> None:
         seen.append((model, name))
 
 
-def damaged(what: str):
+def damaged(what: str, state: str = "is damaged"):
     """The ModelError for damage found where the model is not at hand: it names the model when
-    one model was parsed during the call."""
+    one model was parsed during the call ("'m.onnx' is damaged: …")."""
     from cnncli.errors import ModelError
 
     names = {n for _, n in parsed.get() or ()}
-    return ModelError(f"'{names.pop()}' is damaged: {what}" if len(names) == 1 else f"the model is damaged: {what}")
+    return ModelError(f"'{names.pop()}' {state}: {what}" if len(names) == 1 else f"the model {state}: {what}")

@@ -168,17 +168,31 @@ def check_runnable(model: onnx.ModelProto, name: str) -> None:
                                  f"weight ({'x'.join(map(str, dims))})")
 
 
-def check_shapes(shapes: dict) -> None:
-    """Raise the damage error for an inferred or declared shape with a negative dim, or more
-    elements than int64 counts (onnx's inference wraps around there: negative sizes, wrong costs)."""
+def check_shapes(shapes: dict, user_shapes: bool = False) -> None:
+    """Raise a one-line error for a shape with more elements than int64 counts (onnx's inference
+    wraps around there: negative sizes, wrong costs) or a negative dim (a window larger than its
+    padded input: the input is too small, or the shapes do not fit together; a usage error when
+    the user set the input shapes)."""
+    from cnncli.frontend.parsed import damaged
+
+    negative = None
     for tensor, shape in shapes.items():
         if not shape:
             continue
         for d in shape:
             if d is not None and not 0 <= d < 2**31:
                 why = dims_problem([d for d in shape if d is not None])
-                if why is not None:
-                    from cnncli.frontend.parsed import damaged
-
+                if why is None:
+                    break
+                if not why.startswith("a negative"):
                     raise damaged(f"tensor '{tensor}' has {why}")
+                negative = negative or (tensor, why)
                 break
+    if negative is not None and user_shapes:
+        from cnncli.errors import BadArgument
+
+        raise BadArgument("--input-shape", f"tensor '{negative[0]}' would have {negative[1]}: the input is "
+                                           "smaller than a window over it")
+    if negative is not None:
+        raise damaged(f"tensor '{negative[0]}' would have {negative[1]}: the input is smaller than a window "
+                      "over it, or the model's shapes do not fit together", "does not fit its input")
