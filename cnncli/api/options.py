@@ -41,8 +41,8 @@ def opt(default: Any, flag: str, check: Check, *, cli_default: Any = dataclasses
 
 class Options:
     """Base of every options dataclass: runs each field's check, then ``validate()``. A value of a
-    type no check foresaw (its TypeError, ValueError or OverflowError) is a BadArgument naming the
-    option too, never a crash of its own."""
+    type no check foresaw (a TypeError, ValueError, OverflowError or MemoryError in the check) is a
+    BadArgument naming the option too, never a crash of its own."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -112,8 +112,9 @@ def integer(minimum: int | None = None, optional: bool = False, maximum: int = I
         if not _is_int(value):
             raise BadArgument(flag, f"{_shown(value)} is not a whole number")
         value = int(value)
-        if value < (-INT64_MAX - 1 if minimum is None else minimum):
-            raise BadArgument(flag, f"must be at least {-INT64_MAX - 1 if minimum is None else minimum}, not {_shown(value)}")
+        lowest = -INT64_MAX - 1 if minimum is None else minimum
+        if value < lowest:
+            raise BadArgument(flag, f"must be at least {lowest}, not {_shown(value)}")
         if value > maximum:
             raise BadArgument(flag, f"must be at most {maximum}, not {_shown(value)}")
         return value
