@@ -13,16 +13,14 @@
 
 The driver holds the global top-k (k × channels), one object reference per block of paths and the
 skipped paths; the projection of the kept units then runs on the driver as in the local engine.
-Ray is imported only here, and only when `--engine ray` is asked for.
+Ray is imported only in this folder (the runtime in `runtime.py`, URIs in `reading.py`), and only when
+`--engine ray` is asked for.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -32,6 +30,8 @@ import numpy as np
 from cnncli.errors import BadArgument, CnnError
 from cnncli.imaging.preprocess import Preprocess
 from cnncli.engine.top import ScanResult, TopK, batched
+from cnncli.scale.reading import read_pixels
+from cnncli.scale.runtime import RayRuntime, first_line
 
 # Fault tolerance, for worker processes that die (killed, out of memory, node lost): a decode
 # task is retried up to DECODE_RETRIES times; a model actor is restarted up to MAX_RESTARTS times
@@ -102,32 +102,6 @@ def plan(resources: dict, workers: int | None, provider: str) -> Placement:
     return Placement(workers, provider, share, 0.0, max(1, int(share)))
 
 
-URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def read_pixels(path: str, image_channels: int, size: tuple[int, int]) -> np.ndarray:
-    """The local engine's reader (`read_image`) for a path; for a URI (s3://, gs://, hdfs://,
-    file://, … any filesystem pyarrow knows, as Ray's own readers use) the bytes through pyarrow
-    and then the local engine's pixel code (`image_pixels`)."""
-    if not URI.match(path):
-        from cnncli.imaging.preprocess import read_image
-
-        return read_image(path, image_channels, size)
-    import io
-
-    import pyarrow.fs
-    from PIL import Image
-
-    from cnncli.imaging.preprocess import image_pixels
-
-    fs, inner = pyarrow.fs.FileSystem.from_uri(path)
-    with fs.open_input_file(inner) as f:
-        data = f.read()
-    with Image.open(io.BytesIO(data)) as im:
-        im.load()
-        return image_pixels(im, image_channels, size)
-
-
 def decode_block(batch: dict, image_channels: int, size: tuple[int, int]) -> dict:
     """Decode a block of paths with the local engine's reader; unreadable images get ok=False."""
     paths = [str(p) for p in batch["path"]]
@@ -175,47 +149,6 @@ class BlockTopK:
         skipped = [[int(ids[i]), str(paths[i])] for i in np.flatnonzero(~ok)]
         return {**to_record(top), "scanned": np.array([len(good)]),
                 "skipped": np.array([json.dumps(skipped)], dtype=object)}
-
-
-def import_ray():
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise CnnError("--engine ray needs Ray: pip install 'cnncli[ray]'") from None
-    return ray
-
-
-class RayRuntime:
-    """Join the cluster at ``address`` ('auto', 'ray://host:10001', …) or start an embedded local
-    runtime; leave a runtime the caller already started alone. Quiet unless ``verbose``."""
-
-    def __init__(self, address: str | None, verbose: bool):
-        self.address, self.verbose, self.started = address, verbose, False
-
-    def __enter__(self):
-        ray = import_ray()
-        if not ray.is_initialized():
-            if not self.verbose:  # the driver's own core worker logs to stderr (C++ glog)
-                os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-            kwargs = {"log_to_driver": self.verbose, "logging_level": logging.INFO if self.verbose else logging.ERROR}
-            if self.address is None:
-                kwargs["include_dashboard"] = False
-            try:
-                with _quiet_fd2(not self.verbose):  # C++ start-up lines ("Set ray log level …")
-                    ray.init(address=self.address, **kwargs)
-            except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
-                where = f"the Ray cluster at '{self.address}'" if self.address else "a local Ray runtime"
-                raise CnnError(f"cannot start or join {where}: {_first_line(exc)}") from None
-            self.started = True
-        return ray
-
-    def __exit__(self, *exc):
-        if self.started:
-            import ray
-
-            ray.shutdown()
-        return False
 
 
 def ray_scan(model_bytes: bytes, input_name: str, target: str, image_shape: tuple[int, int, int],
@@ -325,31 +258,6 @@ def quiet_data(verbose: bool) -> None:
         logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
-@contextlib.contextmanager
-def _quiet_fd2(quiet: bool):
-    """Send file descriptor 2 to /dev/null meanwhile: Ray's C++ core writes there directly."""
-    if not quiet:
-        yield
-        return
-    import sys
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _user_error(exc: BaseException) -> CnnError:
     """A failure inside the pipeline as one line: our own error (e.g. onnxruntime cannot load the
     model on a worker) if one is the cause, else Ray's."""
@@ -359,4 +267,4 @@ def _user_error(exc: BaseException) -> CnnError:
         if type(cur).__module__.startswith("cnncli") and isinstance(cur, CnnError):
             return CnnError(str(cur))
         cur = getattr(cur, "cause", None) or cur.__cause__
-    return CnnError(f"the Ray pipeline failed: {_first_line(exc)}")
+    return CnnError(f"the Ray pipeline failed: {first_line(exc)}")
