@@ -229,20 +229,34 @@ def test_graph_that_writes_a_tensor_twice_is_damaged(tmp_path, case):
 # ----------------------------------------------------------------------------- sparse weights
 
 
-def test_conv_with_sparse_weight_is_costed(tmp_path):
-    """MACs from the dense shape [4, 3, 3, 3] (4·6·6 outputs · 27); params: the 3 values stored."""
+def _sparse_conv(tmp_path, indices=(0, 5, 17)):
     values = numpy_helper.from_array(np.ones(3, np.float32), "W")
-    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.array([0, 5, 17], np.int64), "i"), [4, 3, 3, 3])
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.array(indices, np.int64), "i"), [4, 3, 3, 3])
     graph = helper.make_graph([helper.make_node("Conv", ["x", "W"], ["y"], name="c")], "g", [vi("x", X)], [out()],
                               sparse_initializer=[sparse])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_conv_with_sparse_weight_is_costed(tmp_path):
+    """MACs from the dense shape [4, 3, 3, 3] (4·6·6 outputs · 27); params: the 3 values stored."""
+    path = _sparse_conv(tmp_path)
     result = _cnn("stats", path, "--format", "json")
     assert result.exit_code == 0, result.stderr
     layer = json.loads(result.stdout)["layers"][0]
     assert (layer["macs"], layer["params"], layer["output_shape"]) == (4 * 6 * 6 * 27, 3, [1, 4, 6, 6])
+
+
+def test_conv_with_sparse_weight_runs_and_bad_indices_are_damage(tmp_path):
+    """The commands that run the model see the dense weight: filter 1 holds the stored ones."""
+    result = _cnn("filters", _sparse_conv(tmp_path), "--layer", 1, "--out", tmp_path / "f", "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    for indices in ((0, 5, 170), (0, 5)):
+        msg = assert_one_line_error(_cnn("filters", _sparse_conv(tmp_path, indices), "--layer", 1, "--out", tmp_path / "g"), 1)
+        assert "is damaged: sparse initializer 'W'" in msg
 
 
 # ----------------------------------------------------------------------------- data against dims

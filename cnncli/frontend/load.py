@@ -185,6 +185,7 @@ def load_external_weights(loaded: LoadedModel) -> None:
         from cnncli.frontend.external import load_all
 
         load_all(loaded.model, loaded.base_dir, loaded.name)
-    from cnncli.frontend.wellformed import check_runnable
+    from cnncli.frontend.wellformed import check_runnable, densify_sparse
 
     check_runnable(loaded.model, loaded.name)
+    densify_sparse(loaded.model, loaded.name)

@@ -196,3 +196,28 @@ def check_shapes(shapes: dict, user_shapes: bool = False) -> None:
     if negative is not None:
         raise damaged(f"tensor '{negative[0]}' would have {negative[1]}: the input is smaller than a window "
                       "over it, or the model's shapes do not fit together", "does not fit its input")
+
+
+def densify_sparse(model: onnx.ModelProto, name: str) -> None:
+    """Replace the graph's sparse initializers by dense ones before the model is run (the
+    engine and onnxruntime's kernels then see plain weights); indices that do not fit the dense
+    shape are damage."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    graph = model.graph
+    for st in list(graph.sparse_initializer):
+        label = st.values.name
+        try:
+            values, indices = numpy_helper.to_array(st.values), numpy_helper.to_array(st.indices).astype(np.int64)
+            dims = tuple(st.dims)
+            if indices.ndim == 2 and indices.shape[1] == len(dims):
+                indices = np.ravel_multi_index(tuple(indices.T), dims)
+            dense = np.zeros(dims, values.dtype)
+            if values.ndim != 1 or indices.shape != values.shape or indices.size and (indices.min() < 0 or indices.max() >= dense.size):
+                raise ValueError("its indices do not fit its values and dense shape")
+            dense.reshape(-1)[indices] = values
+        except (ValueError, TypeError, MemoryError) as exc:
+            raise ModelError(f"'{name}' is damaged: sparse initializer '{label}': {str(exc).splitlines()[0]}") from None
+        graph.initializer.append(numpy_helper.from_array(dense, label))
+    del graph.sparse_initializer[:]
