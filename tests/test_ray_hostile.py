@@ -164,19 +164,23 @@ def test_a_killed_worker_leaves_stdout_to_the_data(setup, ray_runtime, tmp_path,
 
 
 def test_ray_lines_go_to_stderr_with_verbose(ray_runtime, capfd):
-    """The function Ray's error listener and log forwarding print with: inside a run, a line
-    bound for stdout goes to stderr with --verbose and nowhere without; Ray's own after."""
+    """The functions Ray's driver prints the cluster's lines with (its error listener and log
+    forwarding; Ray Client's log stream): inside a run, a line bound for stdout goes to stderr
+    with --verbose and nowhere without."""
     import ray._private.worker as worker
+    from ray.util.client.logsclient import LogstreamClient
 
     from cnncli.scale.ray_top import RayRuntime
 
-    line = {"lines": ["A worker died or was killed while executing a task."], "pid": "raylet", "is_err": False}
     for verbose in (False, True):
         with RayRuntime(None, verbose):
-            worker.print_to_stdstream(dict(line, lines=[f"{line['lines'][0]} verbose={verbose}"]), False)
+            worker.print_to_stdstream({"lines": [f"A worker died. verbose={verbose}"], "pid": "raylet",
+                                       "is_err": False}, False)
+            LogstreamClient.stdstream(None, -1, f"a client's worker printed. verbose={verbose}\n")
     got = capfd.readouterr()
-    assert "died" not in got.out
-    assert "verbose=True" in got.err and "verbose=False" not in got.err
+    assert "verbose" not in got.out
+    assert "died. verbose=True" in got.err and "printed. verbose=True" in got.err
+    assert "verbose=False" not in got.err
 
 
 # ----------------------------------------------------------------------------- file:// URIs

@@ -2,10 +2,10 @@
 
 Ray's driver prints on its own, and not all of it to stderr: a thread it starts in ``ray.init``
 prints every error the cluster publishes (a worker that died, a task retried) as ``(raylet) …``
-lines on **stdout** (``ray._private.worker.listen_error_messages``), and ``log_to_driver``
-forwards the workers' output there too. While the runtime is ours those lines go to stderr with
-``verbose``, nowhere without (`RayRuntime` swaps Ray's one printing function, which both paths
-call; Ray is pinned to 2.60).
+lines on **stdout** (``ray._private.worker.listen_error_messages``); ``log_to_driver``
+forwards the workers' output there too, and so does Ray Client's log stream. While a run uses the
+runtime those lines go to stderr with ``verbose``, nowhere without (`RayRuntime` swaps the
+functions that print them; Ray's version is pinned to 2.60).
 
 ``ray.init`` also takes over SIGTERM: its Python handler exits with status 15 and the C++ core
 installs a handler that prints a native stack. The handlers the process had before (the CLI's,
@@ -130,28 +130,41 @@ def _restore(saved: dict) -> None:
 
 @contextlib.contextmanager
 def _driver_prints(verbose: bool):
-    """Ray's driver-side printing of cluster errors and worker output (``print_to_stdstream``:
-    ``(raylet) …``, ``(MapWorker pid=…) …``, stdout lines to stdout) sent to stderr with
-    ``verbose`` and dropped without, while the runtime is used; Ray's function put back after."""
-    try:
-        from ray._private import worker
-    except ImportError:
-        yield
-        return
-    original = getattr(worker, "print_to_stdstream", None)
-    if original is None:
-        yield
-        return
+    """Ray's driver-side printing of cluster errors and worker output sent to stderr with
+    ``verbose`` and dropped without, while the runtime is used; Ray's functions put back after:
+    ``print_to_stdstream`` (``(raylet) …``, ``(MapWorker pid=…) …``, stdout's lines to stdout) and,
+    through Ray Client, ``LogstreamClient.stdstream`` (the cluster's stdout lines to stdout)."""
+    with contextlib.ExitStack() as undo:
+        try:
+            from ray._private import worker
+            from ray.util.client.logsclient import LogstreamClient
+        except ImportError:
+            yield
+            return
+        original = getattr(worker, "print_to_stdstream", None)
+        if original is not None:
+            def to_stderr(data, ignore_prefix: bool = False):
+                if verbose:
+                    original({**data, "is_err": True}, ignore_prefix)
 
-    def to_stderr(data, ignore_prefix: bool = False):
-        if verbose:
-            original({**data, "is_err": True}, ignore_prefix)
+            undo.enter_context(_swapped(worker, "print_to_stdstream", to_stderr))
+        if hasattr(LogstreamClient, "stdstream"):
+            def stdstream(self, level: int, msg: str):
+                if verbose:
+                    print(msg, file=sys.stderr, end="")
 
-    worker.print_to_stdstream = to_stderr
+            undo.enter_context(_swapped(LogstreamClient, "stdstream", stdstream))
+        yield
+
+
+@contextlib.contextmanager
+def _swapped(owner, name: str, value):
+    original = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        worker.print_to_stdstream = original
+        setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -189,10 +202,13 @@ def _token_file_usable() -> bool:
     except (RuntimeError, KeyError):
         return False
     token = home / ".ray" / "auth_token"
-    if token.is_file():
-        return True
-    folder = token.parent if token.parent.exists() else home
-    return folder.is_dir() and os.access(folder, os.W_OK) and not _read_only_fs(folder)
+    try:
+        if token.exists() or token.is_symlink():
+            return token.is_file() and os.access(token, os.R_OK)
+        folder = token.parent if token.parent.exists() else home
+        return folder.is_dir() and os.access(folder, os.W_OK) and not _read_only_fs(folder)
+    except OSError:  # a folder on the way that cannot be searched
+        return False
 
 
 def _read_only_fs(folder: Path) -> bool:
