@@ -51,7 +51,8 @@ def _umask() -> int:
 def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception (Ctrl-C and SIGTERM included: they are BaseExceptions) the temporary file is
+    removed and ``target`` is left untouched.
     """
     target = Path(target)
     suffix = suffix if suffix is not None else target.suffix
@@ -61,10 +62,10 @@ def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=f".tmp{suffix}", dir=target.parent)
     except OSError as exc:
         raise CnnError(f"cannot write '{target}': {exc.strerror or exc}") from None
-    os.close(fd)
     tmp_path = Path(tmp)
-    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-    try:
+    try:  # from the moment the temporary file exists
+        os.close(fd)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         yield tmp_path
         os.replace(tmp_path, target)
     except OSError as exc:

@@ -97,10 +97,10 @@ class CnnGroup(click.Group):
 
 
 def _interrupted() -> None:
-    try:
-        sys.stderr.write("Interrupted.\n")
-    except (OSError, ValueError):
-        pass
+    from cnncli.render.process import say, wind_down
+
+    wind_down()
+    say("Interrupted.")
     raise click.exceptions.Exit(130)
 
 
@@ -419,40 +419,34 @@ def _filters() -> click.Command:
 
 def main() -> None:
     """Run the CLI, then leave without the interpreter's teardown (freeing every module and
-    object one by one costs 40–60 ms, a quarter of a small `cnn stats`). cnncli registers no
-    atexit handlers and closes every file it writes; the standard streams are flushed here."""
+    object one by one costs 40–60 ms, a quarter of a small `cnn stats`). The process is set up
+    first and wound down here (cnncli/render/process.py): closed standard streams, a stderr whose
+    failures lose messages only, SIGTERM and SIGHUP ending the run as Ctrl-C does, the standard
+    streams flushed and the run's own folders removed (``os._exit`` runs no atexit handler)."""
+    from cnncli.render import process
+
+    process.prepare()
     try:
-        cli.main(prog_name="cnn")
-        code = 0
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            code = exc.code or 0
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
-    try:
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except (BrokenPipeError, ValueError):  # the reader went away (cnn … | head): a normal end
-        pass
-    except OSError as exc:  # a full disk, an I/O error: the data did not all get out
-        if not code:
-            _echo_error(f"cannot write to standard output: {exc.strerror or exc}")
-            code = 1
-    try:
-        if sys.stderr is not None:
-            sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+        code = process.flushed(_run())
+    except process.Terminated as exc:  # exit 128 + the signal; atomic writes left nothing half-written
+        process.wind_down()
+        process.say(exc.line)
+        code = exc.exit_code
+    process.remove_run_dirs()
     os._exit(code)
 
 
-def _echo_error(message: str) -> None:
+def _run() -> int:
     try:
-        if sys.stderr is not None:
-            sys.stderr.write(f"Error: {_one_line(message)}\n")
-    except (OSError, ValueError):
-        pass
+        cli.main(prog_name="cnn")
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        from cnncli.render.process import say
+
+        say(str(exc.code))
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
