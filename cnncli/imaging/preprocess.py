@@ -75,8 +75,12 @@ class ImageReadError(CnnError):
 
 def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> np.ndarray:
     """Decode (any mode: grey, RGB, RGBA, palette…), convert to the model's channel count and
-    resize: uint8 array [H, W, C] in RGB order."""
+    resize: uint8 array [H, W, C] in RGB order. An animated image (GIF, APNG, WebP) or a
+    multi-page TIFF gives its first frame. Only a regular file is opened (a FIFO or a device
+    is refused at once: see :func:`cnncli.imaging.sources.open_regular`)."""
     from PIL import Image, UnidentifiedImageError
+
+    from cnncli.imaging.sources import NotRegularFile, open_regular
 
     if channels not in _MODES:
         raise CnnError(f"the model input has {channels} channels; images give 1, 3 or 4: pass a .npy array")
@@ -84,7 +88,8 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> np.nda
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_regular(path) as f, Image.open(f) as im:
+                im.seek(0)  # the first frame, whatever the format's default
                 im.load()
                 pixels = image_pixels(im, channels, size)
         for w in caught:  # Pillow's own line does not say which file; name it
@@ -94,6 +99,8 @@ def read_image(path: Path | str, channels: int, size: tuple[int, int]) -> np.nda
         raise ImageReadError(path, "no such file") from None
     except IsADirectoryError:
         raise ImageReadError(path, "it is a directory") from None
+    except NotRegularFile:
+        raise ImageReadError(path, "not a regular file") from None
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "not an image"
         if isinstance(exc, UnidentifiedImageError):
@@ -170,12 +177,15 @@ def display_pixels(pixels: np.ndarray) -> np.ndarray:
 def read_npy(path: Path | str) -> np.ndarray:
     """A .npy used exactly as the model input: it must hold float32 (its shape is checked by
     :func:`check_input_shape` once the model is open)."""
+    from cnncli.imaging.sources import open_regular
+
     path = Path(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             if f.read(6) != b"\x93NUMPY":  # else np.load falls back to pickle and blames that
                 raise CnnError(f"cannot read '{path}' as a .npy array: not a .npy file")
-        arr = np.load(path, allow_pickle=False)
+            f.seek(0)
+            arr = np.load(f, allow_pickle=False)
     except FileNotFoundError:
         raise CnnError(f"cannot read '{path}': no such file") from None
     except (ValueError, OSError, EOFError) as exc:

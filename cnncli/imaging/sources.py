@@ -7,12 +7,14 @@ paths of a symlink loop name one file, which must not fill several of a channel'
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import os
+import stat
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import BinaryIO, Iterable, Iterator, TextIO
 
 from cnncli.bundled import IMAGE_SUFFIXES
 from cnncli.errors import CnnError
@@ -40,12 +42,14 @@ def unique_paths(paths: Iterable[str]) -> Iterator[str]:
 def _iter_listed(spec: str, stdin: TextIO | None) -> Iterator[str]:
     if spec == "-":
         stream = stdin if stdin is not None else sys.stdin
+        if stream is None:  # `cnn top m.onnx - <&-`: Python has no sys.stdin
+            raise CnnError("cannot read image paths from standard input: it is closed")
         yield from _lines(stream)
         return
     path = Path(spec)
     if path.is_dir():
         for p in sorted(path.rglob("*")):  # rglob does not follow symlinked folders: no loops
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            if p.suffix.lower() in IMAGE_SUFFIXES and _listed(p):
                 yield str(p)
         return
     if path.is_file():
@@ -62,9 +66,41 @@ def _iter_listed(spec: str, stdin: TextIO | None) -> Iterator[str]:
         if "**" in spec:
             yield from _recursive_glob(spec)
         else:
-            yield from (m for m in sorted(glob.glob(spec)) if Path(m).is_file())
+            yield from (m for m in sorted(glob.glob(spec)) if _listed(m))
         return
     raise CnnError(f"no such file, folder or glob: '{spec}'")
+
+
+def _listed(path) -> bool:
+    """A folder or glob lists every file that is there, a FIFO or device too (the decoder
+    refuses those, reported with the other unreadable images), but no folder and no broken link."""
+    return os.path.exists(path) and not os.path.isdir(path)
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a socket or a device, not a file."""
+
+    def __init__(self, path):
+        super().__init__(errno.EINVAL, "not a regular file", str(path))
+
+
+def open_regular(path) -> BinaryIO:
+    """``path`` opened for reading when it is a regular file (links followed), else
+    :class:`NotRegularFile` (IsADirectoryError for a folder), without ever blocking: opening a FIFO
+    waits for a writer, and /dev/zero or /dev/tty never end. Every image and .npy input (the local
+    and the Ray engines' decoder, `cnn project`, `cnn features`) is opened through here."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _recursive_glob(spec: str) -> Iterator[str]:
@@ -84,7 +120,7 @@ def _recursive_glob(spec: str) -> Iterator[str]:
         rel_parts = [] if rel == "." else rel.split(os.sep)
         for name in files:
             full = os.path.join(folder, name)
-            if _match(rel_parts + [name], pattern) and os.path.isfile(full):
+            if _match(rel_parts + [name], pattern) and _listed(full):
                 found.append(full[2:] if root == "." else full)  # "./a/b.png" as glob spells it: "a/b.png"
     return iter(sorted(found))
 
