@@ -16,8 +16,15 @@ PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"
 _FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
-# "/onnxruntime_src/…/reshape_helper.h:91 onnxruntime::ReshapeHelper::ReshapeHelper(const …&, bool) "
-_SOURCE_LOCATION = re.compile(r"/\S+\.(?:h|cc|cpp|cu|hpp):\d+\s+(?:[^()]*\((?:[^()]|\([^()]*\))*\)(?:\s*const)?\s+)?")
+# A C++ source location and the function it names, as onnxruntime puts them before its message:
+# "/onnxruntime_src/…/reshape_helper.h:91 onnxruntime::ReshapeHelper::ReshapeHelper(const …&, bool) ",
+# "model_load_utils.h:46 void onnxruntime::…::ValidateOpsetForDomain(const std::unordered_map<…>&, int) ",
+# "matmul_helper.h:59 Compute " (a short function name). A name is one token, template arguments
+# included; the message after it (which may hold parentheses) is kept.
+_NAME = r"(?:[\w:~*&]|<[^<>()]*(?:<[^<>()]*(?:<[^<>()]*>[^<>()]*)*>[^<>()]*)*>)+"
+_SOURCE_LOCATION = re.compile(
+    r"(?:/?[\w.+-]+/)*[\w+-]+(?:\.[\w+-]+)*\.(?:h|hh|hpp|hxx|c|cc|cpp|cxx|cu|cuh|inc|inl):\d+\s+"
+    rf"(?:(?:{_NAME}\s+){{0,2}}{_NAME}\((?:[^()]|\([^()]*\))*\)(?:\s*const)?\s*|{_NAME}\s+)?")
 
 
 class CnnRuntimeWarning(UserWarning):
