@@ -2,16 +2,64 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from cnncli.atomic import atomic_path
 
 
+def _writable_matplotlib_dirs() -> None:
+    """Before matplotlib's first import: where its config or cache folder cannot be written (a
+    read-only HOME, a HOME that is not a folder), a temporary one for this run, removed when the
+    run ends. Otherwise matplotlib prints two lines ("Matplotlib created a temporary cache
+    directory …") and leaves its /tmp/matplotlib-* folder behind (the CLI leaves by ``os._exit``,
+    which skips matplotlib's atexit clean-up); fontconfig (matplotlib runs fc-list) gets the same
+    folder for its cache."""
+    if "matplotlib" in sys.modules:
+        return
+    config, cache = _matplotlib_dirs()
+    if config is not None and _writable(config) and (cache is None or _writable(cache)):
+        return
+    from cnncli.render.process import remove_at_exit
+
+    folder = tempfile.mkdtemp(prefix="cnncli-matplotlib-")
+    remove_at_exit(folder)
+    os.environ["MPLCONFIGDIR"] = folder
+    if cache is not None and not _writable(cache.parent):
+        os.environ["XDG_CACHE_HOME"] = folder
+
+
+def _matplotlib_dirs() -> tuple[Path | None, Path | None]:
+    """matplotlib's config and cache folders as it picks them (None: none can be named)."""
+    if os.environ.get("MPLCONFIGDIR"):
+        return Path(os.environ["MPLCONFIGDIR"]), None
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        return None, None
+    if not sys.platform.startswith(("linux", "freebsd")):
+        return home / ".matplotlib", None
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config", "matplotlib")
+    return config, Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache", "matplotlib")
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder = folder.resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError):
+        return False
+    return folder.is_dir() and os.access(folder, os.W_OK)
+
+
 def stats_figure(rows: Sequence, title: str = ""):
     """Bars of MACs and params per layer on a log scale, CPR in a panel beside them. Layer names
     and the title are drawn as they are: control and bidi characters as escapes
     (``cnncli.escaping.visible``), ``$`` not read as mathtext."""
+    _writable_matplotlib_dirs()
     from matplotlib.figure import Figure
 
     from cnncli.escaping import visible
