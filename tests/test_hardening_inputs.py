@@ -233,7 +233,7 @@ def test_memory_error_is_one_line(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- Ctrl-C
 
 
-def _interrupt_when_files_appear(cmd: list[str], out_dir: Path) -> subprocess.CompletedProcess:
+def _interrupt_when_files_appear(cmd: list[str], out_dir: Path, signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -241,7 +241,7 @@ def _interrupt_when_files_appear(cmd: list[str], out_dir: Path) -> subprocess.Co
             break
         time.sleep(0.01)
     assert proc.poll() is None, f"finished before the interrupt: {proc.stderr.read()}"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
