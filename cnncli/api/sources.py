@@ -18,15 +18,15 @@ def load(model: Any):
     """A path (str or os.PathLike, '-' for stdin), bytes or an onnx.ModelProto → LoadedModel."""
     import onnx
 
-    from cnncli.frontend.load import LoadedModel, load_model, parse_model
+    from cnncli.frontend.load import LoadedModel, load_model, open_parsed
 
     if isinstance(model, LoadedModel):
         return model
     if isinstance(model, onnx.ModelProto):  # checked as a file would be; the engine edits its own copy
         name = f"<{model.graph.name or 'model'}>"
-        return LoadedModel(parse_model(model.SerializeToString(), name), name, None)
+        return open_parsed(model.SerializeToString(), name)
     if isinstance(model, (bytes, bytearray, memoryview)):
-        return LoadedModel(parse_model(bytes(model), "<bytes>"), "<bytes>", None)
+        return open_parsed(bytes(model), "<bytes>")
     if isinstance(model, (str, os.PathLike)):
         return load_model(os.fspath(model))
     raise BadArgument("model", f"expected a path, bytes or an onnx.ModelProto, not {type(model).__name__}")
