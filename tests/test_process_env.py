@@ -163,7 +163,7 @@ def test_endless_stdin_stops_at_the_cap(monkeypatch):
     from cnncli.errors import CnnError
     from cnncli.frontend import load
 
-    monkeypatch.setattr(load, "MAX_MODEL_BYTES", 1 << 20)
+    monkeypatch.setattr(load, "MAX_MODEL_BYTES", 1 << 20, raising=False)
     stream = _Endless(limit=64 << 20)
     with pytest.raises(CnnError, match="larger than"):
         load.read_source_bytes("-", io.BufferedReader(stream))
@@ -176,7 +176,7 @@ def test_large_model_file_is_refused_before_reading(tmp_path, monkeypatch):
 
     path = tmp_path / "big.onnx"
     path.write_bytes(MINI.read_bytes())
-    monkeypatch.setattr(load, "MAX_MODEL_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(load, "MAX_MODEL_BYTES", path.stat().st_size - 1, raising=False)
     with pytest.raises(CnnError, match="larger than"):
         load.read_source_bytes(str(path))
     monkeypatch.setattr(load, "MAX_MODEL_BYTES", path.stat().st_size)
