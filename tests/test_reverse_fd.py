@@ -25,6 +25,7 @@ import pytest
 import reverse_models as RM
 from onnx import numpy_helper
 
+from cnncli.errors import ModelError
 from cnncli.frontend.graph import analyse
 from cnncli.engine.project import Projector
 
@@ -217,7 +218,10 @@ def _adjoint_check(model, x_shape, rng):
     """None when onnxruntime rejects the geometry or its output shape differs from the analysed
     one (not a reverse-pass matter), else the relative error of the dot-product test."""
     x = rng.standard_normal(x_shape).astype(np.float32)
-    graph = analyse(model)
+    try:
+        graph = analyse(model)
+    except ModelError:  # a window larger than its padded input: a negative output dim, refused as damage
+        return None
     try:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         y = session.run(["y"], {"x": x})[0]
