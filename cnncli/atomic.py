@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +31,37 @@ def check_writable_dir(directory: Path, what: str = "output folder") -> None:
         raise CnnError(f"cannot write {what} '{directory}': {exc.strerror or exc}") from None
     os.close(fd)
     os.unlink(tmp)
+
+
+def can_write_folder(folder: Path | str) -> bool:
+    """Whether ``folder`` is, or could be made, a folder this process can write in (nothing is
+    created: a folder under a file, or under a read-only one, cannot)."""
+    try:
+        probe = Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return False
+    while not probe.exists():
+        if probe.parent == probe:
+            return False
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+_RUN_FOLDERS: list[str] = []
+
+
+def run_folder(prefix: str) -> str:
+    """A new temporary folder, removed when the process ends: at exit for the Python API, and by
+    :func:`remove_run_folders`, which the CLI calls before its ``os._exit`` (which runs no atexit)."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    _RUN_FOLDERS.append(folder)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def remove_run_folders() -> None:
+    while _RUN_FOLDERS:
+        shutil.rmtree(_RUN_FOLDERS.pop(), ignore_errors=True)
 
 
 def ensure_dir(directory: Path | str) -> Path:

@@ -423,6 +423,7 @@ def main() -> None:
     first and wound down here (cnncli/render/process.py): closed standard streams, a stderr whose
     failures lose messages only, SIGTERM and SIGHUP ending the run as Ctrl-C does, the standard
     streams flushed and the run's own folders removed (``os._exit`` runs no atexit handler)."""
+    from cnncli.atomic import remove_run_folders
     from cnncli.render import process
 
     process.prepare()
@@ -432,7 +433,7 @@ def main() -> None:
         process.wind_down()
         process.say(exc.line)
         code = exc.exit_code
-    process.remove_run_dirs()
+    remove_run_folders()
     os._exit(code)
 
 

@@ -4,55 +4,38 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from cnncli.atomic import atomic_path
+from cnncli.atomic import atomic_path, can_write_folder, run_folder
 
 
 def _writable_matplotlib_dirs() -> None:
     """Before matplotlib's first import: where its config or cache folder cannot be written (a
-    read-only HOME, a HOME that is not a folder), a temporary one for this run, removed when the
-    run ends. Otherwise matplotlib prints two lines ("Matplotlib created a temporary cache
-    directory …") and leaves its /tmp/matplotlib-* folder behind (the CLI leaves by ``os._exit``,
-    which skips matplotlib's atexit clean-up); fontconfig (matplotlib runs fc-list) gets the same
-    folder for its cache."""
+    read-only HOME, a HOME that is not a folder, a bad MPLCONFIGDIR), a temporary MPLCONFIGDIR
+    for this run, removed when it ends. Otherwise matplotlib prints two lines ("Matplotlib created
+    a temporary cache directory …") and leaves its /tmp/matplotlib-* folder behind (the CLI leaves
+    by ``os._exit``, which skips matplotlib's atexit clean-up)."""
     if "matplotlib" in sys.modules:
         return
-    config, cache = _matplotlib_dirs()
-    if config is not None and _writable(config) and (cache is None or _writable(cache)):
+    folders = _matplotlib_dirs()
+    if folders and all(can_write_folder(f) for f in folders):
         return
-    from cnncli.render.process import remove_at_exit
-
-    folder = tempfile.mkdtemp(prefix="cnncli-matplotlib-")
-    remove_at_exit(folder)
-    os.environ["MPLCONFIGDIR"] = folder
-    if cache is not None and not _writable(cache.parent):
-        os.environ["XDG_CACHE_HOME"] = folder
+    os.environ["MPLCONFIGDIR"] = run_folder("cnncli-matplotlib-")
 
 
-def _matplotlib_dirs() -> tuple[Path | None, Path | None]:
-    """matplotlib's config and cache folders as it picks them (None: none can be named)."""
+def _matplotlib_dirs() -> list[Path]:
+    """matplotlib's config and cache folders as it picks them (none where HOME is unknown)."""
     if os.environ.get("MPLCONFIGDIR"):
-        return Path(os.environ["MPLCONFIGDIR"]), None
+        return [Path(os.environ["MPLCONFIGDIR"])]
     try:
         home = Path.home()
     except (RuntimeError, KeyError):  # no HOME and no passwd entry
-        return None, None
+        return []
     if not sys.platform.startswith(("linux", "freebsd")):
-        return home / ".matplotlib", None
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config", "matplotlib")
-    return config, Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache", "matplotlib")
-
-
-def _writable(folder: Path) -> bool:
-    try:
-        folder = folder.resolve()
-        folder.mkdir(parents=True, exist_ok=True)
-    except (OSError, RuntimeError):
-        return False
-    return folder.is_dir() and os.access(folder, os.W_OK)
+        return [home / ".matplotlib"]
+    return [Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config", "matplotlib"),
+            Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache", "matplotlib")]
 
 
 def stats_figure(rows: Sequence, title: str = ""):

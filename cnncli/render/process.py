@@ -9,26 +9,25 @@
 - SIGTERM (``kill``, systemd, CI) and SIGHUP end the run as Ctrl-C does: :class:`Terminated`
   (a BaseException, like KeyboardInterrupt) is raised in the main thread, so every ``finally``
   and atomic write cleans up; the CLI maps it to 128 + the signal's number and one line.
-- Folders made for the run (matplotlib's config where the user's is not writable) are removed
-  by :func:`remove_run_dirs`, which the CLI calls before its ``os._exit``.
+- Where the cache folder (XDG_CACHE_HOME, ~/.cache) cannot be written, a temporary one: onnxruntime
+  prints a warning on import otherwise. Such folders are removed by
+  :func:`cnncli.atomic.remove_run_folders`, which the CLI calls before its ``os._exit``.
 """
 
 from __future__ import annotations
 
-import atexit
 import io
 import os
-import shutil
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
+
+from cnncli.atomic import can_write_folder, run_folder
 
 # the signals that end a run like Ctrl-C, and the line each prints
 SIGNAL_LINES = {signal.SIGTERM: "Terminated.", signal.SIGHUP: "Hangup."}
-
-_RUN_DIRS: list[str] = []
-
 
 class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived (``signum`` says which). A BaseException, as KeyboardInterrupt
@@ -110,12 +109,25 @@ def lossy_stderr(fd: int = 2) -> io.TextIOWrapper:
                             write_through=True)
 
 
+def usable_cache_home() -> None:
+    """onnxruntime, when imported, keeps a telemetry id under $XDG_CACHE_HOME (~/.cache) and
+    prints a colour warning line where it cannot; fontconfig keeps its cache there too. Where
+    that folder cannot be written, a temporary one for this run (removed when it ends)."""
+    try:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    except (RuntimeError, KeyError):  # no HOME and no passwd entry
+        cache = None
+    if cache is None or not can_write_folder(cache):
+        os.environ["XDG_CACHE_HOME"] = run_folder("cnncli-cache-")
+
+
 def prepare() -> None:
     """Everything above, for the CLI process (never for the Python API: the caller's process
-    keeps its streams and signals)."""
+    keeps its streams, signals and environment)."""
     reserve_standard_fds()
     sys.stderr = lossy_stderr()
     install_signal_handlers()
+    usable_cache_home()
 
 
 def say(line: str) -> None:
@@ -143,15 +155,3 @@ def flushed(code: int) -> int:
     except (OSError, ValueError, AttributeError):
         pass
     return code
-
-
-def remove_at_exit(path: str) -> None:
-    """Remove the folder ``path`` when the process ends: at exit for the Python API, and in
-    :func:`remove_run_dirs`, which the CLI calls before its ``os._exit`` (which runs no atexit)."""
-    _RUN_DIRS.append(path)
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-
-
-def remove_run_dirs() -> None:
-    while _RUN_DIRS:
-        shutil.rmtree(_RUN_DIRS.pop(), ignore_errors=True)
