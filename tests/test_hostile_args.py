@@ -217,3 +217,17 @@ def test_top_k_is_refused_when_its_table_would_not_fit():
     r = run_top("-k", 10**6)  # a k larger than the images: the table fits, the grid shows what there is
     assert r.exit_code == 0, r.stderr
     assert all(len(ch["entries"]) == 11 for ch in json.loads(r.stdout)["channels"])
+
+
+@pytest.mark.parametrize("args,option", [
+    (["--batch", "9223372036854775807"], "--batch"),              # the input alone overflows int64
+    (["--batch", str(2**44)], "--batch"),                         # the input fits, conv1's output does not
+    (["--input-shape", "image=1x3x4294967296x4294967296"], "--input-shape"),
+    (["--input-shape", "image=1x3x5x5"], "--input-shape"),        # smaller than conv2's window
+])
+def test_shapes_the_user_set_too_large_or_small_are_usage_errors_naming_the_option(args, option):
+    """A shape that overflows int64 or goes negative because of --batch or --input-shape is the
+    user's value, not a damaged model: exit 2 naming the option."""
+    result = CliRunner().invoke(cli, ["stats", str(Path(__file__).parent.parent / "sample_models" / "zfnet_paper.onnx"), *args])
+    line = assert_one_line_error(result, 2)
+    assert f"'{option}'" in line and "damaged" not in line

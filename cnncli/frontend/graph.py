@@ -569,7 +569,7 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
         shapes[spec.name] = spec.shape
     from cnncli.frontend.wellformed import check_shapes
 
-    check_shapes(shapes, bool(input_shapes))
+    check_shapes(shapes, "--input-shape" if input_shapes else "--batch" if batch_filled else None)
     for ni in info:  # a ConstantOfShape weight whose size only inference knew
         if ni.op == "ConstantOfShape" and ni.outputs and ni.outputs[0] in consts:
             ref = consts[ni.outputs[0]]

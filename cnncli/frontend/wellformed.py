@@ -168,14 +168,16 @@ def check_runnable(model: onnx.ModelProto, name: str) -> None:
                                  f"weight ({'x'.join(map(str, dims))})")
 
 
-def check_shapes(shapes: dict, user_shapes: bool = False) -> None:
+def check_shapes(shapes: dict, user_param: str | None = None) -> None:
     """Raise a one-line error for a shape with more elements than int64 counts (onnx's inference
     wraps around there: negative sizes, wrong costs) or a negative dim (a window larger than its
-    padded input: the input is too small, or the shapes do not fit together; a usage error when
-    the user set the input shapes)."""
+    padded input: the input is too small, or the shapes do not fit together). ``user_param``: the
+    option that set the input shapes (``--input-shape``, ``--batch``), whose value is then the
+    cause: a usage error naming it instead of a damaged model."""
+    from cnncli.errors import BadArgument
     from cnncli.frontend.parsed import damaged
 
-    negative = None
+    negative = None  # reported after every shape was checked for overflow
     for tensor, shape in shapes.items():
         if not shape:
             continue
@@ -184,15 +186,16 @@ def check_shapes(shapes: dict, user_shapes: bool = False) -> None:
                 why = dims_problem([d for d in shape if d is not None])
                 if why is None:
                     break
-                if not why.startswith("a negative"):
+                if why.startswith("a negative"):
+                    negative = negative or (tensor, why)
+                elif user_param is not None:
+                    raise BadArgument(user_param, f"tensor '{tensor}' would have {why}: the input is too large")
+                else:
                     raise damaged(f"tensor '{tensor}' has {why}")
-                negative = negative or (tensor, why)
                 break
-    if negative is not None and user_shapes:
-        from cnncli.errors import BadArgument
-
-        raise BadArgument("--input-shape", f"tensor '{negative[0]}' would have {negative[1]}: the input is "
-                                           "smaller than a window over it")
+    if negative is not None and user_param is not None:
+        raise BadArgument(user_param, f"tensor '{negative[0]}' would have {negative[1]}: the input is smaller "
+                                      "than a window over it")
     if negative is not None:
         raise damaged(f"tensor '{negative[0]}' would have {negative[1]}: the input is smaller than a window "
                       "over it, or the model's shapes do not fit together", "does not fit its input")
