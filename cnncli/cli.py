@@ -445,7 +445,7 @@ def _run() -> int:
             return exc.code or 0
         from cnncli.render.process import say
 
-        say(str(exc.code))
+        say(f"Error: {_one_line(exc.code)}")
         return 1
     return 0
 

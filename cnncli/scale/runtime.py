@@ -246,5 +246,9 @@ def _keep_fd2() -> int | None:
 
 
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first line of a failure's text, cleaned as every onnxruntime message is (no
+    '[ONNXRuntimeError]' prefix, colour codes or C++ source locations: a worker's onnxruntime
+    failure reaches the user through Ray's exception text)."""
+    from cnncli.runtime.sessions import ort_message
+
+    return ort_message(exc)
