@@ -431,11 +431,27 @@ def flattened_gather() -> Case:
     return n.case("flattened_gather", t, [0, 3])
 
 
+def structural_copies() -> Case:
+    """Pad in reflect and edge mode, DepthToSpace, SpaceToDepth, Tile, Trilu, Expand (issue 16)."""
+    n = Net((1, 3, 8, 8), seed=40)
+    t = n.op("Relu", [n.conv("x", 3, 8, 3, pads=[1, 1, 1, 1])])                        # [1,8,8,8]
+    t = n.op("Pad", [t, n.ints([0, 0, 1, 2, 0, 0, 2, 1])], mode="reflect")              # [1,8,11,11]
+    t = n.op("DepthToSpace", [t], blocksize=2, mode="CRD")                              # [1,2,22,22]
+    t = n.conv(t, 2, 4, 3, strides=[2, 2])                                              # [1,4,10,10]
+    t = n.op("Tile", [n.op("SpaceToDepth", [t], blocksize=2), n.ints([1, 1, 2, 1])])    # [1,16,10,5]
+    t = n.op("Trilu", [t, n.ints(1)], upper=1)
+    m = n.op("ReduceMean", [t], axes=[2, 3], keepdims=1)                                # [1,16,1,1]
+    t = n.op("Add", [t, n.op("Expand", [m, n.ints([1, 16, 10, 5])])])
+    t = n.op("Pad", [t, n.ints([0, 0, 0, 1, 0, 0, 1, 0])], mode="edge")                 # [1,16,11,6]
+    return n.case("structural_copies", n.conv(t, 16, 4, 3), [0, 3])
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
-              computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather)
+              computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather,
+              structural_copies)
 }
 
 

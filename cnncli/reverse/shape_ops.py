@@ -115,8 +115,9 @@ def _strided_unslice(b: Builder, node, g: str, xs, ys, starts, axes, steps) -> s
 def _pad(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs = shape_of(b, x)
-    if a.get("mode", "constant") != "constant":
-        raise unsupported(node, f"in mode '{a.get('mode')}' is not supported (constant only)")
+    mode = a.get("mode", "constant")
+    if len(node.input) > 2 and carries_signal(b, node.input[2]):
+        raise unsupported(node, "with a pad value computed from the input is not supported")
     r = len(xs)
     if "pads" in a or "paddings" in a:  # Pad-2 and Pad-1
         pads = a.get("pads", a.get("paddings"))
@@ -136,6 +137,8 @@ def _pad(b: Builder, node, a, grads) -> dict:
             raise unsupported(node, "with axes that could not be computed is not supported")
     if any(p < 0 for p in pads) or pads[0] or pads[r]:
         raise unsupported(node, "with negative pads or pads on the batch axis is not supported")
+    if mode != "constant":
+        return {x: fold_padding(b, node, grads[0], xs, pads, mode)}
     starts = list(pads[1:r])
     ends = [p + n for p, n in zip(starts, xs[1:])]
     return {x: b.op("Slice", [grads[0], b.ints(starts), b.ints(ends), b.ints(list(range(1, r)))], "unpad")}
@@ -176,3 +179,22 @@ def scatter_along(b: Builder, g: str, xs, axis: int, index: np.ndarray) -> str:
     g = b.op("ScatterElements", [b.zeros_like_batch(g, [None, n]), idx, g], "ungather", axis=1, reduction="add")
     g = b.reshape(g, [xs[p] for p in perm], "ungathered")
     return b.op("Transpose", [g], "T", perm=perm) if axis != r - 1 else g
+
+
+_FOLD_MODES = ("reflect", "edge", "wrap")
+
+
+def fold_padding(b: Builder, node, g: str, xs, pads, mode: str) -> str:
+    """The adjoint of Pad in reflect, edge or wrap mode: along each padded axis, every output
+    position copies one input position (numpy.pad's index map); the signal is added back there."""
+    if mode not in _FOLD_MODES:
+        raise unsupported(node, f"in mode '{mode}' is not supported")
+    r = len(xs)
+    cur = [xs[i] + pads[i] + pads[r + i] for i in range(r)]
+    for ax in range(1, r):
+        if not (pads[ax] or pads[r + ax]):
+            continue
+        index = np.pad(np.arange(xs[ax]), (pads[ax], pads[r + ax]), mode=mode)
+        cur[ax] = xs[ax]
+        g = scatter_along(b, g, cur, ax, index.astype(np.int64))
+    return g

@@ -1,0 +1,98 @@
+"""Copying and rearranging ops: Expand and Tile (sum the copies), DepthToSpace and SpaceToDepth
+(the inverse permutation), Trilu (the same mask)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnncli.reverse.builder import Builder, shape_of, unsupported
+from cnncli.reverse.rules import register
+
+
+def unbroadcast(b: Builder, node, g: str, from_shape, to_shape) -> str:
+    """Sum a signal shaped ``from_shape`` over the axes along which ``to_shape`` was broadcast, the
+    batch axis (the reverse rows) kept apart: a tensor of lower rank gets the rows stacked on its
+    first axis, as the reshape rules do."""
+    lead = len(from_shape) - len(to_shape)
+    if lead < 0:
+        raise unsupported(node, "with an operand of higher rank than its output is not supported")
+    aligned = [None] * lead + list(to_shape)
+    if from_shape[0] != 1 and aligned[0] != from_shape[0]:
+        raise unsupported(node, "broadcasts along the batch axis; not supported")
+    axes = [i for i in range(1, len(from_shape)) if aligned[i] is None or (aligned[i] == 1 and from_shape[i] != 1)]
+    if axes:
+        g = b.op("ReduceSum", [g, b.ints(axes)], "unbroadcast", keepdims=1)
+    return b.reshape(g, to_shape, "unbroadcast") if lead else g
+
+
+@register("Expand")
+def _expand(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    return {x: unbroadcast(b, node, grads[0], shape_of(b, node.output[0]), shape_of(b, x))}
+
+
+@register("Tile", values=(1,))
+def _tile(b: Builder, node, a, grads) -> dict:
+    """y = x repeated r_i times along axis i: the signal of the copies, summed."""
+    x = node.input[0]
+    xs = shape_of(b, x)
+    reps = b.value(node.input[1])
+    if reps is None:
+        raise unsupported(node, "with repeats that could not be computed is not supported")
+    reps = [int(r) for r in reps.reshape(-1)]
+    if reps[0] != 1:
+        raise unsupported(node, "repeating the batch axis is not supported")
+    split = [-1]
+    for r, n in zip(reps[1:], xs[1:]):
+        split += [r, n]
+    g = b.op("Reshape", [grads[0], b.ints(split)], "tiles")
+    g = b.op("ReduceSum", [g, b.ints(list(range(1, 2 * len(xs) - 1, 2)))], "untile", keepdims=0)
+    return {x: g}
+
+
+def _unpermute(b: Builder, g: str, middle, perm, xs) -> str:
+    """The adjoint of Reshape(x, ·) → Transpose(perm) → Reshape(y): the permuted shape back, the
+    inverse transpose, the input shape (all with the batch axis free)."""
+    permuted = [middle[p] for p in perm]
+    inverse = [0] * len(perm)
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    g = b.reshape(g, permuted, "perm")
+    g = b.op("Transpose", [g], "T", perm=inverse)
+    return b.reshape(g, xs, "unperm")
+
+
+@register("DepthToSpace")
+def _depth_to_space(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    n, c, h, w = shape_of(b, x)
+    s = int(a["blocksize"])
+    if a.get("mode", "DCR") == "CRD":
+        middle, perm = [n, c // (s * s), s, s, h, w], [0, 1, 4, 2, 5, 3]
+    else:
+        middle, perm = [n, s, s, c // (s * s), h, w], [0, 3, 4, 1, 5, 2]
+    return {x: _unpermute(b, grads[0], middle, perm, [n, c, h, w])}
+
+
+@register("SpaceToDepth")
+def _space_to_depth(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    n, c, h, w = shape_of(b, x)
+    s = int(a["blocksize"])
+    middle, perm = [n, c, h // s, s, w // s, s], [0, 3, 5, 1, 2, 4]
+    return {x: _unpermute(b, grads[0], middle, perm, [n, c, h, w])}
+
+
+@register("Trilu", values=(1,))
+def _trilu(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    xs = shape_of(b, x)
+    k = 0
+    if len(node.input) > 1 and node.input[1]:
+        v = b.value(node.input[1])
+        if v is None:
+            raise unsupported(node, "with a diagonal offset k that could not be computed is not supported")
+        k = int(v.reshape(-1)[0])
+    ones = np.ones(xs[-2:], dtype=np.float32)
+    mask = np.triu(ones, k) if int(a.get("upper", 1)) else np.tril(ones, k)
+    return {x: b.op("Mul", [grads[0], b.const(mask, "trilu_mask")], "trilu_T")}
