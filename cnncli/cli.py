@@ -17,8 +17,10 @@ import sys
 import click
 
 from cnncli import __version__
-from cnncli.choices import ENGINES, FORMATS, GROUPINGS, KEEPS, MODES, NORMS, PRESETS, PROVIDERS
+from cnncli.choices import ENGINES, GROUPINGS, KEEPS, MODES, NORMS, PROVIDERS
 from cnncli.errors import BadArgument, CnnError
+from cnncli.cli_options import Output, default as _default, format_option, image_options, shape_options
+from cnncli.render.progress import progress_bar
 
 
 def _one_line(message: object) -> str:
@@ -104,84 +106,10 @@ def _interrupted() -> None:
     raise click.exceptions.Exit(130)
 
 
-def format_option(f):
-    """--format, --columns and --wide, handed to the command as ``fmt``, ``columns`` and ``wide``."""
-    options = [
-        click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-                     help="Output format for stdout."),
-        click.option("--columns", metavar="COL,COL…",
-                     help="Only these columns, in this order (table, markdown, csv; names as in JSON, or headers)."),
-        click.option("--wide", is_flag=True,
-                     help="Every column in a terminal's table [default: those that fit; a pipe gets every column]."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-class Output:
-    """Where a command's result goes: stdout, in ``fmt``, with the picked ``columns`` (checked
-    against the command's row type before any work) or every one with ``wide``."""
-
-    def __init__(self, fmt: str, columns: str | None, wide: bool, row_type: type):
-        from cnncli.render import pick_columns
-
-        self.fmt, self.wide, self.columns = fmt, wide, None
-        if columns is not None:
-            if wide:
-                raise click.UsageError("give --columns or --wide, not both")
-            self.columns = tuple(c.strip() for c in columns.split(",") if c.strip())
-            pick_columns(row_type, self.columns)
-
-    def write(self, result) -> None:
-        from cnncli.render import render
-
-        render(result.document(), self.fmt, sys.stdout, columns=self.columns, wide=self.wide)
-
-
 def _warn(text: str) -> None:
     from cnncli.render.console import warn
 
     warn(text)
-
-
-def _default(cls, name: str):
-    return cls.default(name)
-
-
-def shape_options(f):
-    from cnncli.api.options import ShapeOptions
-
-    f = click.option(
-        "--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3x224x224",
-        help="Set an input's shape (repeatable).",
-    )(f)
-    f = click.option("--batch", type=int, default=_default(ShapeOptions, "batch"), show_default=True,
-                     help="Value for a symbolic leading (batch) dim.")(f)
-    return f
-
-
-def image_options(f):
-    """Preprocessing, input choice and runtime options shared by project, top and features."""
-    from cnncli.api.options import ImageOptions
-
-    options = [
-        click.option("--preset", type=click.Choice(PRESETS),
-                     help="Image preprocessing [default: the model's own if it names one, else imagenet for 3 channels, unit otherwise]."),
-        click.option("--mean", metavar="M[,M,M]", help="Override the preset's mean."),
-        click.option("--std", metavar="S[,S,S]", help="Override the preset's std."),
-        click.option("--bgr/--rgb", default=None, help="Override the preset's channel order."),
-        click.option("--size", metavar="HxW", help="Input size where the model's height/width are symbolic."),
-        click.option("--input-name", help="Which model input, for models with several."),
-        click.option("--provider", type=click.Choice(PROVIDERS), default=_default(ImageOptions, "provider"),
-                     show_default=True, help="onnxruntime execution provider."),
-        click.option("--verbose", is_flag=True, default=_default(ImageOptions, "verbose"), help="Let onnxruntime's log lines through to stderr."),
-        click.option("--max-memory", metavar="SIZE",
-                     help="Refuse a run whose estimated memory exceeds SIZE (e.g. 64G) [default: the memory available]."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
 
 
 @click.group(cls=CnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -268,7 +196,7 @@ def _project() -> click.Command:
 
         out = Output(fmt, columns, wide, command.ProjectionRow)
         options = ProjectOptions.from_cli(params)
-        with _progress(quiet, "projecting channels", min_total=8) as tick:
+        with progress_bar(quiet, "projecting channels", min_total=8) as tick:
             result = command.run(model, image, options, progress=tick, on_warning=_warn, arrays=False)
         out.write(result)
     return project
@@ -327,56 +255,11 @@ def _top() -> click.Command:
 
         out = Output(fmt, columns, wide, command.ChannelTopRow)
         options = TopOptions.from_cli(params)
-        with _progress(quiet, "scanning images") as tick:
+        with progress_bar(quiet, "scanning images") as tick:
             result = command.run(model, images, options, stdin=sys.stdin if images == "-" else None, progress=tick,
                                  on_warning=_warn, arrays=False)
         out.write(result)
     return top
-
-
-class _progress:
-    """A transient progress bar on stderr (nothing when quiet or not a terminal); yields a
-    tick(n, total=None) function. With ``min_total`` the bar starts only when a tick announces a
-    total above it, so a run of a handful of items stays silent."""
-
-    def __init__(self, quiet: bool, label: str, min_total: int | None = None):
-        self.quiet, self.label, self.min_total, self.bar, self.task = quiet, label, min_total, None, None
-
-    def __enter__(self):
-        from cnncli.render.console import err_console
-
-        if self.quiet or not err_console().is_terminal:  # rich leaves a blank line when not a terminal
-            return None
-        if self.min_total is None:
-            self._start(None)
-        return self._tick
-
-    def _start(self, total):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        from cnncli.render.console import err_console
-
-        # the label as text, escaped as every message (never markup, never a format string)
-        columns = [SpinnerColumn(), TextColumn("{task.description}", markup=False), MofNCompleteColumn(), TimeElapsedColumn()]
-        if total is not None:  # a known count: a bar and the time left
-            columns[2:2] = [BarColumn()]
-            columns.append(TimeRemainingColumn())
-        self.bar = Progress(*columns, console=err_console(), transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task(_one_line(self.label), total=total)
-
-    def _tick(self, n: int, total: int | None = None) -> None:
-        if self.bar is None:
-            if total is None or total <= self.min_total:
-                return
-            self._start(total)
-        self.bar.advance(self.task, n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
 
 
 @_lazy_command
