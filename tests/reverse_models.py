@@ -446,12 +446,54 @@ def structural_copies() -> Case:
     return n.case("structural_copies", n.conv(t, 16, 4, 3), [0, 3])
 
 
+def pointwise_ops() -> Case:
+    """The unary elementwise ops, Mean/Max/Min of several inputs, Where, Pow and Mod of two computed
+    operands, CastLike (opset 18, for Mish; issue 16)."""
+    n = Net((1, 3, 8, 8), seed=41, opset=18)
+    t = n.conv("x", 3, 4, 3, pads=[1, 1, 1, 1], gain=1.5)                             # [1,4,8,8]
+    u = n.op("Sigmoid", [t])
+    s = n.op("Mul", [u, n.const(0.8)])                                                 # (0, 0.8)
+    p = n.op("Add", [u, n.const(0.5)])                                                 # (0.5, 1.5)
+    a = n.op("Mean", [n.op("Acos", [s]), n.op("Atanh", [s])])
+    b = n.op("Max", [n.op("Acosh", [n.op("Add", [u, n.const(1.2)])]), n.op("Asinh", [t]), n.op("Atan", [t])])
+    c = n.op("Min", [n.op("Cos", [t]), n.op("Sin", [t]), n.op("Tan", [u])])
+    d = n.op("Mean", [n.op("Sinh", [t]), n.op("Cosh", [t]), n.op("Exp", [n.op("Neg", [t])]), n.op("Log", [p]),
+                      n.op("Reciprocal", [p]), n.op("Sqrt", [p]), n.op("Softplus", [t]), n.op("Softsign", [t])])
+    e = n.op("Mean", [n.op("Elu", [t], alpha=0.7), n.op("Selu", [t]), n.op("Celu", [t], alpha=0.5), n.op("Mish", [t]),
+                      n.op("Shrink", [t], lambd=0.3, bias=0.1), n.op("ThresholdedRelu", [t], alpha=0.2),
+                      n.op("Abs", [t]), n.op("Asin", [s])])
+    f = n.op("Where", [n.op("Greater", [t, n.const(0.0)]), a, b])
+    g = n.op("Pow", [p, c])
+    h = n.op("Mod", [n.op("Softsign", [t]), n.op("Add", [u, n.const(1.0)])], fmod=1)
+    t = n.op("Sum", [f, g, h, e, n.op("CastLike", [d, t])])
+    return n.case("pointwise_ops", n.conv(t, 4, 4, 3), [0, 3])
+
+
+def softmax_reductions() -> Case:
+    """Softmax, LogSoftmax and every Reduce* op but ReduceMean, axes as an input (opset 18), keepdims
+    0 and 1 (issue 16; older opsets in test_reverse_pointwise.py)."""
+    n = Net((1, 3, 8, 8), seed=42, opset=18)
+    t = n.conv("x", 3, 4, 3, pads=[1, 1, 1, 1])                                       # [1,4,8,8]
+    pos = n.op("Add", [n.op("Mul", [n.op("Sigmoid", [t]), n.const(0.5)]), n.const(0.75)])   # (0.75, 1.25)
+    parts = [
+        n.op("Softmax", [t], axis=1), n.op("LogSoftmax", [t], axis=-1),
+        n.op("ReduceSum", [t, n.ints([2])], keepdims=1),                                # [1,4,1,8]
+        n.op("Reshape", [n.op("ReduceL2", [t, n.ints([3])], keepdims=0), n.ints([1, 4, 8, 1])]),
+        n.op("ReduceLogSumExp", [t, n.ints([2, 3])]),                                   # [1,4,1,1]
+        n.op("ReduceMax", [t, n.ints([1])]), n.op("ReduceMin", [t, n.ints([-3])]),      # [1,1,8,8]
+        n.op("ReduceL1", [t, n.ints([3])]), n.op("ReduceSumSquare", [t, n.ints([2])]),
+        n.op("ReduceLogSum", [pos, n.ints([2])]), n.op("ReduceProd", [pos, n.ints([3])]),
+    ]
+    t = n.op("Sum", parts)
+    return n.case("softmax_reductions", n.conv(t, 4, 4, 3, gain=0.5), [0, 3])
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
               computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather,
-              structural_copies)
+              structural_copies, pointwise_ops, softmax_reductions)
 }
 
 

@@ -119,26 +119,28 @@ def test_backprop_equals_finite_differences(name, built):
         assert grad.shape == x.shape[1:]
         obj = Objective(case, c)
         assert np.abs(obj.act(x)).max() > 0, f"channel {c} of {case.target} is dead: the check would be empty"
-        gmax = np.abs(grad).max()
-        assert gmax > 0
+        assert np.abs(grad).max() > 0
+        check_gradient(obj, x, grad, rng, f"{name} channel {c}")
 
-        # the coordinate derivatives at ~30 positions
-        bad = []
-        for q in _positions(grad, rng):
-            d = np.zeros(x.shape)
-            d.flat[q] = 1.0
-            g = grad.reshape(-1)[q]
-            ok, tried = _agrees(obj, x, d, g, ATOL_OF_MAX * gmax + RTOL * abs(g))
-            if not ok:
-                bad.append((int(q), float(g), tried))
-        assert not bad, f"{name} channel {c}: projection vs finite differences (position, value, tried): {bad[:5]}"
 
-        # the derivative along one random direction (every input position at once)
-        v = rng.standard_normal(x.shape)
-        v /= np.linalg.norm(v)
-        gd = float(np.sum(grad * v[0]))
-        ok, tried = _agrees(obj, x, v, gd, RTOL * abs(gd) + 1e-3 * np.linalg.norm(grad))
-        assert ok, f"{name} channel {c}: directional derivative {gd} vs finite differences {tried}"
+def check_gradient(obj: Objective, x: np.ndarray, grad: np.ndarray, rng, label: str) -> None:
+    """``grad`` (one input row) is the gradient of ``obj`` at x: the coordinate derivatives at ~30
+    positions, then the derivative along one random direction (every input position at once)."""
+    gmax = np.abs(grad).max()
+    bad = []
+    for q in _positions(grad, rng):
+        d = np.zeros(x.shape)
+        d.flat[q] = 1.0
+        g = grad.reshape(-1)[q]
+        ok, tried = _agrees(obj, x, d, g, ATOL_OF_MAX * gmax + RTOL * abs(g))
+        if not ok:
+            bad.append((int(q), float(g), tried))
+    assert not bad, f"{label}: projection vs finite differences (position, value, tried): {bad[:5]}"
+    v = rng.standard_normal(x.shape)
+    v /= np.linalg.norm(v)
+    gd = float(np.sum(grad * v[0]))
+    ok, tried = _agrees(obj, x, v, gd, RTOL * abs(gd) + 1e-3 * np.linalg.norm(grad))
+    assert ok, f"{label}: directional derivative {gd} vs finite differences {tried}"
 
 
 @pytest.mark.parametrize("name", _case_params())

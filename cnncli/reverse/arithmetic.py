@@ -1,8 +1,9 @@
-"""Elementwise arithmetic: Add, Sub, Sum, Mul, Div, with broadcasting undone."""
+"""Elementwise arithmetic: Add, Sub, Sum, Mul, Div, Mean, Max, Min, Where, with broadcasting undone."""
 
 from __future__ import annotations
 
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
+from cnncli.reverse.pointwise import accumulate
 from cnncli.reverse.rules import register
 
 
@@ -38,3 +39,43 @@ def _div(b: Builder, node, a, grads) -> dict:
     if carries_signal(b, B):
         raise unsupported(node, "divides by a tensor computed from the input; not supported")
     return {A: b.reduce_to(b.op("Div", [grads[0], b.fwd(B)], "ddiv"), shape_of(b, node.output[0]), shape_of(b, A))}
+
+
+@register("Mean")
+def _mean(b: Builder, node, a, grads) -> dict:
+    out, ys = {}, shape_of(b, node.output[0])
+    g = b.op("Mul", [grads[0], b.const(1.0 / len(node.input))], "mean")
+    for name in node.input:
+        if carries_signal(b, name):
+            accumulate(out, name, b.reduce_to(g, ys, shape_of(b, name)), b)
+    return out
+
+
+@register("Max", "Min")
+def _max_min(b: Builder, node, a, grads) -> dict:
+    """The signal goes to the input(s) holding the result; where several inputs tie, it is split
+    evenly between them (torch's rule for maximum/minimum and amax/amin). A constant input that
+    ties takes its share too (Max(x, 0) at x = 0 passes half)."""
+    out, ys = {}, shape_of(b, node.output[0])
+    if len(node.input) == 1:
+        return {node.input[0]: grads[0]}
+    y = b.fwd(node.output[0])
+    masks = [b.float_mask(b.op("Equal", [b.fwd(name), y], "is_max")) for name in node.input]
+    share = b.op("Div", [grads[0], b.op("Sum", masks, "ties")], "share")
+    for name, mask in zip(node.input, masks):
+        if carries_signal(b, name):
+            accumulate(out, name, b.reduce_to(b.op("Mul", [share, mask], "dmax"), ys, shape_of(b, name)), b)
+    return out
+
+
+@register("Where")
+def _where(b: Builder, node, a, grads) -> dict:
+    """The signal goes to X where the condition holds, to Y elsewhere."""
+    cond, X, Y = node.input
+    out, ys = {}, shape_of(b, node.output[0])
+    zero = b.const(0.0, "zero")
+    for name, branch in ((X, [grads[0], zero]), (Y, [zero, grads[0]])):
+        if carries_signal(b, name):
+            g = b.op("Where", [b.fwd(cond), *branch], "dwhere")
+            accumulate(out, name, b.reduce_to(g, ys, shape_of(b, name)), b)
+    return out

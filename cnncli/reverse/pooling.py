@@ -6,7 +6,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from cnncli.frontend.geometry import Window, window
-from cnncli.reverse.builder import Builder, shape_of, unsupported
+from cnncli.reverse.builder import Builder, shape_of
 from cnncli.reverse.conv import transpose_padding
 from cnncli.reverse.rules import register
 
@@ -100,28 +100,3 @@ def _global_max(b: Builder, node, a, grads) -> dict:
     mask = b.reshape(b.op("ScatterElements", [zeros, arg, ones], "gmp_switch", axis=2), xs, "gmp_mask")
     return {x: b.op("Mul", [grads[0], mask], "gmp_T")}
 
-
-@register("ReduceMean", values=(1,))
-def _reduce_mean(b: Builder, node, a, grads) -> dict:
-    xs = shape_of(b, node.input[0])
-    axes = a.get("axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:  # opset 18: axes as an input
-        v = b.value(node.input[1])
-        if v is None:
-            raise unsupported(node, "with axes that could not be computed is not supported")
-        axes = [int(i) for i in v.reshape(-1)]
-    if not axes:  # none given: every axis, or (opset 18, noop_with_empty_axes) none
-        if int(a.get("noop_with_empty_axes", 0)):
-            return {node.input[0]: grads[0]}
-        axes = list(range(len(xs)))
-    axes = sorted(ax % len(xs) for ax in axes)
-    if 0 in axes:
-        raise unsupported(node, "reduces over the batch axis; not supported")
-    R = grads[0]
-    if not int(a.get("keepdims", 1)):
-        R = b.op("Unsqueeze", [R, b.ints(axes)], "keep")
-    fill_shape = [1] * len(xs)
-    for ax in axes:
-        fill_shape[ax] = xs[ax]
-    fill = np.full(fill_shape, 1.0 / float(np.prod([xs[ax] for ax in axes])), dtype=np.float32)
-    return {node.input[0]: b.op("Mul", [R, b.const(fill, "spread")], "mean_T")}
