@@ -238,9 +238,9 @@ def test_weights_are_never_materialised():
 def test_symbolic_inference_alone_resolves_chunk(monkeypatch, tmp_path):
     """With folding switched off, onnxruntime's symbolic shape inference (the fallback) still
     resolves the chunk pattern, and it writes no file into the working folder."""
-    import cnncli.frontend.fold as fold_module
+    import cnncli.frontend.folding as folding
 
-    monkeypatch.setattr(fold_module, "FOLDABLE", frozenset())
+    monkeypatch.setattr(folding, "FOLDABLE", frozenset())
     monkeypatch.chdir(tmp_path)
     r = stats_of(chunk_model())
     assert row(r, "conv").macs == 3 * 8 * 8 * 2 * 9
@@ -375,7 +375,7 @@ def test_fold_matches_onnx_reference(op, inputs, attributes):
     """Each folding rule gives what onnx's reference implementation gives (opset 18)."""
     from onnx.reference import ReferenceEvaluator
 
-    from cnncli.frontend.fold import fold
+    from cnncli.frontend.folding import fold
     from cnncli.frontend.graph import node_table
 
     names = [f"i{k}" for k in range(len(inputs))]

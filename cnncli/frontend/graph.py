@@ -207,7 +207,7 @@ def analyse(
 
 
 def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[int, ...]] | None) -> Graph:
-    from cnncli.frontend.fold import fold
+    from cnncli.frontend.folding import fold
     from cnncli.frontend.inputs import batch_warning, check_conv_channels, check_ranks
 
     input_shapes = dict(input_shapes or {})
