@@ -488,12 +488,31 @@ def softmax_reductions() -> Case:
     return n.case("softmax_reductions", n.conv(t, 4, 4, 3, gain=0.5), [0, 3])
 
 
+def structural_gathers() -> Case:
+    """TopK, GatherElements (stored and ArgMax indices), GatherND, ScatterElements and ScatterND
+    with signals on data and updates (issue 16)."""
+    n = Net((1, 3, 8, 8), seed=41)
+    t = n.op("Relu", [n.conv("x", 3, 6, 3, pads=[1, 1, 1, 1])])                         # [1,6,8,8]
+    v = n.op("TopK", [t, n.ints([5])], n_out=2, axis=3)[0]                              # [1,6,8,5]
+    t = n.op("GatherElements", [v, n.ints(n.rng.integers(-8, 8, (1, 6, 4, 5)))], axis=2)   # [1,6,4,5]
+    t = n.op("Add", [t, n.op("GatherElements", [t, n.op("ArgMax", [t], axis=1, keepdims=1)], axis=1)])
+    t = n.op("GatherND", [t, n.ints([[[0, 1], [0, 4], [0, 1]]])])                      # [1,3,4,5]
+    idx = np.stack([n.rng.permutation(4)[:2] for _ in range(15)]).reshape(3, 5, 2).transpose(0, 2, 1)[None]
+    u = n.conv(t, 3, 3, (3, 1), strides=[2, 1], pads=[1, 0, 0, 0])                      # [1,3,2,5]
+    t = n.op("ScatterElements", [t, n.ints(idx), u], axis=2)
+    t = n.op("ScatterND", [t, n.ints([[[0, 1], [0, 2]]]), n.conv(t, 3, 2, 1)], reduction="add")
+    # Compress: the analysis cannot size its output (it depends on the condition's values), so it
+    # stays off the projected path here; test_reverse_structural.py checks its rule with the size given
+    n.op("Compress", [t, n.const([1, 0, 1, 1], np.bool_)], axis=2)
+    return n.case("structural_gathers", n.conv(t, 3, 4, 3, pads=[1, 1, 1, 1]), [0, 2])
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
               computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather,
-              structural_copies, pointwise_ops, softmax_reductions)
+              structural_copies, pointwise_ops, softmax_reductions, structural_gathers)
 }
 
 
