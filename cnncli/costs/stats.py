@@ -9,7 +9,10 @@ from typing import Any
 import onnx
 
 from cnncli.frontend.layers import is_numbered
+from cnncli.costs.params import learned_scalars
+from cnncli.costs.quantized import EIGHT_BIT
 from cnncli.costs.rules import UNCOSTED, NodeView, cost, known_op, slots_for
+from cnncli.costs.standard import VALUE_DEPENDENT
 from cnncli.frontend.geometry import window
 from cnncli.frontend.graph import FLOAT_TYPES, Graph, NodeInfo, dtype_name, nbytes, numel
 from cnncli.gcpause import gc_paused
@@ -96,14 +99,19 @@ def _compute_stats(graph: Graph) -> StatsResult:
     conv_index = 0
     nodes = graph.nodes
     slot_cache: dict[str, Any] = {}
+    learned = None  # learned_scalars(graph), worked out at the first one-element operand
+    eight_bit: dict[str, bool] = {}  # output of each DequantizeLinear: is what it dequantizes 8-bit?
+    macs_int8 = 0
     for i, ni in enumerate(graph.info):
         op, domain, inputs, outputs = ni.op, ni.domain, ni.inputs, ni.outputs
         numbered = is_numbered(op, domain)
         if numbered:
             conv_index += 1
         if len(outputs) == 1:  # most nodes
-            if outputs[0] in consts:
-                continue  # a weight producer (Constant, ConstantOfShape, Cast of a weight, ...)
+            if outputs[0] in consts:  # a weight producer (Constant, ConstantOfShape, Cast of a weight, ...)
+                if op == "DequantizeLinear" or (eight_bit and inputs and inputs[0] in eight_bit):
+                    eight_bit[outputs[0]] = op != "DequantizeLinear" or types.get(inputs[0]) in EIGHT_BIT
+                continue
             if not outputs[0]:
                 outputs = ()
         else:
@@ -124,10 +132,13 @@ def _compute_stats(graph: Graph) -> StatsResult:
             consumed = types.get(name, ref.elem_type)
             is_param = slots.every_input or slot in slots.weight or slot in slots.extra
             is_buffer = slot in slots.buffer
-            if not (is_param or is_buffer) or consumed not in FLOAT_TYPES:
+            if not (is_param or is_buffer) or (consumed not in FLOAT_TYPES and not slots.integer):
                 continue
             if slots.scalar_is_config and ref.numel == 1:
-                continue  # GELU's 0.5, a normalisation constant: configuration, not a weight
+                if learned is None:
+                    learned = learned_scalars(graph)
+                if ref.source not in learned:
+                    continue  # GELU's 0.5, a normalisation constant: configuration, not a weight
             if slot in slots.weight:
                 weight_numel += ref.numel
             if ref.source in counted:
@@ -148,6 +159,10 @@ def _compute_stats(graph: Graph) -> StatsResult:
                 first_unknown = _why_unknown(ni, i, view, known)
         elif known and c.macs == 0 and c.flops_other == 0 and params == 0 and buffers == 0:
             continue
+        elif c.int8 or (eight_bit and op in QDQ_OPS and _dequantized_8bit(eight_bit, inputs)):
+            macs_int8 += c.macs
+        if op == "DequantizeLinear" and outputs:
+            eight_bit[outputs[0]] = types.get(inputs[0]) in EIGHT_BIT
         act = 0
         for o in outputs:
             n = numel(shapes.get(o))
@@ -189,7 +204,7 @@ def _compute_stats(graph: Graph) -> StatsResult:
                 rf_stride=[a.jump for a in rf] if rf else None,
             )
         )
-    totals = _totals(graph, rows, source_bytes, sorted(unknown))
+    totals = _totals(graph, rows, source_bytes, sorted(unknown), macs_int8)
     return StatsResult(rows, totals, sorted(unknown), first_unknown, sum(unknown.values()))
 
 
@@ -199,6 +214,9 @@ def _why_unknown(ni: NodeInfo, i: int, view: NodeView, known: bool) -> str:
         if ni.op in UNCOSTED and ni.domain in ("", "ai.onnx"):
             return f"{label}: the cost of its body depends on the data"
         return f"{label}: cnncli has no cost rule for this op"
+    slot = VALUE_DEPENDENT.get(ni.op)
+    if slot is not None and len(ni.inputs) > slot and ni.inputs[slot] not in view.graph.consts:
+        return f"{label}: its cost depends on the values of its input '{ni.inputs[slot]}'"
     for kind, names, got in (("input", ni.inputs, view.ins), ("output", ni.outputs, view.outs)):
         for name, shape in zip(names, got):
             if name and (shape is None or None in shape):
@@ -206,7 +224,15 @@ def _why_unknown(ni: NodeInfo, i: int, view: NodeView, known: bool) -> str:
     return f"{label}: its shapes do not fit its cost rule"
 
 
-def _totals(graph: Graph, rows: list[LayerRow], source_bytes, unknown_ops: list[str]) -> dict[str, Any]:
+# float layers whose two multiplied operands are dequantized 8-bit tensors (the QDQ format)
+QDQ_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+def _dequantized_8bit(eight_bit: dict[str, bool], inputs) -> bool:
+    return len(inputs) > 1 and eight_bit.get(inputs[0], False) and eight_bit.get(inputs[1], False)
+
+
+def _totals(graph: Graph, rows: list[LayerRow], source_bytes, unknown_ops: list[str], macs_int8: int = 0) -> dict[str, Any]:
     # one pass over the rows (this runs on models of tens of thousands of layers)
     macs = other = params = buffers = convs = 0
     incomplete = False
@@ -231,6 +257,7 @@ def _totals(graph: Graph, rows: list[LayerRow], source_bytes, unknown_ops: list[
         by_dtype[dtype_name(elem)] += size
     return {
         "macs": macs,
+        "macs_int8": macs_int8,
         "flops": 2 * macs + other,
         "flops_other": other,
         "params": params,
