@@ -507,12 +507,33 @@ def structural_gathers() -> Case:
     return n.case("structural_gathers", n.conv(t, 3, 4, 3, pads=[1, 1, 1, 1]), [0, 2])
 
 
+def structural_norms_products() -> Case:
+    """Instance, Group (opset 18: per-group scale) and LpNormalization, LpPool, GlobalLpPool, Einsum
+    of two variable operands (attention), MatMul of two variable operands (issue 16)."""
+    n = Net((1, 4, 8, 8), seed=42, opset=18)
+    t = n.conv("x", 4, 6, 3, pads=[1, 1, 1, 1])                                         # [1,6,8,8]
+    t = n.op("InstanceNormalization", [t, n.const(n.rng.uniform(0.5, 2, 6)), n.randn((6,))], epsilon=1e-3)
+    t = n.op("Relu", [t])
+    t = n.op("GroupNormalization", [t, n.const(n.rng.uniform(0.5, 2, 2)), n.randn((2,))], num_groups=2, epsilon=1e-3)
+    t = n.op("LpPool", [t], kernel_shape=[2, 2], strides=[2, 2], p=2)                    # [1,6,4,4]
+    t = n.op("Mul", [t, n.op("GlobalLpPool", [t], p=3)])
+    q = n.op("Reshape", [t, n.ints([1, 6, 16])])
+    att = n.op("Einsum", [q, n.op("Tanh", [q])], equation="bci,bdi->bcd")               # [1,6,6]
+    q = n.op("Einsum", [att, q], equation="bcd,bdi->bci")                               # [1,6,16]
+    q = n.op("MatMul", [n.op("LpNormalization", [q], axis=2, p=2), n.op("Transpose", [q], perm=[0, 2, 1])])   # [1,6,6]
+    t = n.op("Reshape", [q, n.ints([1, 6, 6, 1])])
+    # QuantizeLinear/DequantizeLinear pass their signal straight through the rounding, which is not
+    # the gradient: off the projected path here, checked in test_reverse_structural.py
+    n.op("DequantizeLinear", [n.op("QuantizeLinear", [t, n.const(0.1)]), n.const(0.1)])
+    return n.case("structural_norms_products", n.conv(t, 6, 4, (3, 1), pads=[1, 0, 1, 0]), [0, 3])
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
               computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather,
-              structural_copies, pointwise_ops, softmax_reductions, structural_gathers)
+              structural_copies, pointwise_ops, softmax_reductions, structural_gathers, structural_norms_products)
 }
 
 

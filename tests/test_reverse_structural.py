@@ -44,8 +44,23 @@ def assert_adjoint(model, shape, seed=0):
     assert err < 1e-5, err
 
 
+def _weighted(model):
+    """The model with its output y multiplied by a fixed random tensor (still called y)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    ys = analyse(model).shape("y")
+    for node in m.graph.node:
+        node.output[:] = ["y_raw" if o == "y" else o for o in node.output]
+        node.input[:] = ["y_raw" if i == "y" else i for i in node.input]
+    m.graph.initializer.append(floats("weighting", np.random.default_rng(9).uniform(-2, 2, ys)))
+    m.graph.node.append(onnx.helper.make_node("Mul", ["y_raw", "weighting"], ["y"]))
+    return m
+
+
 def assert_gradient(model, shape, channels=(0,), seed=1, directions=3):
-    """Backprop of ½·Σ y_c² (channel c of batch row 0) equals finite differences along random directions."""
+    """Backprop of ½·Σ (w·y)_c² (channel c of batch row 0, w a fixed random weighting: a normalised
+    output's own ½·Σ y² is constant) equals finite differences along random directions."""
+    model = _weighted(model)
     case = RM.Case("one", model, "y", tuple(shape), list(channels))
     x = case.input(seed=seed)
     results = Projector(model, analyse(model), "x", "y", "backprop").project(x, list(channels), keep="map")
@@ -253,3 +268,159 @@ def test_topk_values(axis, largest, k):
     identity holds at the forward point); its indices output carries none."""
     shape = (1, 3, 5, 6)
     assert_adjoint(one_op("TopK", shape, [ints("k", [k])], n_out=2, axis=axis, largest=largest), shape)
+
+
+# ---------------------------------------------------------------- normalizations (not linear: finite differences)
+
+
+def _scale_bias(c, seed=3):
+    rng = np.random.default_rng(seed)
+    return [floats("scale", rng.uniform(0.5, 2.0, c)), floats("bias", rng.standard_normal(c))]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 4), (1, 2, 7), (1, 2, 3, 3, 2)])
+def test_instance_normalization(shape):
+    model = one_op("InstanceNormalization", shape, _scale_bias(shape[1]), epsilon=1e-3)
+    assert_gradient(model, shape, channels=range(shape[1]))
+
+
+@pytest.mark.parametrize("opset,groups,shape", [(21, 2, (1, 4, 3, 5)), (21, 3, (1, 6, 4)), (21, 1, (1, 3, 4, 4)),
+                                                (18, 2, (1, 4, 3, 5))])
+def test_group_normalization(opset, groups, shape):
+    """Opset 21: scale and bias per channel; opset 18: per group."""
+    c = shape[1] if opset >= 21 else groups
+    model = one_op("GroupNormalization", shape, _scale_bias(c), opset=opset, num_groups=groups, epsilon=1e-3)
+    assert_gradient(model, shape, channels=(0, shape[1] - 1))
+
+
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("axis", [1, -1, 2])
+def test_lp_normalization(p, axis):
+    shape = (1, 3, 4, 5)
+    assert_gradient(one_op("LpNormalization", shape, p=p, axis=axis), shape, channels=(0, 2))
+
+
+# ---------------------------------------------------------------- Lp pools
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [2, 2], "strides": [2, 2]},
+    {"kernel_shape": [3, 2], "strides": [1, 2], "pads": [1, 0, 1, 1]},
+    {"kernel_shape": [3, 3], "strides": [2, 1], "auto_pad": "SAME_UPPER"},
+])
+def test_lp_pool(p, attrs):
+    shape = (1, 2, 6, 5)
+    assert_gradient(one_op("LpPool", shape, p=p, **attrs), shape, channels=(0, 1))
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (1, 2, 6)])
+def test_global_lp_pool(p, shape):
+    assert_gradient(one_op("GlobalLpPool", shape, p=p), shape, channels=(0, 1))
+
+
+# ---------------------------------------------------------------- products of two variable operands
+
+
+def _two_operand_model(op, eq, shape, left, right, opset=17):
+    """An op of two operands each computed from x (left and right make them; None: x itself, so
+    both None is x op x, one tensor on both sides)."""
+    nodes = [left("x", "a")] if left else []
+    nodes += [right("x", "b")] if right else []
+    ins = ["a" if left else "x", "b" if right else "x"]
+    nodes.append(onnx.helper.make_node(op, ins, ["y"], **({"equation": eq} if eq else {})))
+    g = RM.helper.make_graph(nodes, "two", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)])
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _perm(*perm):
+    return lambda i, o: onnx.helper.make_node("Transpose", [i], [o], perm=list(perm))
+
+
+def _sin(i, o):
+    return onnx.helper.make_node("Sin", [i], [o])
+
+
+@pytest.mark.parametrize("eq,shape,left,right", [
+    ("bhqd,bhkd->bhqk", (1, 2, 4, 3), None, _sin),                        # attention scores q·kᵀ
+    ("bhqk,bhkd->bhqd", (1, 2, 3, 3), _sin, None),                        # scores · values
+    ("bij,bjk->bik", (1, 3, 3), None, None),                              # x·x
+    ("...ij,...jk", (1, 2, 3, 3), _sin, _perm(0, 1, 3, 2)),               # ellipsis, implicit output
+    ("bcij,bcjk->bc", (1, 2, 3, 3), None, _sin),                          # i, k summed in the output
+    ("bij,bkl->bik", (1, 3, 4), None, _sin),                              # j, l summed within one operand
+])
+def test_einsum_two_variable_operands(eq, shape, left, right):
+    assert_gradient(_two_operand_model("Einsum", eq, shape, left, right, opset=12), shape, channels=(0, 1))
+
+
+@pytest.mark.parametrize("shape,left,right", [
+    ((1, 2, 4, 3), None, _perm(0, 1, 3, 2)),   # x·xᵀ per head
+    ((1, 3, 3), None, None),                  # x·x: one tensor, both sides
+    ((1, 3, 3), _sin, None),
+])
+def test_matmul_two_variable_operands(shape, left, right):
+    assert_gradient(_two_operand_model("MatMul", None, shape, left, right), shape, channels=(0, 1))
+
+
+def test_matmul_of_a_row_and_a_matrix_from_the_input():
+    """y [1, m] = a [1, k] · B [k, m], both from x: B has no batch axis; each reverse row gets its own dB."""
+    shape = (1, 12)
+    left = lambda i, o: onnx.helper.make_node("Slice", [i, "s0", "e0", "ax"], [o])  # noqa: E731
+    right = lambda i, o: onnx.helper.make_node("Reshape", [i, "to"], [o])  # noqa: E731
+    model = _two_operand_model("MatMul", None, shape, left, right)
+    model.graph.initializer.extend([ints("s0", [0]), ints("e0", [4]), ints("ax", [1]), ints("to", [4, 3])])
+    assert_gradient(model, shape, channels=(0, 2))
+
+
+# ---------------------------------------------------------------- quantization: straight-through
+
+
+def _qdq_model(shape, q_scale, dq_scale, axis, conv=True, opset=13):
+    """x → QuantizeLinear → DequantizeLinear (→ Conv): scales per tensor (a scalar) or per axis."""
+    c = shape[1]
+    zp = np.zeros(np.shape(q_scale), np.int8) + 3
+    inits = [floats("qs", q_scale), floats("ds", dq_scale), numpy_helper.from_array(zp, "zp"),
+             floats("W", np.random.default_rng(2).standard_normal((2, c, 3, 3)))]
+    kw = {} if np.ndim(q_scale) == 0 else {"axis": axis}
+    nodes = [onnx.helper.make_node("QuantizeLinear", ["x", "qs", "zp"], ["q"], **kw),
+             onnx.helper.make_node("DequantizeLinear", ["q", "ds", "zp"], ["d"], **kw)]
+    nodes.append(onnx.helper.make_node("Conv", ["d", "W"], ["y"]) if conv else onnx.helper.make_node("Identity", ["d"], ["y"]))
+    g = RM.helper.make_graph(nodes, "qdq", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)], inits)
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", opset)])
+    model.ir_version = 7
+    return model
+
+
+@pytest.mark.parametrize("opset", [13, 19])
+@pytest.mark.parametrize("q_scale,dq_scale", [(0.05, 0.2), ([0.05, 0.1, 0.02], [0.5, 0.1, 0.3])])
+def test_quantize_dequantize_are_their_scales(opset, q_scale, dq_scale):
+    """Q then DQ: R·dq_scale/q_scale (per channel for per-axis scales); the rounding passes straight through."""
+    shape = (1, 3, 4, 5)
+    model = _qdq_model(shape, q_scale, dq_scale, axis=1, conv=False, opset=opset)
+    p = Projector(model, analyse(model), "x", "y", "backprop")
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    R = np.random.default_rng(1).standard_normal((2, *shape[1:])).astype(np.float32)
+    back = p.run_reverse(R, p.forward(x))
+    ratio = (np.asarray(dq_scale, np.float32) / np.asarray(q_scale, np.float32)).reshape(-1, 1, 1)
+    np.testing.assert_allclose(back, R * ratio, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["backprop", "deconvnet", "guided"])
+@pytest.mark.parametrize("scale", [0.05, [0.05, 0.1, 0.02]])
+def test_a_qdq_pair_is_the_identity_in_reverse(mode, scale):
+    """A QDQ pair with one scale before a Conv: the reverse pass equals the float Conv's, in every mode."""
+    shape = (1, 3, 6, 6)
+    quant = _qdq_model(shape, scale, scale, axis=1)
+    plain = one_op("Conv", shape, [floats("W", np.random.default_rng(2).standard_normal((2, 3, 3, 3)))])
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    R = np.random.default_rng(1).standard_normal((3, 2, 4, 4)).astype(np.float32)
+    back = []
+    for model in (quant, plain):
+        p = Projector(model, analyse(model), "x", "y", mode)
+        back.append(p.run_reverse(R, p.forward(x)))
+    np.testing.assert_allclose(back[0], back[1], rtol=1e-5, atol=1e-6 * np.abs(back[1]).max())

@@ -165,12 +165,17 @@ def signal_tensors(graph: Graph, start: str) -> set[str]:
     for node in graph.nodes:
         if node.op_type in _NO_SIGNAL_OPS or not any(i in sig for i in node.input if i):
             continue
+        if node.op_type in _STRAIGHT_THROUGH:  # integer codes of a float signal: it passes them
+            sig.add(node.output[0])
+            continue
         sig.update(o for o in node.output if o and graph.types.get(o, TensorProto.FLOAT) in FLOAT_TYPES)
     return sig
 
 
 # float outputs too, but of the input's shape alone
 _NO_SIGNAL_OPS = frozenset({"Shape", "Size", "EyeLike", "RandomNormalLike", "RandomUniformLike"})
+# an integer output that still carries the signal: quantization, straight-through for the rounding
+_STRAIGHT_THROUGH = frozenset({"QuantizeLinear"})
 
 
 def path_nodes(graph: Graph, target: str, dynamic: set[str]) -> list[onnx.NodeProto]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
+from cnncli.reverse.tiling import unbroadcast
 
 
 @register("Gemm")
@@ -37,13 +38,88 @@ def _swap_last(b: Builder, name: str, rank: int) -> str:
 
 @register("MatMul")
 def _matmul(b: Builder, node, a, grads) -> dict:
+    """dA = R·Bᵀ, dB = Aᵀ·R, each summed over the batch axes it was broadcast along; both operands
+    may carry the signal (attention), and may be the same tensor (x·x)."""
     A, B = node.input
     sa, sb, sy = shape_of(b, A), shape_of(b, B), shape_of(b, node.output[0])
     if len(sa) < 2 or len(sb) < 2:
         raise unsupported(node, "with a 1-D operand is not supported")
     out = {}
     if carries_signal(b, A):
-        out[A] = b.reduce_to(b.op("MatMul", [grads[0], _swap_last(b, b.fwd(B), len(sb))], "mm_dA"), sy, sa)
+        out[A] = unbroadcast(b, node, b.op("MatMul", [grads[0], _swap_last(b, b.fwd(B), len(sb))], "mm_dA"), sy, sa)
     if carries_signal(b, B):
-        out[B] = b.reduce_to(b.op("MatMul", [_swap_last(b, b.fwd(A), len(sa)), grads[0]], "mm_dB"), sy, sb)
+        if len(sy) == 2:  # [1, k]·[k, m]: B has no batch axis; each row's dB = Aᵀ·R is [k, m], stacked
+            if sa[0] != 1:
+                raise unsupported(node, "with a 2-D right operand computed from the input is not supported")
+            col = b.op("Unsqueeze", [b.fwd(A), b.ints([2])], "mm_col")  # [N, k, 1]
+            g = b.op("MatMul", [col, b.op("Unsqueeze", [grads[0], b.ints([1])])], "mm_dB")  # [K, k, m]
+            g = b.op("Reshape", [g, b.ints([-1, sb[1]])], "mm_dB_rows")
+        else:
+            g = unbroadcast(b, node, b.op("MatMul", [_swap_last(b, b.fwd(A), len(sa)), grads[0]], "mm_dB"), sy, sb)
+        out[B] = b.op("Add", [out[B], g], "acc") if B in out else g
     return out
+
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def einsum_terms(equation: str, ranks: list[int]) -> tuple[list[str], str]:
+    """The operands' and the output's subscripts, with '...' spelled out in unused letters and an
+    implicit output (no '->') made explicit as numpy and ONNX define it."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    spare = [c for c in _LETTERS if c not in eq]
+    n_ell = max((r - len(t.replace("...", "")) for t, r in zip(terms, ranks) if "..." in t), default=0)
+    ell = "".join(spare[:n_ell])
+    terms = [t.replace("...", ell[n_ell - (r - len(t.replace("...", ""))):]) if "..." in t else t for t, r in zip(terms, ranks)]
+    if arrow:
+        out = rhs.replace("...", ell)
+    else:
+        counts = {c: sum(t.count(c) for t in terms) for c in "".join(terms)}
+        out = ell + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in ell))
+    return terms, out
+
+
+@register("Einsum")
+def _einsum(b: Builder, node, a, grads) -> dict:
+    """Each operand's signal is the einsum of the output's signal with the other operands, into
+    that operand's subscripts (a letter only it holds is summed over in the forward pass: its
+    signal is the same along it)."""
+    shapes = [shape_of(b, n) for n in node.input]
+    terms, out = einsum_terms(a["equation"], [len(s) for s in shapes])
+    sizes = {}
+    for t, s in zip(terms, shapes):
+        for c, n in zip(t, s):
+            if sizes.setdefault(c, n) != n:
+                raise unsupported(node, "broadcasting a subscript is not supported")
+    batch = out[0] if out else None
+    result = {}
+    for i, name in enumerate(node.input):
+        if not carries_signal(b, name):
+            continue
+        t = terms[i]
+        if len(set(t)) != len(t) or not t or t[0] != batch:
+            raise unsupported(node, "with a repeated subscript (a diagonal) or without the batch axis first is not supported")
+        others = [j for j in range(len(terms)) if j != i]
+        if any(batch in terms[j][1:] for j in others):
+            raise unsupported(node, "mixing the batch axis is not supported")
+        seen = set(out).union(*(terms[j] for j in others))
+        kept = "".join(c for c in t if c in seen)
+        ins = [grads[0]] + [_rows_like(b, b.fwd(node.input[j]), grads[0], len(shapes[j])) if terms[j][:1] == batch
+                            else b.fwd(node.input[j]) for j in others]
+        g = b.op("Einsum", ins, "einsum_T", equation=",".join([out] + [terms[j] for j in others]) + "->" + kept)
+        if kept != t:  # letters summed within this operand alone: the signal spread along them
+            g = b.op("Unsqueeze", [g, b.ints([k for k, c in enumerate(t) if c not in seen])], "einsum_keep")
+            full = b.op("Concat", [b.op("Slice", [b.op("Shape", [g]), b.ints([0]), b.ints([1])]), b.ints([sizes[c] for c in t[1:]])],
+                        "einsum_shape", axis=0)
+            g = b.op("Expand", [g, full], "einsum_spread")
+        result[name] = b.op("Add", [result[name], g], "acc") if name in result else g
+    return result
+
+
+def _rows_like(b: Builder, t: str, g: str, rank: int) -> str:
+    """A forward tensor (batch 1, or one per row) expanded to the K rows of the signal ``g``."""
+    rows = b.op("Concat", [b.op("Slice", [b.op("Shape", [g]), b.ints([0]), b.ints([1])]), b.ints([1] * (rank - 1))],
+                "rows_shape", axis=0)
+    return b.op("Expand", [t, rows], "rows")

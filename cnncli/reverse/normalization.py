@@ -1,4 +1,5 @@
-"""Normalization: BatchNormalization (inference) and LRN."""
+"""Normalization: BatchNormalization (inference), LRN, Layer/Instance/Group normalization (their exact
+Jacobianᵀ at the forward point) and LpNormalization."""
 
 from __future__ import annotations
 
@@ -55,31 +56,85 @@ def _channel_window_sum(b: Builder, t: str, xs, before: int, after: int) -> str:
 
 @register("LayerNormalization")
 def _layer_norm(b: Builder, node, a, grads) -> dict:
-    """The exact Jacobianᵀ at the forward point, in every mode (a normalisation, not a rectifier).
-
-    With x̂ = (x − μ)/σ over the normalised axes, σ = √(var + ε) and g = R·γ:
-    dx = (g − mean(g) − x̂·mean(g·x̂)) / σ.
-    """
+    """The exact Jacobianᵀ at the forward point, in every mode (a normalisation, not a rectifier)."""
     if any(g is not None for g in grads[1:]):
         raise unsupported(node, "with a signal through its Mean or InvStdDev output is not supported")
     x = node.input[0]
-    if any(carries_signal(b, n) for n in node.input[1:]):
-        raise unsupported(node, "with a scale or bias computed from the input is not supported")
+    _constant_affine(b, node)
     r = len(shape_of(b, x))
     axis = int(a.get("axis", -1)) % r
     if axis == 0:
         raise unsupported(node, "normalising over the batch axis is not supported")
-    axes = list(range(axis, r))
+    g = b.op("Mul", [grads[0], b.fwd(node.input[1])], "ln_g")
+    return {x: normalized_T(b, b.fwd(x), g, list(range(axis, r)), float(a.get("epsilon", 1e-5)))}
+
+
+def _constant_affine(b: Builder, node) -> None:
+    if any(carries_signal(b, n) for n in node.input[1:]):
+        raise unsupported(node, "with a scale or bias computed from the input is not supported")
+
+
+def normalized_T(b: Builder, xf: str, g: str, axes: list[int], eps: float) -> str:
+    """The adjoint of x ↦ x̂ = (x − μ)/σ over ``axes`` (σ = √(var + ε)) at the forward ``xf``,
+    applied to ``g`` (the signal already times the scale γ): dx = (g − mean(g) − x̂·mean(g·x̂)) / σ."""
 
     def mean(t: str, hint: str) -> str:
         return b.op("ReduceMean", [t], hint, axes=axes, keepdims=1)  # opset 17: axes as an attribute
 
-    xf = b.fwd(x)
     xc = b.op("Sub", [xf, mean(xf, "ln_mean")], "ln_centred")
     var = mean(b.op("Mul", [xc, xc]), "ln_var")
-    inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.const(float(a.get("epsilon", 1e-5)))])])], "ln_inv")
+    inv = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [var, b.const(eps)])])], "ln_inv")
     xhat = b.op("Mul", [xc, inv], "ln_xhat")
-    g = b.op("Mul", [grads[0], b.fwd(node.input[1])], "ln_g")
     centred_g = b.op("Sub", [g, mean(g, "ln_mg")])
     proj = b.op("Mul", [xhat, mean(b.op("Mul", [g, xhat]), "ln_mgx")])
-    return {x: b.op("Mul", [b.op("Sub", [centred_g, proj]), inv], "ln_T")}
+    return b.op("Mul", [b.op("Sub", [centred_g, proj]), inv], "ln_T")
+
+
+def _per_channel(b: Builder, name: str, rank: int) -> str:
+    return b.op("Reshape", [b.fwd(name), b.ints([1, -1] + [1] * (rank - 2))], "per_channel")
+
+
+@register("InstanceNormalization")
+def _instance_norm(b: Builder, node, a, grads) -> dict:
+    """Each (image, channel) plane normalised over its spatial axes, then scaled per channel."""
+    x = node.input[0]
+    _constant_affine(b, node)
+    r = len(shape_of(b, x))
+    g = b.op("Mul", [grads[0], _per_channel(b, node.input[1], r)], "in_g")
+    return {x: normalized_T(b, b.fwd(x), g, list(range(2, r)), float(a.get("epsilon", 1e-5)))}
+
+
+@register("GroupNormalization")
+def _group_norm(b: Builder, node, a, grads) -> dict:
+    """Channels in num_groups groups, each normalised over its channels and spatial axes; the scale
+    is per channel (opset 21) or per group (opset 18, a scale of num_groups values)."""
+    x = node.input[0]
+    _constant_affine(b, node)
+    xs = shape_of(b, x)
+    groups = int(a["num_groups"])
+    scale = shape_of(b, node.input[1])
+    grouped = [xs[0], groups, int(np.prod(xs[1:])) // groups]
+    if scale[0] == xs[1]:
+        g = b.op("Mul", [grads[0], _per_channel(b, node.input[1], len(xs))], "gn_g")
+        g = b.reshape(g, grouped, "gn_grouped")
+    else:  # one scale per group
+        g = b.reshape(grads[0], grouped, "gn_grouped")
+        g = b.op("Mul", [g, b.op("Reshape", [b.fwd(node.input[1]), b.ints([1, groups, 1])])], "gn_g")
+    xf = b.reshape(b.fwd(x), grouped, "gn_x")
+    return {x: b.reshape(normalized_T(b, xf, g, [2], float(a.get("epsilon", 1e-5))), xs, "gn_T")}
+
+
+@register("LpNormalization")
+def _lp_norm(b: Builder, node, a, grads) -> dict:
+    """y = x / ‖x‖_p along an axis. p = 2: dx = (g − y·Σ g·y) / ‖x‖; p = 1: dx = (g − sign(x)·Σ g·y) / ‖x‖₁."""
+    x = node.input[0]
+    r = len(shape_of(b, x))
+    axis = int(a.get("axis", -1)) % r
+    p = int(a.get("p", 2))
+    if axis == 0 or p not in (1, 2):
+        raise unsupported(node, "along the batch axis or with p other than 1 and 2 is not supported")
+    xf, y, g = b.fwd(x), b.fwd(node.output[0]), grads[0]
+    norm = b.op("ReduceL2" if p == 2 else "ReduceL1", [xf], "lp_norm", axes=[axis], keepdims=1)
+    proj = b.op("ReduceSum", [b.op("Mul", [g, y]), b.ints([axis])], "lp_proj", keepdims=1)
+    direction = y if p == 2 else b.op("Sign", [xf], "lp_sign")
+    return {x: b.op("Div", [b.op("Sub", [g, b.op("Mul", [direction, proj])]), norm], "lp_T")}

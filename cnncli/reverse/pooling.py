@@ -1,4 +1,5 @@
-"""Pooling and reductions: max-pool switches as a scatter-add, average pools as a uniform transposed conv."""
+"""Pooling: max-pool switches as a scatter-add, average pools as a uniform transposed conv, Lp pools
+as that window sum weighted by their exact derivative."""
 
 from __future__ import annotations
 
@@ -67,15 +68,48 @@ def _avgpool(b: Builder, node, a, grads) -> dict:
     win = window(node, xs, None)
     div = _pool_divisors(win, xs[2:], ys[2:], bool(a.get("count_include_pad", 0)))
     R = b.op("Mul", [grads[0], b.const((1.0 / div)[None, None])], "avg_div")
+    return {x: window_sum_T(b, R, win, xs, ys)}
+
+
+def window_sum_T(b: Builder, R: str, win: Window, xs, ys) -> str:
+    """The adjoint of summing each window (per channel): a depthwise ConvTranspose with ones."""
     channels = xs[1]
     ones = np.ones((channels, 1, *win.kernel), dtype=np.float32)
     pads_end, out_pad = transpose_padding(win, xs[2:], ys[2:])
-    g = b.op(
+    return b.op(
         "ConvTranspose", [R, b.const(ones, "ones")], "avg_T", group=channels, strides=list(win.strides),
         dilations=list(win.dilations), pads=list(win.pads_begin) + pads_end, output_padding=out_pad,
         kernel_shape=list(win.kernel),
     )
-    return {x: g}
+
+
+def _lp_T(b: Builder, p: float, x: str, y: str, R: str, scattered) -> str:
+    """y = (Σ |x|^p)^(1/p) over windows: dx = |x|^(p−1)·sign(x) · Σ_windows R·y^(1−p), where
+    ``scattered`` spreads a signal on y back over each window (0 where y is 0)."""
+    xf, yf = b.fwd(x), b.fwd(y)
+    if p == 1:
+        return b.op("Mul", [scattered(R), b.op("Sign", [xf])], "lp1_T")
+    live = b.op("Greater", [yf, b.const(0.0)], "lp_live")
+    safe = b.op("Where", [live, yf, b.const(1.0)], "lp_safe")
+    w = b.op("Where", [live, b.op("Mul", [R, b.op("Pow", [safe, b.const(1.0 - p)])]), b.const(0.0)], "lp_w")
+    if p == 2:
+        return b.op("Mul", [scattered(w), xf], "lp2_T")
+    factor = b.op("Mul", [b.op("Pow", [b.op("Abs", [xf]), b.const(p - 1.0)]), b.op("Sign", [xf])], "lp_dabs")
+    return b.op("Mul", [scattered(w), factor], "lp_T")
+
+
+@register("LpPool")
+def _lppool(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    xs, ys = shape_of(b, x), shape_of(b, node.output[0])
+    win = window(node, xs, None)
+    return {x: _lp_T(b, float(a.get("p", 2)), x, node.output[0], grads[0], lambda t: window_sum_T(b, t, win, xs, ys))}
+
+
+@register("GlobalLpPool")
+def _global_lppool(b: Builder, node, a, grads) -> dict:
+    x = node.input[0]
+    return {x: _lp_T(b, float(a.get("p", 2)), x, node.output[0], grads[0], lambda t: t)}  # broadcast over the plane
 
 
 @register("GlobalAveragePool")
