@@ -182,3 +182,201 @@ def test_max_roi_pool_reads_constant_regions_and_is_unknown_on_data():
     r = stats_of(_one("MaxRoiPool", [("x", [1, 2, 6, 6]), ("rois", [2, 5])], pooled_shape=[2, 2]))
     assert row(r, "n").macs is None and r.unknown_ops == ["MaxRoiPool"]
     assert "depends on the values of its input 'rois'" in r.warning()
+
+
+# ----------------------------------------------------------------------------- quantized layers
+# a 2x5x5 input, a 3x2x3x3 kernel, no pads: 1x3x3x3 out, 27 outputs x 18 MACs = 486
+
+QMACS = 1 * 3 * 3 * 3 * 2 * 3 * 3
+
+
+def _q(name, shape, dtype, value=0):
+    return init(name, shape, dtype, np.full(int(np.prod(shape)), value))
+
+
+def test_qlinear_conv_counts_int8_macs_and_integer_params():
+    inits = [_q("xs", [], np.float32, 0.1), _q("xz", [], np.uint8), _q("w", [3, 2, 3, 3], np.int8),
+             _q("ws", [], np.float32, 0.1), _q("wz", [], np.int8), _q("ys", [], np.float32, 0.1),
+             _q("yz", [], np.uint8), _q("b", [3], np.int32)]
+    m = _one("QLinearConv", [("x", [1, 2, 5, 5], TensorProto.UINT8)], inits)
+    r = stats_of(m)
+    c = row(r, "n")
+    assert c.macs == QMACS
+    assert c.flops_other == 27 * (1 + 1)  # requantize, bias add
+    assert c.params == 54 + 3  # int8 weight, int32 bias; scales and zero points are configuration
+    assert r.totals["weight_bytes"] == {"int8": 54, "int32": 12}
+    assert r.totals["macs_int8"] == QMACS
+
+
+def _qdq_conv(activation_quantized: bool):
+    """x -> [QuantizeLinear -> DequantizeLinear] -> Conv(DQ(int8 w), DQ(int32 b)), ONNX QDQ format."""
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"]),
+             helper.make_node("DequantizeLinear", ["bq", "bs"], ["b"])]
+    x = "x"
+    if activation_quantized:
+        nodes += [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"])]
+        x = "xd"
+    nodes.append(helper.make_node("Conv", [x, "w", "b"], ["y"], name="conv"))
+    inits = [_q("wq", [3, 2, 3, 3], np.int8), _q("ws", [], np.float32, 0.1), _q("wz", [], np.int8),
+             _q("bq", [3], np.int32), _q("bs", [], np.float32, 0.01), _q("xs", [], np.float32, 0.1),
+             _q("xz", [], np.uint8)]
+    return make_model(nodes, [vi("x", [1, 2, 5, 5])], [out()], inits)
+
+
+def test_qdq_conv_weight_counted_once_in_its_stored_dtype_and_macs_int8():
+    r = stats_of(_qdq_conv(True))
+    c = row(r, "conv")
+    assert (c.macs, c.params) == (QMACS, 54 + 3)  # the DequantizeLinear of the weight is folded
+    assert r.totals["weight_bytes"] == {"int8": 54, "int32": 12}
+    assert r.totals["macs_int8"] == QMACS
+    assert [x.op for x in r.layers] == ["QuantizeLinear", "DequantizeLinear", "Conv"]
+    # weight-only quantization: the activation stays float, so the MACs are float MACs
+    r = stats_of(_qdq_conv(False))
+    assert (r.totals["macs"], r.totals["macs_int8"]) == (QMACS, 0)
+
+
+def test_dynamic_quantization_is_no_longer_zero_macs():
+    # x -> DynamicQuantizeLinear -> ConvInteger(uint8 x, int8 w, x zero point); MatMulInteger beside
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql"),
+             helper.make_node("ConvInteger", ["xq", "w", "xz"], ["y"], name="conv"),
+             helper.make_node("MatMulInteger", ["a", "b"], ["z"], name="mm")]
+    m = make_model(nodes, [vi("x", [1, 2, 5, 5]), vi("a", [2, 4], TensorProto.UINT8)], [out("y"), out("z")],
+                   [_q("w", [3, 2, 3, 3], np.int8), _q("b", [4, 3], np.int8)])
+    r = stats_of(m)
+    assert row(r, "dql").flops_other == 3 * 50  # min, max, quantize per input element
+    assert (row(r, "conv").macs, row(r, "conv").params) == (QMACS, 54)
+    assert (row(r, "mm").macs, row(r, "mm").params) == (2 * 3 * 4, 12)
+    assert r.totals["macs"] == r.totals["macs_int8"] == QMACS + 24
+    assert r.totals["weight_bytes"] == {"int8": 54 + 12}
+
+
+MS = ("com.microsoft", 1)
+
+
+def _ms(op, inputs, inits, y_shape, **attrs):
+    names = [i[0] for i in inputs] + [t.name if t is not None else "" for t in inits]
+    node = helper.make_node(op, names, ["y"], name="n", domain="com.microsoft", **attrs)
+    return make_model([node], [vi(i[0], i[1], *i[2:]) for i in inputs], [vi("y", y_shape)],
+                      [t for t in inits if t is not None], extra_opsets=[MS])
+
+
+def test_com_microsoft_fused_conv_and_dynamic_quantize_matmul():
+    m = _ms("FusedConv", [("x", [1, 2, 5, 5])], [init("W", [3, 2, 3, 3]), init("B", [3])], [1, 3, 3, 3],
+            activation="Relu")
+    c = row(stats_of(m), "n")
+    assert (c.macs, c.flops_other, c.params) == (QMACS, 27 * 2, 57)  # bias, activation
+    # A 2x4 float (quantized at run time), B 4x3 int8, bias 3
+    m = _ms("DynamicQuantizeMatMul", [("a", [2, 4])],
+            [_q("b", [4, 3], np.int8), _q("bs", [], np.float32, 0.1), _q("bz", [], np.int8), init("bias", [3])],
+            [2, 3])
+    r = stats_of(m)
+    c = row(r, "n")
+    assert c.macs == r.totals["macs_int8"] == 2 * 3 * 4
+    assert c.flops_other == 6 * (1 + 1) + 3 * 8  # rescale + bias per output; quantize A: 3 per element
+    assert c.params == 12 + 3
+
+
+def test_com_microsoft_dynamic_quantize_lstm_as_lstm():
+    # S 5, N 2, I 3, H 4; W int8 1x3x16 (input x 4H), R int8 1x4x16, B 1x32
+    ins = ["x", "W", "R", "B", "", "", "", "", "ws", "wz", "rs", "rz"]
+    node = helper.make_node("DynamicQuantizeLSTM", ins, ["y"], name="n", domain="com.microsoft", hidden_size=4)
+    inits = [_q("W", [1, 3, 16], np.int8), _q("R", [1, 4, 16], np.int8), init("B", [1, 32]),
+             _q("ws", [1], np.float32, 0.1), _q("wz", [1], np.int8), _q("rs", [1], np.float32, 0.1),
+             _q("rz", [1], np.int8)]
+    r = stats_of(make_model([node], [vi("x", [5, 2, 3])], [vi("y", [5, 1, 2, 4])], inits, extra_opsets=[MS]))
+    c = row(r, "n")
+    assert (c.macs, c.params) == (1120, 48 + 64 + 32)  # as test_lstm_forward_with_bias
+    assert r.totals["macs_int8"] == 1120
+
+
+def _float_conv_model():
+    rng = np.random.default_rng(0)
+
+    def w(name, shape):
+        return init(name, shape, value=rng.standard_normal(int(np.prod(shape))))
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Flatten", ["r2"], ["f"]),
+             helper.make_node("MatMul", ["f", "w3"], ["m"]),
+             helper.make_node("Add", ["m", "b3"], ["y"])]
+    inits = [w("w1", [4, 3, 3, 3]), w("b1", [4]), w("w2", [6, 4, 3, 3]), w("b2", [6]), w("w3", [54, 5]), w("b3", [5])]
+    return make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 5])], inits)
+
+
+@pytest.mark.parametrize("how", ["dynamic", "static-qdq", "static-qoperator"])
+def test_onnxruntime_quantizer_keeps_macs_and_params_of_the_float_model(tmp_path, how):
+    q = pytest.importorskip("onnxruntime.quantization")
+    float_path, q_path = tmp_path / "float.onnx", tmp_path / "q.onnx"
+    onnx.save(_float_conv_model(), str(float_path))
+    if how == "dynamic":
+        q.quantize_dynamic(str(float_path), str(q_path), weight_type=q.QuantType.QInt8,
+                           op_types_to_quantize=["Conv", "MatMul"])
+    else:
+        rng = np.random.default_rng(1)
+
+        class Reader(q.CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        fmt = q.QuantFormat.QDQ if how == "static-qdq" else q.QuantFormat.QOperator
+        q.quantize_static(str(float_path), str(q_path), Reader(), quant_format=fmt, weight_type=q.QuantType.QInt8)
+    f, t = stats_of(onnx.load(str(float_path))).totals, stats_of(onnx.load(str(q_path))).totals
+    assert f["macs"] == 4 * 8 * 8 * 27 + 6 * 3 * 3 * 36 + 5 * 54  # 9,126
+    assert f["params"] == 108 + 4 + 216 + 6 + 270 + 5  # 609
+    assert t["unknown_ops"] == [] and t["macs"] == t["macs_int8"] == f["macs"]
+    assert t["params"] == f["params"]
+    assert t["weight_bytes"]["int8"] >= 594  # the three weights, 1 byte a param now
+
+
+# ----------------------------------------------------------------------------- learned one-element params
+
+
+def _affine(scale_name, bias_name, as_constant_nodes=False):
+    """hgnetv2's LearnableAffineBlock: y = scale * x + bias with one-element scale and bias."""
+    nodes = [helper.make_node("Mul", ["x", scale_name], ["s"], name="mul"),
+             helper.make_node("Add", ["s", bias_name], ["y"], name="add")]
+    tensors = [init(scale_name, [1], value=[1.5]), init(bias_name, [1], value=[0.25])]
+    if as_constant_nodes:  # TorchScript's literals: Constant nodes named /blk/Constant_output_0
+        nodes[:0] = [helper.make_node("Constant", [], [t.name], value=t) for t in tensors]
+        tensors = []
+    return make_model(nodes, [vi("x", [1, 4, 3, 3])], [out()], tensors)
+
+
+@pytest.mark.parametrize("scale, bias", [
+    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias"),  # both torch exporters: state_dict keys
+    ("gamma", "beta"),
+])
+def test_learnable_one_element_scale_and_bias_are_params(scale, bias):
+    r = stats_of(_affine(scale, bias))
+    assert (row(r, "mul").params, row(r, "add").params) == (1, 1)
+    assert r.totals["params"] == 2 and r.totals["weight_bytes"] == {"float32": 8}
+
+
+@pytest.mark.parametrize("scale, bias, constant_nodes", [
+    ("onnx::Mul_12", "onnx::Add_13", False),  # TorchScript, constant-folded literals
+    ("/blk/Constant_output_0", "/blk/Constant_1_output_0", True),  # TorchScript Constant nodes
+    ("/blk/Constant_output_0", "/blk/Constant_1_output_0", False),
+    ("val_3", "_val_4", False),  # the dynamo exporter's lifted literals
+    ("scalar_tensor_default", "scalar_tensor_default_1", False),
+    ("const_fold_opt__7", "model/tf.math.add/Add/y:0", False),  # tf2onnx
+    ("stages.0.lab.scale", "stages.0.lab.bias", True),  # a Constant node is always a literal
+])
+def test_exporter_literals_are_configuration(scale, bias, constant_nodes):
+    r = stats_of(_affine(scale, bias, constant_nodes))
+    assert r.totals["params"] == 0
+    assert row(r, "mul").flops_other == 36  # still costed
+
+
+def test_onnxruntime_quantizer_scale_beside_a_quantized_weight_is_not_a_param():
+    # quantize_dynamic writes w_quantized, w_scale, w_zero_point and Mul(x_scale, w_scale)
+    nodes = [helper.make_node("Mul", ["x", "w_scale"], ["y"], name="mul")]
+    inits = [init("w_scale", [], value=0.1), _q("w_quantized", [2, 2], np.int8)]
+    r = stats_of(make_model(nodes, [vi("x", [2, 2])], [out()], inits))
+    assert r.totals["params"] == 0

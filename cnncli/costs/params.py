@@ -28,7 +28,11 @@ def looks_learned(name: str) -> bool:
 
 def learned_scalars(graph: Graph) -> frozenset[str]:
     """The model's one-element initializers named as parameters (Constant nodes and folded values
-    are never among them: exporters write literals there)."""
+    are never among them: exporters write literals there). The scale onnxruntime's quantizer
+    writes beside a quantized weight (``w_scale`` next to ``w_quantized``) is configuration."""
+    names = {t.name for t in graph.model.graph.initializer}
     return frozenset(
-        t.name for t in graph.model.graph.initializer if math.prod(t.dims) == 1 and looks_learned(t.name)
+        t.name for t in graph.model.graph.initializer
+        if math.prod(t.dims) == 1 and looks_learned(t.name)
+        and not (t.name.endswith("_scale") and t.name[:-len("_scale")] + "_quantized" in names)
     )
