@@ -338,45 +338,44 @@ def test_onnxruntime_quantizer_keeps_macs_and_params_of_the_float_model(tmp_path
 # ----------------------------------------------------------------------------- learned one-element params
 
 
-def _affine(scale_name, bias_name, as_constant_nodes=False):
-    """hgnetv2's LearnableAffineBlock: y = scale * x + bias with one-element scale and bias."""
-    nodes = [helper.make_node("Mul", ["x", scale_name], ["s"], name="mul"),
-             helper.make_node("Add", ["s", bias_name], ["y"], name="add")]
-    tensors = [init(scale_name, [1], value=[1.5]), init(bias_name, [1], value=[0.25])]
-    if as_constant_nodes:  # TorchScript's literals: Constant nodes named /blk/Constant_output_0
-        nodes[:0] = [helper.make_node("Constant", [], [t.name], value=t) for t in tensors]
-        tensors = []
-    return make_model(nodes, [vi("x", [1, 4, 3, 3])], [out()], tensors)
+def _affine(scale, bias, literal, literal_as_constant_node=False):
+    """hgnetv2's LearnableAffineBlock, y = scale * x + bias with one-element learned ``scale`` and
+    ``bias``, then z = y * ``literal`` (0.5, an exporter's literal; a Constant node, or an
+    initializer)."""
+    nodes = [helper.make_node("Mul", ["x", scale], ["s"], name="mul"),
+             helper.make_node("Add", ["s", bias], ["y"], name="add"),
+             helper.make_node("Mul", ["y", literal], ["z"], name="half")]
+    tensors = [init(scale, [1], value=[1.5]), init(bias, [1], value=[0.25])]
+    half = init(literal, [], value=0.5)
+    if literal_as_constant_node:
+        nodes.insert(0, helper.make_node("Constant", [], [literal], value=half))
+    else:
+        tensors.append(half)
+    return make_model(nodes, [vi("x", [1, 4, 3, 3])], [out("z")], tensors)
 
 
-@pytest.mark.parametrize("scale, bias", [
-    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias"),  # both torch exporters: state_dict keys
-    ("gamma", "beta"),
+@pytest.mark.parametrize("scale, bias, literal, constant_node", [
+    # TorchScript: parameters keep their state_dict keys; literals are Constant nodes, or
+    # initializers named onnx::Mul_12 after constant folding
+    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias", "/blk/Constant_output_0", True),
+    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias", "onnx::Mul_12", False),
+    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias", "/blk/Constant_1_output_0", False),
+    # the dynamo exporter: the same keys; lifted literals val_3, _val_4, scalar_tensor_default
+    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias", "val_3", False),
+    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias", "_val_4", False),
+    ("stages.0.blocks.1.lab.scale", "stages.0.blocks.1.lab.bias", "scalar_tensor_default", False),
+    ("gamma", "beta", "lifted_tensor_0", False),
+    # tf2onnx's literals; onnxruntime's quantizer's scale beside a quantized weight (below)
+    ("gamma", "beta", "const_fold_opt__7", False),
+    ("gamma", "beta", "model/tf.math.multiply/Mul/y:0", False),
+    ("gamma", "beta", "w_scale", False),
+    # a Constant node is a literal whatever its name
+    ("gamma", "beta", "stages.0.half", True),
 ])
-def test_learnable_one_element_scale_and_bias_are_params(scale, bias):
-    r = stats_of(_affine(scale, bias))
-    assert (row(r, "mul").params, row(r, "add").params) == (1, 1)
+def test_learned_one_element_params_against_exporter_literals(scale, bias, literal, constant_node):
+    m = _affine(scale, bias, literal, constant_node)
+    m.graph.initializer.append(_q("w_quantized", [2, 2], np.int8))  # makes w_scale the quantizer's
+    r = stats_of(m)
+    assert (row(r, "mul").params, row(r, "add").params, row(r, "half").params) == (1, 1, 0)
     assert r.totals["params"] == 2 and r.totals["weight_bytes"] == {"float32": 8}
-
-
-@pytest.mark.parametrize("scale, bias, constant_nodes", [
-    ("onnx::Mul_12", "onnx::Add_13", False),  # TorchScript, constant-folded literals
-    ("/blk/Constant_output_0", "/blk/Constant_1_output_0", True),  # TorchScript Constant nodes
-    ("/blk/Constant_output_0", "/blk/Constant_1_output_0", False),
-    ("val_3", "_val_4", False),  # the dynamo exporter's lifted literals
-    ("scalar_tensor_default", "scalar_tensor_default_1", False),
-    ("const_fold_opt__7", "model/tf.math.add/Add/y:0", False),  # tf2onnx
-    ("stages.0.lab.scale", "stages.0.lab.bias", True),  # a Constant node is always a literal
-])
-def test_exporter_literals_are_configuration(scale, bias, constant_nodes):
-    r = stats_of(_affine(scale, bias, constant_nodes))
-    assert r.totals["params"] == 0
-    assert row(r, "mul").flops_other == 36  # still costed
-
-
-def test_onnxruntime_quantizer_scale_beside_a_quantized_weight_is_not_a_param():
-    # quantize_dynamic writes w_quantized, w_scale, w_zero_point and Mul(x_scale, w_scale)
-    nodes = [helper.make_node("Mul", ["x", "w_scale"], ["y"], name="mul")]
-    inits = [init("w_scale", [], value=0.1), _q("w_quantized", [2, 2], np.int8)]
-    r = stats_of(make_model(nodes, [vi("x", [2, 2])], [out()], inits))
-    assert r.totals["params"] == 0
+    assert row(r, "half").flops_other == 36  # the literal's Mul is still costed
