@@ -15,7 +15,7 @@ import onnx
 import pytest
 import reverse_models as RM
 from onnx import numpy_helper
-from test_reverse_fd import EPSILONS, Objective, _adjoint_check, _agrees, _one_op_model  # noqa: F401
+from test_reverse_fd import Objective, _adjoint_check, _agrees, _one_op_model, _sweep
 
 from cnncli.engine.project import Projector
 from cnncli.errors import UnsupportedError
@@ -424,3 +424,59 @@ def test_a_qdq_pair_is_the_identity_in_reverse(mode, scale):
         p = Projector(model, analyse(model), "x", "y", mode)
         back.append(p.run_reverse(R, p.forward(x)))
     np.testing.assert_allclose(back[0], back[1], rtol=1e-5, atol=1e-6 * np.abs(back[1]).max())
+
+
+# ---------------------------------------------------------------- Resize: cubic, antialias, crop-and-resize
+
+
+def _make_resize_modes(rng):
+    """Cubic (either coefficient, exclude_outside), antialiased linear and cubic, and
+    tf_crop_and_resize in every mode; scales or sizes; opset 19."""
+    mode = str(rng.choice(["cubic", "cubic", "linear", "nearest"]))
+    ctms = ["half_pixel", "asymmetric", "align_corners", "pytorch_half_pixel", "half_pixel_symmetric", "tf_crop_and_resize"]
+    ctm = "tf_crop_and_resize" if mode == "nearest" else str(rng.choice(ctms))
+    attrs = {"mode": mode, "coordinate_transformation_mode": ctm}
+    if mode == "cubic":
+        attrs["cubic_coeff_a"] = float(rng.choice([-0.75, -0.5]))
+        attrs["exclude_outside"] = int(rng.integers(0, 2))
+    if mode != "nearest" and ctm != "tf_crop_and_resize":
+        attrs["antialias"] = int(rng.integers(0, 2))
+    if ctm == "tf_crop_and_resize":
+        attrs["extrapolation_value"] = 0.0  # (another value adds a constant: y is then affine, not linear)
+    shape = (1, int(rng.integers(1, 3)), *[int(v) for v in rng.integers(3, 9, 2)])
+    roi = ([0, 0, *rng.uniform(-0.2, 0.4, 2), 1, 1, *rng.uniform(0.6, 1.2, 2)] if ctm == "tf_crop_and_resize" else [])
+    inits = [floats("roi", roi)]
+    if rng.random() < 0.5:
+        inits.append(ints("sizes", [1, shape[1], *[int(v) for v in rng.integers(2, 15, 2)]]))
+        extra = ["roi", "", "sizes"]
+    else:
+        inits.append(floats("scales", [1, 1, *rng.choice([0.5, 0.75, 1.0, 1.5, 2.0, 3.0], 2)]))
+        extra = ["roi", "scales"]
+    model = one_op("Resize", shape, extra_inputs=extra, opset=19, **attrs)
+    model.graph.initializer.extend(inits)
+    return model, shape, ("Resize", shape, attrs, [numpy_helper.to_array(t).tolist() for t in inits])
+
+
+def test_adjoint_of_resize_in_every_mode():
+    _sweep(_make_resize_modes, 40, seed=16)
+
+
+@pytest.mark.parametrize("axes", [[2, 3], [3]])
+def test_adjoint_of_cubic_resize_with_axes(axes):
+    """Opset 18's axes: scales for the listed axes only."""
+    shape = (1, 2, 5, 6)
+    scales = floats("scales", [1.5, 0.75][-len(axes):])
+    model = one_op("Resize", shape, extra_inputs=["", "scales"], opset=18, mode="cubic", axes=axes)
+    model.graph.initializer.append(scales)
+    assert_adjoint(model, shape)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+def test_crop_and_resize_extrapolated_places_get_no_signal(mode):
+    """tf_crop_and_resize with a region reaching past the input: the places filled with
+    extrapolation_value are constants (finite differences of the whole op)."""
+    shape = (1, 2, 6, 5)
+    model = one_op("Resize", shape, extra_inputs=["roi", "", "sizes"], opset=19, mode=mode,
+                   coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=0.5)
+    model.graph.initializer.extend([floats("roi", [0, 0, -0.3, 0.1, 1, 1, 0.9, 1.4]), ints("sizes", [1, 2, 7, 8])])
+    assert_gradient(model, shape, channels=(0, 1))

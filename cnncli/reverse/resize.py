@@ -1,4 +1,5 @@
-"""Resize and Upsample: each spatial axis's interpolation matrix, transposed."""
+"""Resize and Upsample: each spatial axis's interpolation matrix, transposed (every mode: nearest,
+linear, cubic, each coordinate transformation, antialias)."""
 
 from __future__ import annotations
 
@@ -22,21 +23,28 @@ def _resize(b: Builder, node, a, grads) -> dict:
     else:
         ctm = a.get("coordinate_transformation_mode", "half_pixel")
         nearest = a.get("nearest_mode", "round_prefer_floor")
-    if mode not in ("nearest", "linear", "bilinear") or ctm == "tf_crop_and_resize":
-        raise unsupported(node, f"with mode '{mode}' / '{ctm}' is not supported (nearest and linear are)")
-    if int(a.get("antialias", 0)) and mode != "nearest":
-        raise unsupported(node, "with antialias is not supported")
+    if mode not in ("nearest", "linear", "bilinear", "cubic"):
+        raise unsupported(node, f"with mode '{mode}' is not supported")
+    if a.get("keep_aspect_ratio_policy", "stretch") != "stretch" and len(node.input) > 3 and node.input[3]:
+        raise unsupported(node, "with keep_aspect_ratio_policy other than 'stretch' is not supported")
     if xs[:2] != ys[:2]:
         raise unsupported(node, "resizing the batch or channel axis is not supported")
     scales = _resize_scales(b, node, a, len(xs), legacy)
+    # cubic, antialias and crop-and-resize: onnxruntime's own 1-D weights, read off by resizing
+    # an identity; the other modes: the ONNX formulas (resize_matrix)
+    probe = mode == "cubic" or ctm == "tf_crop_and_resize" or (int(a.get("antialias", 0)) and mode != "nearest")
+    roi = _resize_roi(b, node, a, len(xs)) if ctm == "tf_crop_and_resize" else None
     g = grads[0]
     r = len(xs)
     for axis in range(2, r):
-        if xs[axis] == ys[axis]:
+        if xs[axis] == ys[axis] and (roi is None or (roi[axis], roi[r + axis]) == (0.0, 1.0)):
             continue  # onnxruntime copies an axis whose size does not change, whatever its scale
         scale = scales[axis] if scales is not None else None
         near = nearest or ("floor" if (scale or ys[axis] / xs[axis]) >= 1 else "ceil")
-        m = resize_matrix(xs[axis], ys[axis], mode, ctm, near, scale)  # [out, in]
+        if probe:
+            m = _probe_matrix(b, node, xs[axis], ys[axis], scale, None if roi is None else (roi[axis], roi[len(xs) + axis]))
+        else:
+            m = resize_matrix(xs[axis], ys[axis], mode, ctm, near, scale)  # [out, in]
         perm = list(range(r))
         perm[axis], perm[-1] = perm[-1], perm[axis]
         g = b.op("Transpose", [g], "T", perm=perm) if axis != r - 1 else g
@@ -65,6 +73,47 @@ def _resize_scales(b: Builder, node, a, rank: int, legacy: bool) -> list[float] 
             full[ax % rank] = s
         values = full
     return values if len(values) == rank else None
+
+
+def _resize_roi(b: Builder, node, a, rank: int) -> list[float]:
+    """tf_crop_and_resize's region: starts then ends, per axis (opset 18: for the listed axes)."""
+    v = b.value(node.input[1]) if len(node.input) > 1 else None
+    if v is None or v.size == 0:
+        raise unsupported(node, "in tf_crop_and_resize mode without a known roi is not supported")
+    values = [float(r) for r in v.reshape(-1)]
+    axes = [ax % rank for ax in a.get("axes", range(rank))]
+    full = [0.0] * rank + [1.0] * rank
+    for i, ax in enumerate(axes):
+        full[ax], full[rank + ax] = values[i], values[len(axes) + i]
+    return full
+
+
+def _probe_matrix(b: Builder, node, n_in: int, n_out: int, scale: float | None, roi) -> np.ndarray:
+    """The [n_out, n_in] matrix onnxruntime's Resize applies along one axis, with the node's own
+    attributes: an identity [1, 1, n_in, n_in] resized along its third axis (the fourth kept)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnncli.runtime.sessions import make_session
+
+    keep = {at.name: helper.get_attribute_value(at) for at in node.attribute
+            if at.name not in ("axes", "keep_aspect_ratio_policy", "extrapolation_value")}
+    inits = [numpy_helper.from_array(np.asarray([0, 0, roi[0], 0, 1, 1, roi[1], 1] if roi else [], np.float32), "roi")]
+    if scale is not None:
+        inits.append(numpy_helper.from_array(np.asarray([1, 1, scale, 1], np.float32), "scales"))
+        ins = ["x", "roi", "scales"]
+    else:
+        inits.append(numpy_helper.from_array(np.asarray([1, 1, n_out, n_in], np.int64), "sizes"))
+        ins = ["x", "roi", "", "sizes"]
+    one = helper.make_node("Resize", ins, ["y"], extrapolation_value=0.0, **keep)
+    graph = helper.make_graph([one], "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, n_in, n_in])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    x = np.eye(n_in, dtype=np.float32).reshape(1, 1, n_in, n_in)
+    y = make_session(model.SerializeToString(), "cpu", spin=False).run(["y"], {"x": x})[0]
+    if y.shape != (1, 1, n_out, n_in):
+        raise unsupported(node, f"gives {y.shape[2]} rows where the analysis expects {n_out}; not supported")
+    return y[0, 0].astype(np.float32)
 
 
 def resize_matrix(n_in: int, n_out: int, mode: str, ctm: str, nearest_mode: str, scale: float | None = None) -> np.ndarray:
