@@ -533,7 +533,8 @@ CASES = {
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
               computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather,
-              structural_copies, pointwise_ops, softmax_reductions, structural_gathers, structural_norms_products)
+              structural_copies, pointwise_ops, softmax_reductions, structural_gathers,
+              structural_norms_products)
 }
 
 
