@@ -91,17 +91,23 @@ class Builder:
         return self.op("ConstantOfShape", [shape], "zeros", value=helper.make_tensor("z", TensorProto.FLOAT, [1], [0.0]))
 
     def reduce_to(self, g: str, from_shape, to_shape) -> str:
-        """Sum a signal over the axes along which ``to_shape`` was broadcast up to ``from_shape``."""
+        """Sum a signal over the axes along which ``to_shape`` was broadcast up to ``from_shape``.
+
+        A ``to_shape`` of lower rank has no batch axis: the reverse rows (axis 0 of ``g``, the
+        forward batch of one) are not summed but stacked along its first axis, as a Reshape's
+        reverse ([-1, …]) expects them."""
         if to_shape is None or from_shape is None or tuple(to_shape) == tuple(from_shape):
             return g
         lead = len(from_shape) - len(to_shape)
-        axes = list(range(lead)) + [
+        rows = 1 if lead and from_shape[0] == 1 else 0
+        axes = list(range(rows, lead)) + [
             lead + i for i, (a, b) in enumerate(zip(to_shape, from_shape[lead:])) if a == 1 and b != 1
         ]
         if axes:
             g = self.op("ReduceSum", [g, self.ints(axes)], "unbroadcast", keepdims=1)
         if lead:
-            g = self.op("Reshape", [g, self.ints(list(to_shape))], "unbroadcast")
+            shape = ([-1, *to_shape[1:]] if to_shape else [-1]) if rows else list(to_shape)
+            g = self.op("Reshape", [g, self.ints(shape)], "unbroadcast")
         return g
 
     def float_mask(self, cond: str) -> str:
