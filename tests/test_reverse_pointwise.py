@@ -162,6 +162,22 @@ def test_keras_relu_as_max(opset):
     _check(_model([helper.make_node("Max", ["x", "zero"], ["y"])], opset, [zero]), _away_from(_input(), [0]))
 
 
+@pytest.mark.parametrize("op", ["Max", "Min"])
+def test_max_splits_ties_evenly(op):
+    """Where inputs tie, each gets an equal share of the signal (torch's rule for maximum/minimum):
+    Max(x, 0, x·0) at x = 0 passes a third to x; elsewhere x gets all of it or none."""
+    x = _input()
+    x[0, 0, 0, :3] = 0.0
+    nodes = [helper.make_node("Mul", ["x", "zero"], ["x0"]), helper.make_node(op, ["x", "zero", "x0"], ["y"])]
+    model = _model(nodes, 13, [numpy_helper.from_array(np.zeros((), np.float32), "zero")])
+    p = Projector(model, analyse(model), "x", "y", "backprop")
+    R = np.random.default_rng(0).standard_normal((1, *SHAPE[1:])).astype(np.float32)
+    g = p.run_reverse(R, p.forward(x))[0]
+    wins = (x[0] > 0) if op == "Max" else (x[0] < 0)
+    expected = np.where(x[0] == 0, R[0] / 3, np.where(wins, R[0], 0.0))  # x·0's third goes back times 0
+    np.testing.assert_allclose(g, expected, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("kind", BINARY_KINDS)
 @pytest.mark.parametrize("opset", _opsets(9))
 def test_where(opset, kind):
