@@ -125,6 +125,13 @@ def test_pad_modes(mode, pads):
     assert_adjoint(one_op("Pad", shape, [ints("pads", pads)], opset=opset, mode=mode), shape)
 
 
+@pytest.mark.parametrize("pads", [(0, -1, 2, 0, 0, 1, -2, -1), (0, 0, -2, -3, 0, 0, -1, 0)])
+def test_constant_pad_with_negative_pads(pads):
+    """Negative pads crop: their places get no signal (zeros back)."""
+    shape = (1, 3, 5, 6)
+    assert_adjoint(one_op("Pad", shape, [ints("pads", pads)], mode="constant"), shape)
+
+
 def test_pad_with_axes_in_reflect_mode():
     shape = (1, 2, 5, 6)
     model = one_op("Pad", shape, [ints("pads", [2, 1, 0, 3]), floats("value", 0.0), ints("axes", [-1, 2])], opset=18,

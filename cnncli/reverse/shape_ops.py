@@ -135,13 +135,18 @@ def _pad(b: Builder, node, a, grads) -> dict:
             pads = full
         elif len(node.input) > 3 and node.input[3]:
             raise unsupported(node, "with axes that could not be computed is not supported")
-    if any(p < 0 for p in pads) or pads[0] or pads[r]:
-        raise unsupported(node, "with negative pads or pads on the batch axis is not supported")
+    if pads[0] or pads[r] or (mode != "constant" and any(p < 0 for p in pads)):
+        raise unsupported(node, "with pads on the batch axis, or negative pads in a mode other than constant, "
+                                "is not supported")
     if mode != "constant":
         return {x: fold_padding(b, node, grads[0], xs, pads, mode)}
-    starts = list(pads[1:r])
-    ends = [p + n for p, n in zip(starts, xs[1:])]
-    return {x: b.op("Slice", [grads[0], b.ints(starts), b.ints(ends), b.ints(list(range(1, r)))], "unpad")}
+    # constant: what was added is cut off, what a negative pad cut off gets zeros back
+    starts = [max(p, 0) for p in pads[1:r]]
+    ends = [st + n - max(-pb, 0) - max(-pe, 0) for st, n, pb, pe in zip(starts, xs[1:], pads[1:r], pads[r + 1:])]
+    g = b.op("Slice", [grads[0], b.ints(starts), b.ints(ends), b.ints(list(range(1, r)))], "unpad")
+    if any(p < 0 for p in pads):
+        g = b.op("Pad", [g, b.ints([max(-p, 0) for p in pads])], "uncrop")
+    return {x: g}
 
 
 @register("Gather", values=(1,))
