@@ -7,15 +7,21 @@ node of the standard domain; the ``_expanded`` variants (a function's body), the
 preview domains, ops on sequences, optionals or strings, and If/Loop/Scan (their cost depends on
 data) are left out. Two concerns are checked per case:
 
-* cost: every case with a float input is costed by ``cnncli.stats`` at its declared shapes; it
-  passes when its op has a cost rule and no row is unknown (MACs None).
-* reverse: for every case whose op onnx's schema marks differentiable from a float input to its
-  first output (float), the backprop reverse graph (``Projector``) from that output to each
-  such input, the node's other inputs baked in from the case's data, is compared with central
-  finite differences of the forward model on onnxruntime: ⟨R, y⟩ along three random directions.
-  The forward runs in float64 (the model converted to double) where onnxruntime has the double
-  kernel, else in float32 with a looser tolerance; kinks at the data (ties of Max, ReLU at 0)
-  are met by accepting a one-sided quotient too. A case onnxruntime cannot run is skipped.
+* cost: every case with a float input is costed by ``cnncli.stats``, its data inputs at the
+  case's shapes and the rest (axes, sizes, scales, pads: the slots onnx's schema does not mark
+  differentiable) stored as constants, as an exporter stores them; it passes when its op has a
+  cost rule and no row is unknown (MACs None).
+* reverse: for every case whose op onnx's schema does not mark non-differentiable from a float
+  input to its first output (float), the backprop reverse graph (``Projector``) from that output
+  to each such input, the node's other inputs stored as constants from the case's data, is
+  compared with central finite differences of ⟨R, y⟩ (R random) on onnxruntime, along three
+  random directions. The forward runs in float64 (the model converted to double) where
+  onnxruntime has the double kernels, else in float32 with a looser tolerance. At a kink in
+  the data (tied Max inputs, a MaxPool window of equal values, ReLU at 0) one-sided quotients
+  count too, and where a random direction still disagrees, positions are checked one by one
+  (each side of a tie measures one choice). Cases onnxruntime cannot run, or whose data hold
+  inf or NaN, are skipped; a rule that refuses a case (UnsupportedError, e.g. a reduction over
+  axis 0, which cnncli takes as the batch) is counted apart from a missing rule.
 
 ``python tests/node_coverage.py`` prints the table README shows; ``--op NAME`` checks one op.
 """
@@ -23,91 +29,17 @@ data) are left out. Two concerns are checked per case:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import warnings
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from node_cases import (ANY_FLOAT, Case, Outcome, Report, collect, differentiable_inputs, differentiable_slots, retyped,
+                        tensor_type)
+from onnx import TensorProto, helper
 
-SKIP_OPS = {"If", "Loop", "Scan"}
-# a slot counts as differentiable unless the schema says it is not (LayerNormalization's say "Unknown")
-NOT_DIFF = onnx.defs.OpSchema.DifferentiationCategory.NonDifferentiable
-UNKNOWN = onnx.defs.OpSchema.DifferentiationCategory.Unknown
-GRAD_FLOATS = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
-ANY_FLOAT = {t for t in TensorProto.DataType.values() if TensorProto.DataType.Name(t).startswith(("FLOAT", "DOUBLE", "BFLOAT"))}
 EPSILONS = {TensorProto.DOUBLE: (1e-5, 1e-4, 1e-3), TensorProto.FLOAT: (3e-3, 1e-3, 1e-2)}
 RTOL = {TensorProto.DOUBLE: 1e-3, TensorProto.FLOAT: 2e-2}  # of the larger of |FD|, ‖∇‖·‖v‖
-
-
-@dataclass
-class Case:
-    name: str
-    op: str
-    opset: int
-    model: onnx.ModelProto
-    inputs: dict  # graph input name -> array
-    outputs: list
-
-
-@dataclass
-class Outcome:
-    status: str  # "pass", "fail" (a wrong rule), "refused" (the rule says why not), "missing" (no rule), "skip"
-    why: str = ""
-
-
-@dataclass
-class Report:
-    cases: list = field(default_factory=list)
-    cost: dict = field(default_factory=dict)  # case name -> Outcome
-    reverse: dict = field(default_factory=dict)
-    excluded: dict = field(default_factory=dict)  # case name -> why
-    cost_other: dict = field(default_factory=dict)  # the cases without a float input: not in the table
-
-
-def _tensor_type(vi: onnx.ValueInfoProto) -> int | None:
-    t = vi.type
-    return t.tensor_type.elem_type if t.HasField("tensor_type") else None
-
-
-def _array(a) -> np.ndarray:
-    return numpy_helper.to_array(a) if isinstance(a, onnx.TensorProto) else np.asarray(a)
-
-
-def collect(op: str | None = None) -> Report:
-    """Every node test case, sorted into the checked and the excluded (with why)."""
-    from onnx.backend.test.case.node import collect_testcases
-
-    report = Report()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        found = collect_testcases()
-    for tc in found:
-        g = tc.model.graph
-        if "_expanded" in tc.name:
-            continue  # a function's body: the ops it expands to, tested by their own cases
-        node = g.node[0]
-        if op is not None and node.op_type != op:
-            continue
-        why = ("domain " + node.domain if node.domain not in ("", "ai.onnx") else
-               "control flow: cost depends on data" if node.op_type in SKIP_OPS else
-               "an optional value" if node.op_type.startswith("Optional") else
-               "sequence, optional or string values" if any(
-                   _tensor_type(v) in (None, TensorProto.STRING) for v in [*g.input, *g.output]) else
-               "no test data" if not tc.data_sets else "")
-        if why:
-            report.excluded[tc.name] = why
-            continue
-        opset = max(o.version for o in tc.model.opset_import if o.domain in ("", "ai.onnx"))
-        ins, outs = tc.data_sets[0]
-        report.cases.append(Case(tc.name, node.op_type, opset, tc.model,
-                                 {vi.name: _array(a) for vi, a in zip(g.input, ins)}, [_array(a) for a in outs]))
-    return report
-
 
 # ---------------------------------------------------------------- cost
 
@@ -119,7 +51,7 @@ def check_cost(case: Case, float_only: bool = True) -> Outcome | None:
     from cnncli.errors import CnnError
 
     inputs = case.model.graph.input
-    floats = [v.name for v in inputs if _tensor_type(v) in ANY_FLOAT]
+    floats = [v.name for v in inputs if tensor_type(v) in ANY_FLOAT]
     if not floats and float_only:
         return None
     if case.op not in COSTS:
@@ -127,7 +59,7 @@ def check_cost(case: Case, float_only: bool = True) -> Outcome | None:
     data = differentiable_slots(case, strict=True) or (floats or [v.name for v in inputs])[:1]
     if any(0 in np.shape(case.inputs[k]) for k in data):
         return Outcome("skip", "an empty input: a declared 0 dim reads as unknown, --input-shape takes dims of 1 and up")
-    model = _retyped(case.model, None, {k: v for k, v in case.inputs.items() if k not in data}, keep_opset=True)
+    model = retyped(case.model, None, {k: v for k, v in case.inputs.items() if k not in data}, keep_opset=True)
     shapes = {k: tuple(np.shape(v)) for k, v in case.inputs.items() if k in data and np.ndim(v)}
     try:
         with warnings.catch_warnings():
@@ -144,70 +76,6 @@ def check_cost(case: Case, float_only: bool = True) -> Outcome | None:
 # ---------------------------------------------------------------- reverse
 
 
-def differentiable_slots(case: Case, strict: bool = False) -> list[str]:
-    """The float graph inputs in slots the op's schema does not mark non-differentiable (``strict``:
-    marks differentiable): the data a node computes on (the others, such as axes, sizes, scales
-    or a mask, are what an exporter stores as constants)."""
-    node, g = case.model.graph.node[0], case.model.graph
-    params = onnx.defs.get_schema(node.op_type, case.opset, node.domain).inputs
-    graph_inputs = {v.name: v for v in g.input}
-    found = []
-    for i, name in enumerate(node.input):
-        p = params[min(i, len(params) - 1)] if params else None
-        not_data = (NOT_DIFF, UNKNOWN) if strict else (NOT_DIFF,)
-        if name in graph_inputs and p is not None and p.differentiation_category not in not_data \
-                and _tensor_type(graph_inputs[name]) in GRAD_FLOATS and name not in found:
-            found.append(name)
-    return found
-
-
-def differentiable_inputs(case: Case) -> list[str]:
-    """The differentiable float inputs (differentiable_slots), when the first output is float and
-    differentiable too; [] otherwise."""
-    schema = onnx.defs.get_schema(case.op, case.opset, "")
-    if not schema.outputs or schema.outputs[0].differentiation_category == NOT_DIFF \
-            or _tensor_type(case.model.graph.output[0]) not in GRAD_FLOATS:
-        return []
-    return differentiable_slots(case)
-
-
-def _retyped(model: onnx.ModelProto, elem: int | None, consts: dict, keep_opset: bool = False) -> onnx.ModelProto:
-    """A copy whose float tensors are of type ``elem`` (None: as they are), ``consts`` (name ->
-    array) stored as initializers instead of inputs, at the opset the node's own version needs
-    (onnxruntime may not know the case's newer opset; the op's semantics are the same)."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    np_type = helper.tensor_dtype_to_np_dtype(elem) if elem is not None else None
-    for vi in [*g.input, *g.output, *g.value_info]:
-        if elem is not None and _tensor_type(vi) in GRAD_FLOATS:
-            vi.type.tensor_type.elem_type = elem
-    types = {vi.name: _tensor_type(vi) for vi in g.input}
-    keep = [vi for vi in g.input if vi.name not in consts]
-    del g.input[:]
-    g.input.extend(keep)
-    for name, value in consts.items():
-        arr = np.asarray(value)
-        if np_type is not None and arr.dtype.kind == "f":
-            arr = arr.astype(np_type)
-        t = numpy_helper.from_array(arr, name)
-        if np_type is None and t.data_type != types[name]:  # bfloat16, float8: as the model declares
-            t = helper.make_tensor(name, types[name], arr.shape, arr.astype(np.float32).reshape(-1).tolist())
-        g.initializer.append(t)
-    for node in g.node:
-        for a in node.attribute:
-            if np_type is not None and a.type == onnx.AttributeProto.TENSOR and a.t.data_type in GRAD_FLOATS:
-                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np_type), a.t.name))
-    if keep_opset:
-        return m
-    opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
-    since = onnx.defs.get_schema(g.node[0].op_type, opset, "").since_version
-    del m.opset_import[:]
-    m.opset_import.append(helper.make_opsetid("", max(since, 7)))
-    m.ir_version = max(helper.find_min_ir_version_for(list(m.opset_import)), 7)
-    return m
-
-
 class Forward:
     """⟨R, y(x)⟩ by onnxruntime, in float64 where the kernels exist."""
 
@@ -219,7 +87,7 @@ class Forward:
         self.name, self.out = name, case.model.graph.output[0].name
         for elem in (TensorProto.DOUBLE, TensorProto.FLOAT):
             try:
-                model = _retyped(case.model, elem, consts)
+                model = retyped(case.model, elem, consts)
                 self.session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
                 self.elem, self.dtype = elem, helper.tensor_dtype_to_np_dtype(elem)
                 self.y(np.asarray(case.inputs[name], np.float32).astype(np.float64))
@@ -265,7 +133,7 @@ def check_reverse_input(case: Case, name: str) -> Outcome:
     except RuntimeError as exc:
         return Outcome("skip", f"onnxruntime cannot run it: {exc}")
     consts = {k: v for k, v in case.inputs.items() if k != name}
-    model = _retyped(case.model, TensorProto.FLOAT, consts)
+    model = retyped(case.model, TensorProto.FLOAT, consts)
     out = model.graph.output[0].name
     try:
         proj = Projector(model, analyse(model), name, out, "backprop", max_batch=1 << 30)

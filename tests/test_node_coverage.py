@@ -7,8 +7,11 @@ op cnncli has a rule for is exercised by some node test or is named below as hav
 
 from __future__ import annotations
 
+import re
+
 import node_coverage as NC
 import pytest
+from helpers import REPO
 
 from cnncli.costs.rules import COSTS, UNKNOWN
 from cnncli.reverse import RULES
@@ -83,6 +86,15 @@ def test_coverage_does_not_drop(report):
     for concern, floor in CASE_FLOORS.items():
         passing = sum(o.status == "pass" for o in getattr(report, concern).values())
         assert passing >= floor, (concern, passing, floor)
+
+
+def test_the_readme_claims_no_more_than_is_covered(report):
+    """README's table (pasted from `python tests/node_coverage.py`) never states more than holds."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| all \| \d+ \| (\d+) / \d+ \| (\d+) / \d+ \|", readme, re.M)
+    assert row, "README has no coverage table"
+    figures = NC.figures(report)
+    assert int(row[1]) <= figures["cost"][0] and int(row[2]) <= figures["reverse"][0], (row[0], figures)
 
 
 @pytest.mark.parametrize("concern", ["cost", "reverse"])
