@@ -236,6 +236,20 @@ def test_qdq_conv_weight_counted_once_in_its_stored_dtype_and_macs_int8():
     assert (r.totals["macs"], r.totals["macs_int8"]) == (QMACS, 0)
 
 
+def test_qdq_matmul_through_a_transposed_weight():
+    # a 2x4 uint8-dequantized activation times DQ(int8 3x4 weight) transposed: 2·3·4 int8 MACs
+    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"]),
+             helper.make_node("Transpose", ["wd"], ["wt"], perm=[1, 0]),
+             helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("MatMul", ["xd", "wt"], ["y"], name="mm")]
+    inits = [_q("wq", [3, 4], np.int8), _q("ws", [], np.float32, 0.1), _q("xs", [], np.float32, 0.1),
+             _q("xz", [], np.uint8)]
+    r = stats_of(make_model(nodes, [vi("x", [2, 4])], [out()], inits))
+    assert (row(r, "mm").macs, row(r, "mm").params) == (24, 12)
+    assert r.totals["macs_int8"] == 24 and r.totals["weight_bytes"] == {"int8": 12}
+
+
 def test_dynamic_quantization_is_no_longer_zero_macs():
     # x -> DynamicQuantizeLinear -> ConvInteger(uint8 x, int8 w, x zero point); MatMulInteger beside
     nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"], name="dql"),
