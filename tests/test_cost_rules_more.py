@@ -202,6 +202,7 @@ def test_qlinear_conv_counts_int8_macs_and_integer_params():
     r = stats_of(m)
     c = row(r, "n")
     assert c.macs == QMACS
+    assert (c.kernel, c.stride, c.pads, c.groups) == ([3, 3], [1, 1], [0, 0, 0, 0], 1)  # its window, as Conv's
     assert c.flops_other == 27 * (1 + 1)  # requantize, bias add
     assert c.params == 54 + 3  # int8 weight, int32 bias; scales and zero points are configuration
     assert r.totals["weight_bytes"] == {"int8": 54, "int32": 12}

@@ -171,11 +171,12 @@ def _compute_stats(graph: Graph) -> StatsResult:
                 break
             act += nbytes(n, types.get(o, 1))
         win = None
-        if op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"):
+        slot = WINDOWED.get(op)
+        if slot is not None:
             if i in windows:
                 win = windows[i]  # same node, input shape and kernel: the same window
             else:
-                w = shapes.get(ni.inputs[1]) if op.startswith("Conv") and len(ni.inputs) > 1 else None
+                w = shapes.get(ni.inputs[slot]) if slot and len(ni.inputs) > slot else None
                 kernel = tuple(w[2:]) if w and None not in w else None
                 win = window(node, view.ins[0], kernel)
         rf = fields.get(outputs[0]) if outputs else None
@@ -193,7 +194,7 @@ def _compute_stats(graph: Graph) -> StatsResult:
                 stride=list(win.strides) if win else None,
                 pads=list(win.pads) if win else None,
                 dilation=list(win.dilations) if win else None,
-                groups=win.group if win and op.startswith("Conv") else None,
+                groups=win.group if win and slot else None,
                 macs=c.macs,
                 flops_other=c.flops_other,
                 params=params,
@@ -223,6 +224,11 @@ def _why_unknown(ni: NodeInfo, i: int, view: NodeView, known: bool) -> str:
                 return f"{label}: the shape of its {kind} '{name}' is unknown"
     return f"{label}: its shapes do not fit its cost rule"
 
+
+# sliding-window ops whose rows show their geometry: the input slot of a conv's weight (its kernel
+# is the weight's spatial dims), 0 for pools (kernel_shape)
+WINDOWED = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "DeformConv": 1, "FusedConv": 1,
+            "MaxPool": 0, "AveragePool": 0, "LpPool": 0, "QLinearAveragePool": 0}
 
 # float layers whose two multiplied operands are dequantized 8-bit tensors (the QDQ format)
 QDQ_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
