@@ -174,6 +174,14 @@ def test_roi_align_fixed_sampling():
     assert c.output_shape == [3, 2, 2, 3] and c.flops_other == 5 * 36 * 4
 
 
+def test_roi_align_adaptive_sampling_from_constant_regions():
+    # region (x1, y1, x2, y2) = (0, 0, 4, 6) into 2x2 bins, sampling_ratio 0: ⌈6/2⌉·⌈4/2⌉ = 6 points
+    # a bin; 1 channel x 4 bins x 6 points x 5
+    m = _one("RoiAlign", [("x", [1, 1, 8, 8])], [init("rois", [1, 4], value=[0, 0, 4, 6]), init("idx", [1], np.int64, 0)],
+             output_height=2, output_width=2)
+    assert row(stats_of(m), "n").flops_other == 5 * 4 * 6
+
+
 def test_max_roi_pool_reads_constant_regions_and_is_unknown_on_data():
     # regions (x1, y1, x2, y2) = (0, 0, 3, 1): 4x2 pixels, and (1, 1, 2, 2): 2x2; 2 channels
     rois = init("rois", [2, 5], value=[0, 0, 0, 3, 1, 0, 1, 1, 2, 2])

@@ -48,8 +48,7 @@ def _matmul(v: NodeView) -> Cost:
 
 def _einsum(v: NodeView) -> Cost:
     """The product of every index's size (an ellipsis: the broadcast dims it stands for)."""
-    eq = v.attrs.get("equation", "")
-    eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+    eq = v.attrs.get("equation", "").replace(" ", "")
     lhs = eq.split("->")[0].split(",")
     if len(lhs) != len(v.ins) or any(s is None or None in s for s in v.ins):
         return UNKNOWN

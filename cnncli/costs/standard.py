@@ -107,7 +107,7 @@ def _linear_attention(v: NodeView) -> Cost:
         if not heads or not kv_heads:
             return UNKNOWN
         dk, dv, tokens = q[2] // heads, val[2] // kv_heads, q[0] * q[1]
-    updates = 2 if v.attrs.get("update_rule", b"") in (b"delta", b"gated_delta", "delta", "gated_delta") else 1
+    updates = 2 if v.attrs.get("update_rule", "") in ("delta", "gated_delta") else 1
     return Cost(tokens * dk * dv * (heads + updates * kv_heads), 0)
 
 
@@ -117,8 +117,8 @@ def _causal_conv(v: NodeView) -> Cost:
     if macs is None:
         return UNKNOWN
     y = v.out_numel()
-    act = v.attrs.get("activation", b"none")
-    return Cost(macs, y * ((1 if v.has(2) else 0) + (0 if act in (b"none", "none", b"", "") else 1)))
+    act = v.attrs.get("activation", "none")
+    return Cost(macs, y * ((1 if v.has(2) else 0) + (0 if act in ("none", "") else 1)))
 
 
 @COSTS.register("DeformConv")
@@ -141,7 +141,6 @@ def _grid_sample(v: NodeView) -> Cost:
     if n is None or x is None:
         return UNKNOWN
     mode = v.attrs.get("mode", "linear")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
     r = len(x) - 2
     per = {"nearest": 0, "cubic": 4**r, "bicubic": 4**r}.get(mode, 2**r)
     return Cost(0, per * n)
@@ -245,8 +244,8 @@ def _roi_align(v: NodeView) -> Cost:
     rois = _rois(v, 4)
     if rois is None or len(rois) != y[0]:
         return UNKNOWN
-    mode = v.attrs.get("coordinate_transformation_mode", b"half_pixel")
-    floor = 0.0 if mode in (b"half_pixel", "half_pixel") else 1.0
+    mode = v.attrs.get("coordinate_transformation_mode", "half_pixel")
+    floor = 0.0 if mode == "half_pixel" else 1.0
     h = np.maximum(rois[:, 3] - rois[:, 1], floor)
     w = np.maximum(rois[:, 2] - rois[:, 0], floor)
     grid = np.ceil(h / y[2]) * np.ceil(w / y[3])
