@@ -193,14 +193,15 @@ def _gelu_nodes(x: str, y: str) -> list:
 
 def test_elementwise_scalars_are_not_params():
     # conv (4·3·3·3 = 108 weights) -> GELU (3 scalars: not params) -> Mul by a 4-channel scale
-    # (a folded per-channel scale: 4 params) -> Add of a 1-element tensor initializer (not a param)
+    # (a folded per-channel scale: 4 params) -> Add of a 1-element tensor initializer named as
+    # TorchScript names a folded literal (not a param; a learned one is: test_cost_rules_more.py)
     nodes = [
         helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
         *_gelu_nodes("c", "g"),
         helper.make_node("Mul", ["g", "scale"], ["s"], name="scale"),
-        helper.make_node("Add", ["s", "shift"], ["y"], name="shift"),
+        helper.make_node("Add", ["s", "onnx::Add_7"], ["y"], name="shift"),
     ]
-    inits = [init("W", [4, 3, 3, 3]), init("scale", [1, 4, 1, 1]), init("shift", [1])]
+    inits = [init("W", [4, 3, 3, 3]), init("scale", [1, 4, 1, 1]), init("onnx::Add_7", [1])]
     r = stats_of(make_model(nodes, [vi("x", [1, 3, 6, 6])], [out()], inits))
     assert r.totals["params"] == 108 + 4
     assert row(r, "g_div").params == 0 and row(r, "g_half").params == 0 and row(r, "shift").params == 0
