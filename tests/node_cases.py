@@ -132,8 +132,8 @@ def retyped(model: onnx.ModelProto, elem: int | None, consts: dict, keep_opset: 
     g.input.extend(keep)
     for name, value in consts.items():
         arr = np.asarray(value)
-        if np_type is not None and arr.dtype.kind == "f":
-            arr = arr.astype(np_type)
+        if np_type is not None and types[name] in GRAD_FLOATS:  # bfloat16's numpy type is no kind "f"
+            arr = arr.astype(np.float32).astype(np_type)
         t = numpy_helper.from_array(arr, name)
         if np_type is None and t.data_type != types[name]:  # bfloat16, float8: as the model declares
             t = helper.make_tensor(name, types[name], arr.shape, arr.astype(np.float32).reshape(-1).tolist())

@@ -67,6 +67,8 @@ def check_cost(case: Case, float_only: bool = True) -> Outcome | None:
             s = cnncli.stats(model, input_shapes=shapes or None)
     except CnnError as exc:
         return Outcome("missing", f"stats refuses it: {exc}")
+    except Exception as exc:  # a crash: never what a cost rule may do
+        return Outcome("fail", f"{type(exc).__name__}: {str(exc)[:200]}")
     unknown = [row.name for row in s.layers if row.macs is None]
     if unknown or s.unknown_ops:
         return Outcome("missing", f"unknown rows {unknown} {s.unknown_ops}")
