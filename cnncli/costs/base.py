@@ -5,7 +5,6 @@ that say which inputs are params."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable, Iterable
@@ -69,10 +68,6 @@ class NodeView:
         """The value of constant input ``i`` when the model holds it (small tensors), else None."""
         ref = self.graph.consts.get(self.inputs[i]) if self.has(i) else None
         return None if ref is None else ref.value
-
-
-def mul(*xs: int | None) -> int | None:
-    return None if any(x is None for x in xs) else math.prod(xs)
 
 
 def per_out(factor: int) -> Callable[[NodeView], Cost]:

@@ -3,6 +3,9 @@
 One small function per op family, registered in ``COSTS`` (a :class:`cnncli.registry.Registry`). Each takes a :class:`NodeView`
 and returns a :class:`Cost`; ``None`` fields mean "cannot be costed" (unknown shapes).
 The per-element rules for ``flops_other`` are documented in README ("What the numbers mean").
+This module holds the CNN core (convs, matmuls, pooling, normalisation, elementwise ops) and the
+lookups; ``standard.py`` the rest of the standard domain, ``recurrent.py`` LSTM/GRU/RNN,
+``quantized.py`` the quantized layers and the com.microsoft ops (``MS_COSTS``).
 """
 
 from __future__ import annotations
