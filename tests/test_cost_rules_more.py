@@ -402,3 +402,21 @@ def test_learned_one_element_params_against_exporter_literals(scale, bias, liter
     assert (row(r, "mul").params, row(r, "add").params, row(r, "half").params) == (1, 1, 0)
     assert r.totals["params"] == 2 and r.totals["weight_bytes"] == {"float32": 8}
     assert row(r, "half").flops_other == 36  # the literal's Mul is still costed
+
+
+def test_onnxruntime_dynamic_quantization_of_an_lstm(tmp_path):
+    # S 5, N 2, I 4, H 8: 10 rows x 4·8·(4 + 8) = 3,840 MACs; W 128 + R 256 params (int8 now), B 64
+    q = pytest.importorskip("onnxruntime.quantization")
+    rng = np.random.default_rng(0)
+    inits = [init(n, s, value=rng.standard_normal(int(np.prod(s)))) for n, s in
+             (("W", [1, 32, 4]), ("R", [1, 32, 8]), ("B", [1, 64]))]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "yh"], hidden_size=8)
+    float_path, q_path = tmp_path / "lstm.onnx", tmp_path / "q.onnx"
+    onnx.save(make_model([node], [vi("x", [5, 2, 4])], [out()], inits), str(float_path))
+    q.quantize_dynamic(str(float_path), str(q_path), weight_type=q.QuantType.QInt8, op_types_to_quantize=["LSTM"])
+    quantized = onnx.load(str(q_path))
+    assert [n.op_type for n in quantized.graph.node] == ["DynamicQuantizeLSTM"]
+    f, t = stats_of(onnx.load(str(float_path))).totals, stats_of(quantized).totals
+    assert f["macs"] == t["macs"] == t["macs_int8"] == 10 * 4 * 8 * (4 + 8)
+    assert f["params"] == t["params"] == 128 + 256 + 64
+    assert t["weight_bytes"] == {"int8": 128 + 256, "float32": 64 * 4}
