@@ -15,11 +15,14 @@ import onnx
 import pytest
 import reverse_models as RM
 from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
 from test_reverse_fd import Objective, _adjoint_check, _agrees, _one_op_model, _sweep
 
 from cnncli.engine.project import Projector
 from cnncli.errors import UnsupportedError
 from cnncli.frontend.graph import analyse
+from cnncli.reverse import OUTPUT, SEED, build_reverse
+from cnncli.runtime.sessions import make_session
 
 
 def ints(name, values):
@@ -57,6 +60,21 @@ def _weighted(model):
     return m
 
 
+def assert_vjp(model, shape, graph=None, seed=0):
+    """For an op that moves values along the batch axis: one reverse signal R shaped as the whole
+    output (its batch is the reverse rows) must satisfy Σ R·y(x) = Σ (Aᵀ·R)·x."""
+    graph = graph or analyse(model)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(np.float32)
+    p = Projector(model, graph, "x", "y", "backprop")
+    fwd = p.forward(x)
+    R = rng.standard_normal(fwd["y"].shape).astype(np.float32)
+    back = p.run_reverse(R, fwd).astype(np.float64)
+    assert back.shape == x.shape
+    lhs, rhs = float(np.sum(R * fwd["y"].astype(np.float64))), float(np.sum(back * x))
+    assert abs(lhs - rhs) <= 1e-5 * np.linalg.norm(R) * np.linalg.norm(fwd["y"]), (lhs, rhs)
+
+
 def assert_gradient(model, shape, channels=(0,), seed=1, directions=3):
     """Backprop of ½·Σ (w·y)_c² (channel c of batch row 0, w a fixed random weighting: a normalised
     output's own ½·Σ y² is constant) equals finite differences along random directions."""
@@ -81,12 +99,11 @@ def assert_gradient(model, shape, channels=(0,), seed=1, directions=3):
 
 
 @pytest.mark.parametrize("xs,to", [((1, 3, 1, 4), (1, 3, 5, 4)), ((1, 1, 4), (2, 3, 4)), ((1, 3, 1, 1), (1, 1, 3, 2, 2)),
-                                   ((1, 3, 2), (1, 3, 2))])
+                                   ((1, 3, 2), (1, 3, 2)), ((3, 1), (2, 3, 6))])
 def test_expand(xs, to):
     model = one_op("Expand", xs, [ints("shape", to)])
-    if to[0] != 1 and len(to) == len(xs):
-        with pytest.raises(UnsupportedError, match="batch axis"):
-            Projector(model, analyse(model), "x", "y", "backprop")
+    if to[0] != 1:  # copies along the batch axis: one signal shaped as the output
+        assert_vjp(model, xs)
         return
     assert_adjoint(model, xs)
 
@@ -107,6 +124,20 @@ def test_depth_to_space(mode, block):
 def test_space_to_depth(block):
     shape = (1, 3, 2 * block, 3 * block)
     assert_adjoint(one_op("SpaceToDepth", shape, blocksize=block), shape)
+
+
+def test_space_to_depth_crd_mode():
+    """Opset 28's mode: CRD, checked against onnx's reference (onnxruntime has no opset 28)."""
+    shape = (1, 2, 4, 6)
+    model = one_op("SpaceToDepth", shape, opset=28, blocksize=2, mode="CRD")
+    model.ir_version = 11
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    y = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    rev = build_reverse(analyse(model), "y", "backprop", "x")
+    R = np.random.default_rng(1).standard_normal((2, *y.shape[1:])).astype(np.float32)
+    back = make_session(rev.model.SerializeToString(), "cpu").run([OUTPUT], {SEED: R})[0]
+    lhs = R.reshape(2, -1) @ y.reshape(-1)
+    np.testing.assert_allclose(back.reshape(2, -1) @ x.reshape(-1), lhs, rtol=1e-5)
 
 
 @pytest.mark.parametrize("upper", [0, 1])
@@ -180,10 +211,23 @@ def test_gather_nd(batch_dims, idx):
     assert_adjoint(one_op("GatherND", shape, [ints("idx", idx)], batch_dims=batch_dims), shape)
 
 
-def test_gather_nd_whose_output_batch_is_not_the_input_batch_is_refused():
-    model = one_op("GatherND", (1, 3, 4), [ints("idx", [[0, 1], [0, 2]])])  # y [2, 4]: rows of one image
-    with pytest.raises(UnsupportedError, match="batch"):
-        Projector(model, analyse(model), "x", "y", "backprop")
+@pytest.mark.parametrize("shape,idx,batch_dims", [((1, 3, 4), [[0, 1], [0, 2], [0, 1]], 0),   # y [3, 4]: rows of one image
+                                                  ((2, 3), [[1, 0], [0, 2], [1, 1]], 0),
+                                                  ((2, 3, 4), [[1], [0]], 1)])
+def test_gather_nd_along_the_batch_axis(shape, idx, batch_dims):
+    """An output whose first axis is not the input's batch of one: one signal shaped as the output."""
+    assert_vjp(one_op("GatherND", shape, [ints("idx", idx)], batch_dims=batch_dims), shape)
+
+
+def test_tile_along_the_batch_axis():
+    shape = (2, 3, 2)
+    assert_vjp(one_op("Tile", shape, [ints("repeats", [3, 1, 2])]), shape)
+
+
+def test_gather_elements_along_the_batch_axis():
+    shape = (3, 2, 4)
+    idx = np.random.default_rng(5).integers(-3, 3, (4, 2, 4))
+    assert_vjp(one_op("GatherElements", shape, [ints("idx", idx)], axis=0), shape)
 
 
 @pytest.mark.parametrize("axis,cond", [(1, [1, 0, 1]), (2, [0, 1, 1, 0, 1]), (-1, [1, 1]), (3, [0, 1, 1]), (None, [1, 0])])
@@ -194,10 +238,9 @@ def test_compress(axis, cond):
     attrs = {} if axis is None else {"axis": axis}
     model = one_op("Compress", shape, [numpy_helper.from_array(np.asarray(cond, bool), "cond")], **attrs)
     graph = analyse(model)
-    if axis is None:  # the flattened output's first axis is not the batch
+    if axis is None:  # flattened: one signal shaped as the output
         graph.shapes["y"] = (int(np.sum(cond)),)
-        with pytest.raises(UnsupportedError, match="batch"):
-            Projector(model, graph, "x", "y", "backprop")
+        assert_vjp(model, shape, graph)
         return
     kept = np.flatnonzero(np.asarray(cond)[: shape[axis]])
     graph.shapes["y"] = tuple(kept.size if i == axis % 4 else n for i, n in enumerate(shape))

@@ -48,51 +48,62 @@ def _indices(b: Builder, node, slot: int) -> np.ndarray:
     return v
 
 
-def _rows(b: Builder, node, *shapes) -> None:
-    """Copy maps are worked out for one batch row: the forward tensors must have batch 1."""
-    if any(s[0] != 1 for s in shapes):
-        raise unsupported(node, "mixing the batch axis (a batch other than 1) is not supported")
+def whole(*shapes) -> bool:
+    """Whether a copy map must span the batch axis: batch 1 in and out, each reverse row is one
+    image's signal (rows stacked on that axis); otherwise the op moves values along the batch
+    axis and its reverse takes one signal shaped as the output (the reverse rows are its batch)."""
+    return any(s[0] != 1 for s in shapes)
 
 
-def add_back(b: Builder, g: str, src: np.ndarray, xs) -> str:
-    """The adjoint of y = x.flat[src − 1] (per batch row; 0 in ``src``: a constant, no signal)."""
+def _flat(b: Builder, g: str, shape, span: bool, hint: str) -> str:
+    """``g`` as [rows, |shape[1:]|] (per batch row) or [1, |shape|] (spanning the batch axis)."""
+    if span:
+        return b.op("Reshape", [g, b.ints([1, int(np.prod(shape))])], hint)
+    return b.reshape(g, [1, int(np.prod(shape))], hint)
+
+
+def _unflat(b: Builder, g: str, shape, span: bool, hint: str) -> str:
+    return b.op("Reshape", [g, b.ints(list(shape))], hint) if span else b.reshape(g, shape, hint)
+
+
+def add_back(b: Builder, g: str, src: np.ndarray, xs, span: bool = False) -> str:
+    """The adjoint of y = x.flat[src − 1] (per batch row, or over the whole tensor when ``span``;
+    0 in ``src``: a constant, no signal)."""
     m = int(src.size)
-    g = b.reshape(g, [1, m], "copies")
+    g = _flat(b, g, src.shape, span, "copies")
     if (src == 0).any():
         g = b.op("Mul", [g, b.const((src != 0).reshape(1, m), "copied")], "mask")
     flat = scatter_along(b, g, [1, int(np.prod(xs))], 1, np.maximum(src.reshape(-1) - 1, 0))
-    return b.reshape(flat, xs, "uncopied")
+    return _unflat(b, flat, xs, span, "uncopied")
 
 
-def take_back(b: Builder, g: str, pos: np.ndarray, ys, us) -> str:
+def take_back(b: Builder, g: str, pos: np.ndarray, ys, us, span: bool = False) -> str:
     """The adjoint of writing updates u into y.flat[pos − 1]: each update gets the signal there."""
-    flat = b.reshape(g, [1, int(np.prod(ys))], "flat")
-    taken = b.op("Gather", [flat, b.ints(pos.reshape(-1) - 1)], "taken", axis=1)
-    return b.reshape(taken, us, "updates")
+    taken = b.op("Gather", [_flat(b, g, ys, span, "flat"), b.ints(pos.reshape(-1) - 1)], "taken", axis=1)
+    return _unflat(b, taken, us, span, "updates")
 
 
 @register("GatherND", values=(1,))
 def _gather_nd(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs, ys = shape_of(b, x), shape_of(b, node.output[0])
-    _rows(b, node, xs, ys)
     src = copy_map(b, node, {0: numbered(xs), 1: _indices(b, node, 1)})
-    return {x: add_back(b, grads[0], src, xs)}
+    return {x: add_back(b, grads[0], src, xs, whole(xs, ys))}
 
 
 @register("Compress", values=(1,))
 def _compress(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs = shape_of(b, x)
-    if "axis" not in a:
-        raise unsupported(node, "without an axis (the batch axis flattened away) is not supported")
-    axis = int(a["axis"]) % len(xs)
-    kept = np.flatnonzero(_indices(b, node, 1).reshape(-1)[: xs[axis]])
-    if axis == 0:  # batch 1: the row is kept whole
-        if xs[0] != 1 or kept.size != 1:
-            raise unsupported(node, "along the batch axis is not supported")
+    cond = _indices(b, node, 1).reshape(-1)
+    if "axis" in a and int(a["axis"]) % len(xs) != 0:
+        axis = int(a["axis"]) % len(xs)
+        return {x: scatter_along(b, grads[0], xs, axis, np.flatnonzero(cond[: xs[axis]]))}
+    # along the batch axis, or flattened (axis absent): the copy map over the whole tensor
+    src = copy_map(b, node, {0: numbered(xs), 1: cond})
+    if src.shape == tuple(xs) and xs[0] == 1:  # batch 1 kept: the rows pass
         return {x: grads[0]}
-    return {x: scatter_along(b, grads[0], xs, axis, kept)}
+    return {x: add_back(b, grads[0], src, xs, span=True)}
 
 
 @register("GatherElements")
@@ -101,11 +112,10 @@ def _gather_elements(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs, ys = shape_of(b, x), shape_of(b, node.output[0])
     axis = int(a.get("axis", 0)) % len(xs)
-    if axis == 0:  # batch 1 in and out: the indices along it are 0 and known
-        _rows(b, node, xs, ys)
-        return {x: add_back(b, grads[0], element_map(_indices(b, node, 1), xs, axis), xs)}
-    if xs[0] != ys[0]:
-        raise unsupported(node, "with indices of another batch than the data is not supported")
+    if axis == 0:  # the indices along the batch axis: known, a copy map
+        return {x: add_back(b, grads[0], element_map(_indices(b, node, 1), xs, axis), xs, whole(xs, ys))}
+    if xs[0] != ys[0]:  # indices of another batch than the data's: known, a copy map
+        return {x: add_back(b, grads[0], element_map(_indices(b, node, 1), xs, axis), xs, span=True)}
     return {x: scatter_back(b, grads[0], b.fwd(node.input[1]), xs, axis)}
 
 
@@ -145,7 +155,7 @@ def _scatter(b: Builder, node, a, grads) -> dict:
     reduction = a.get("reduction", "none")
     if reduction not in ("none", "add", "mul"):
         raise unsupported(node, f"with reduction '{reduction}' is not supported (none, add and mul are)")
-    _rows(b, node, xs, us)
+    span = whole(xs, us)
     idx = _indices(b, node, 1)
     out, g = {}, grads[0]
     if carries_signal(b, data):
@@ -166,6 +176,6 @@ def _scatter(b: Builder, node, a, grads) -> dict:
             pos = element_map(idx, xs, int(a.get("axis", 0)) % len(xs))
         else:
             pos = copy_map(b, helper.make_node("GatherND", ["d", "i"], ["o"]), {0: numbered(xs), 1: idx})
-        du = take_back(b, g, pos, xs, us)
+        du = take_back(b, g, pos, xs, us, span)
         out[upd] = b.op("Add", [out[upd], du], "acc") if upd in out else du
     return out

@@ -12,13 +12,14 @@ from cnncli.reverse.rules import register
 def unbroadcast(b: Builder, node, g: str, from_shape, to_shape) -> str:
     """Sum a signal shaped ``from_shape`` over the axes along which ``to_shape`` was broadcast, the
     batch axis (the reverse rows) kept apart: a tensor of lower rank gets the rows stacked on its
-    first axis, as the reshape rules do."""
+    first axis, as the reshape rules do. A broadcast along the batch axis itself sums the whole
+    output-shaped signal."""
     lead = len(from_shape) - len(to_shape)
     if lead < 0:
         raise unsupported(node, "with an operand of higher rank than its output is not supported")
     aligned = [None] * lead + list(to_shape)
-    if from_shape[0] != 1 and aligned[0] != from_shape[0]:
-        raise unsupported(node, "broadcasts along the batch axis; not supported")
+    if from_shape[0] != 1 and aligned[0] != from_shape[0]:  # copies along the batch axis: one
+        return b.reduce_to(g, from_shape, to_shape)      # signal shaped as the output, summed whole
     axes = [i for i in range(1, len(from_shape)) if aligned[i] is None or (aligned[i] == 1 and from_shape[i] != 1)]
     if axes:
         g = b.op("ReduceSum", [g, b.ints(axes)], "unbroadcast", keepdims=1)
@@ -40,14 +41,14 @@ def _tile(b: Builder, node, a, grads) -> dict:
     if reps is None:
         raise unsupported(node, "with repeats that could not be computed is not supported")
     reps = [int(r) for r in reps.reshape(-1)]
-    if reps[0] != 1:
-        raise unsupported(node, "repeating the batch axis is not supported")
-    split = [-1]
-    for r, n in zip(reps[1:], xs[1:]):
-        split += [r, n]
+    if reps[0] == 1:  # the batch axis kept: the reverse rows stay on it
+        split = [-1] + [v for r, n in zip(reps[1:], xs[1:]) for v in (r, n)]
+        axes = list(range(1, 2 * len(xs) - 1, 2))
+    else:  # copies along the batch axis: one signal shaped as the output
+        split = [v for r, n in zip(reps, xs) for v in (r, n)]
+        axes = list(range(0, 2 * len(xs), 2))
     g = b.op("Reshape", [grads[0], b.ints(split)], "tiles")
-    g = b.op("ReduceSum", [g, b.ints(list(range(1, 2 * len(xs) - 1, 2)))], "untile", keepdims=0)
-    return {x: g}
+    return {x: b.op("ReduceSum", [g, b.ints(axes)], "untile", keepdims=0)}
 
 
 def _unpermute(b: Builder, g: str, middle, perm, xs) -> str:
@@ -79,8 +80,8 @@ def _space_to_depth(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     n, c, h, w = shape_of(b, x)
     s = int(a["blocksize"])
-    middle, perm = [n, c, h // s, s, w // s, s], [0, 3, 5, 1, 2, 4]
-    return {x: _unpermute(b, grads[0], middle, perm, [n, c, h, w])}
+    perm = [0, 1, 3, 5, 2, 4] if a.get("mode", "DCR") == "CRD" else [0, 3, 5, 1, 2, 4]  # CRD: opset 28
+    return {x: _unpermute(b, grads[0], [n, c, h // s, s, w // s, s], perm, [n, c, h, w])}
 
 
 @register("Trilu", values=(1,))
