@@ -305,11 +305,35 @@ def test_scatter_nd(reduction, on, idx):
     assert_adjoint(model, xs)
 
 
+@pytest.mark.parametrize("op", ["ScatterElements", "ScatterND"])
 @pytest.mark.parametrize("reduction", ["max", "min"])
-def test_scatter_max_min_refused(reduction):
-    model, _ = _scatter_model("ScatterND", (1, 3, 4), np.asarray([[[0, 1]]]), (1, 1, 4), reduction)
-    with pytest.raises(UnsupportedError, match=f"reduction '{reduction}'"):
-        Projector(model, analyse(model), "x", "y", "backprop")
+@pytest.mark.parametrize("on", ["data", "updates"])
+def test_scatter_max_min(op, reduction, on):
+    """Against zeros (y is then homogeneous in x: the dot-product test holds at the forward point)."""
+    shape, idx = (1, 3, 5), np.asarray([[[0, 1], [0, 1], [0, 2]]])  # place (0, 1) twice
+    if op == "ScatterElements":
+        idx, ushape = np.asarray([[[1, 2, 1], [1, 2, 0]]]), (1, 2, 3)
+    else:
+        ushape = idx.shape[:-1] + shape[2:]
+    model, xs = _scatter_model(op, shape, idx, ushape, reduction, axis=1 if op == "ScatterElements" else None, on=on)
+    assert_adjoint(model, xs)
+
+
+@pytest.mark.parametrize("reduction", ["max", "min"])
+def test_scatter_max_min_ties_split_evenly(reduction):
+    """Updates equal to the data they meet (a copy of it): the tie splits the signal, and the
+    gradient of y = x (through both paths) is whole."""
+    shape = (1, 3, 4)
+    idx = ints("idx", [[[0, 1], [0, 2]]])
+    nodes = [onnx.helper.make_node("GatherND", ["x", "idx"], ["u"]),
+             onnx.helper.make_node("Sin", ["x"], ["s"]),
+             onnx.helper.make_node("ScatterND", ["s", "idx", "u"], ["t"], reduction=reduction),
+             onnx.helper.make_node("ScatterND", ["t", "idx", "u"], ["y"], reduction=reduction)]
+    g = RM.helper.make_graph(nodes, "ties", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)], [idx])
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    assert_gradient(model, shape, channels=(0, 1, 2))
 
 
 @pytest.mark.parametrize("axis,largest,k", [(-1, 1, 3), (1, 0, 2), (2, 1, 4)])

@@ -149,14 +149,19 @@ def _topk(b: Builder, node, a, grads) -> dict:
 
 @register("ScatterElements", "ScatterND", values=(1,))
 def _scatter(b: Builder, node, a, grads) -> dict:
-    """y = data with the updates written (none), added (add) or multiplied in (mul) at the indices."""
+    """y = data with the updates written (none), added (add), multiplied in (mul), or the largest
+    or smallest of data and updates kept (max, min) at the indices."""
     data, upd = node.input[0], node.input[2]
     xs, us = shape_of(b, data), shape_of(b, upd)
     reduction = a.get("reduction", "none")
-    if reduction not in ("none", "add", "mul"):
-        raise unsupported(node, f"with reduction '{reduction}' is not supported (none, add and mul are)")
     span = whole(xs, us)
     idx = _indices(b, node, 1)
+    if node.op_type == "ScatterElements":
+        pos = element_map(idx, xs, int(a.get("axis", 0)) % len(xs))
+    else:
+        pos = copy_map(b, helper.make_node("GatherND", ["d", "i"], ["o"]), {0: numbered(xs), 1: idx})
+    if reduction in ("max", "min"):
+        return _scatter_extreme(b, node, grads[0], pos, xs, us, span)
     out, g = {}, grads[0]
     if carries_signal(b, data):
         if reduction == "none":  # overwritten places get no signal
@@ -172,10 +177,27 @@ def _scatter(b: Builder, node, a, grads) -> dict:
     if carries_signal(b, upd):
         if reduction == "mul":
             raise unsupported(node, "with reduction 'mul' and updates computed from the input is not supported")
-        if node.op_type == "ScatterElements":
-            pos = element_map(idx, xs, int(a.get("axis", 0)) % len(xs))
-        else:
-            pos = copy_map(b, helper.make_node("GatherND", ["d", "i"], ["o"]), {0: numbered(xs), 1: idx})
         du = take_back(b, g, pos, xs, us, span)
+        out[upd] = b.op("Add", [out[upd], du], "acc") if upd in out else du
+    return out
+
+
+def _scatter_extreme(b: Builder, node, g: str, pos: np.ndarray, xs, us, span: bool) -> dict:
+    """max/min: the signal of each place goes to the data and updates equal to its result, split
+    evenly between ties (torch's rule for Max, Min and scatter_reduce), read off the forward run."""
+    data, upd = node.input[0], node.input[2]
+    at = b.ints(pos.reshape(-1) - 1)
+    y = _flat(b, b.fwd(node.output[0]), xs, span, "y")
+    tie_d = b.op("Cast", [b.op("Equal", [_flat(b, b.fwd(data), xs, span, "d"), y])], "tie_data", to=TensorProto.FLOAT)
+    tie_u = b.op("Cast", [b.op("Equal", [_flat(b, b.fwd(upd), us, span, "u"), b.op("Gather", [y, at], "y_at", axis=1)])],
+                 "tie_updates", to=TensorProto.FLOAT)
+    at_rows = b.op("Expand", [b.op("Unsqueeze", [at, b.ints([0])]), b.op("Shape", [tie_u])], "at_rows")
+    count = b.op("ScatterElements", [tie_d, at_rows, tie_u], "ties", axis=1, reduction="add")
+    share = b.op("Div", [_flat(b, g, xs, span, "g"), count], "share")
+    out = {}
+    if carries_signal(b, data):
+        out[data] = _unflat(b, b.op("Mul", [share, tie_d], "to_data"), xs, span, "unscatter")
+    if carries_signal(b, upd):
+        du = _unflat(b, b.op("Mul", [b.op("Gather", [share, at], "share_at", axis=1), tie_u], "to_updates"), us, span, "updates")
         out[upd] = b.op("Add", [out[upd], du], "acc") if upd in out else du
     return out
