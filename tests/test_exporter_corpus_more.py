@@ -129,3 +129,18 @@ def test_qdq_backprop_follows_the_float_original(name, tmp_path):
     q = q.astype(np.float64).ravel()
     cosine = float(q @ f / np.linalg.norm(q) / np.linalg.norm(f))
     assert cosine >= 0.9, f"cosine {cosine:.3f} between the QDQ and the float original's backprop"
+
+
+@pytest.mark.parametrize("mode", ["deconvnet", "guided"])
+@pytest.mark.parametrize("stem,name", _targets(lambda t: t["backprop"] is not None))
+def test_deconvnet_and_guided_equal_their_reference(stem, name, mode, tmp_path):
+    """Only the ReLU family rectifies (README): a net without it (YOLO: SiLU = x·sigmoid(x)) gives
+    the gradient in every mode; a Keras ReLU6 net gives what TF computes with ReLU6's backward
+    replaced by max(R, 0) (deconvnet) or max(R, 0)·1[0 < x < 6] (guided)."""
+    t = _target(stem, name)
+    want = t.get(mode, t["backprop"] if not REFS[stem]["relu_family"] else None)
+    if want is None:
+        pytest.skip(f"no {mode} reference recorded for {stem}")
+    _, p = _project(stem, name, mode, tmp_path)
+    want = np.load(FIXTURES / want).astype(np.float64)
+    np.testing.assert_allclose(p, want, rtol=0, atol=1e-5 * np.abs(want).max())
