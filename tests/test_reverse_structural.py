@@ -553,3 +553,66 @@ def test_crop_and_resize_extrapolated_places_get_no_signal(mode):
                    coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=0.5)
     model.graph.initializer.extend([floats("roi", [0, 0, -0.3, 0.1, 1, 1, 0.9, 1.4]), ints("sizes", [1, 2, 7, 8])])
     assert_gradient(model, shape, channels=(0, 1))
+
+
+# ---------------------------------------------------------------- along the batch axis: one signal shaped as the output
+
+
+def assert_full_gradient(model, shape, seed=0, eps=1e-2):
+    """The reverse of one signal R shaped as the whole output is ∇⟨R, y⟩: central differences
+    along random directions (for ops that move or mix values along the batch axis)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    p = Projector(model, analyse(model), "x", "y", "backprop")
+    fwd = p.forward(x.astype(np.float32))
+    R = rng.standard_normal(fwd["y"].shape)
+    back = p.run_reverse(R.astype(np.float32), fwd).astype(np.float64)
+    for _ in range(3):
+        v = rng.standard_normal(shape)
+        up, down = (p.forward((x + s * eps * v).astype(np.float32))["y"].astype(np.float64) for s in (1, -1))
+        fd = float(np.sum(R * (up - down))) / (2 * eps)
+        assert abs(fd - float(np.sum(back * v))) <= 1e-2 * np.linalg.norm(back) * np.linalg.norm(v), (fd, float(np.sum(back * v)))
+
+
+@pytest.mark.parametrize("used", [0, 1, 2])
+def test_split_along_the_batch_axis_with_one_output_used(used):
+    shape = (7, 2)
+    node = onnx.helper.make_node("Split", ["x", "sp"], ["y" if i == used else f"o{i}" for i in range(3)], axis=0)
+    g = RM.helper.make_graph([node], "s", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)], [ints("sp", [2, 1, 4])])
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    assert_vjp(model, shape)
+
+
+@pytest.mark.parametrize("starts,ends,steps", [([1], [4], [1]), ([4], [-9], [-2]), ([0], [5], [2])])
+def test_slice_of_the_batch_axis(starts, ends, steps):
+    shape = (5, 3, 2)
+    model = one_op("Slice", shape, [ints("st", starts), ints("en", ends), ints("ax", [0]), ints("sp", steps)])
+    assert_vjp(model, shape)
+
+
+@pytest.mark.parametrize("shape,idx", [((4, 3), [[3, 0], [1, 3]]), ((1, 3, 2), [0]), ((3, 2), [-1, 2, 0, 2])])
+def test_gather_along_the_batch_axis(shape, idx):
+    model = one_op("Gather", shape, [ints("idx", idx)], axis=0)
+    if shape[0] == 1:  # batch 1, its row taken: the reverse rows pass
+        assert_adjoint(model, shape)
+    else:
+        assert_vjp(model, shape)
+
+
+@pytest.mark.parametrize("shape,axis", [((1, 3, 4), 0), ((3, 4), 0), ((2, 3, 2), -3), ((2, 3, 2), 0)])
+def test_layer_normalization_over_the_batch_axis(shape, axis):
+    c = int(np.prod(shape[axis % len(shape):]))
+    sub = shape[axis % len(shape):]
+    rng = np.random.default_rng(3)
+    model = one_op("LayerNormalization", shape, [floats("scale", rng.uniform(0.5, 2, sub)), floats("bias", rng.standard_normal(sub))],
+                   axis=axis, epsilon=1e-3)
+    assert c > 1
+    assert_full_gradient(_weighted(model), shape)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (3, 4)])
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_normalization_along_the_batch_axis(shape, p):
+    assert_full_gradient(_weighted(one_op("LpNormalization", shape, axis=0, p=p)), shape)

@@ -61,12 +61,13 @@ def _layer_norm(b: Builder, node, a, grads) -> dict:
         raise unsupported(node, "with a signal through its Mean or InvStdDev output is not supported")
     x = node.input[0]
     _constant_affine(b, node)
-    r = len(shape_of(b, x))
-    axis = int(a.get("axis", -1)) % r
-    if axis == 0:
-        raise unsupported(node, "normalising over the batch axis is not supported")
+    xs = shape_of(b, x)
+    axis = int(a.get("axis", -1)) % len(xs)
+    # over the batch axis too: with a batch of 1 that is each row's own normalisation; with more,
+    # one signal shaped as the output
+    axes = list(range(max(axis, 1) if xs[0] == 1 else axis, len(xs)))
     g = b.op("Mul", [grads[0], b.fwd(node.input[1])], "ln_g")
-    return {x: normalized_T(b, b.fwd(x), g, list(range(axis, r)), float(a.get("epsilon", 1e-5)))}
+    return {x: normalized_T(b, b.fwd(x), g, axes, float(a.get("epsilon", 1e-5)))}
 
 
 def _constant_affine(b: Builder, node) -> None:
@@ -128,12 +129,14 @@ def _group_norm(b: Builder, node, a, grads) -> dict:
 def _lp_norm(b: Builder, node, a, grads) -> dict:
     """y = x / ‖x‖_p along an axis. p = 2: dx = (g − y·Σ g·y) / ‖x‖; p = 1: dx = (g − sign(x)·Σ g·y) / ‖x‖₁."""
     x = node.input[0]
-    r = len(shape_of(b, x))
-    axis = int(a.get("axis", -1)) % r
+    xs = shape_of(b, x)
+    axis = int(a.get("axis", -1)) % len(xs)
     p = int(a.get("p", 2))
-    if axis == 0 or p not in (1, 2):
-        raise unsupported(node, "along the batch axis or with p other than 1 and 2 is not supported")
+    if p not in (1, 2):
+        raise unsupported(node, "with p other than 1 and 2 is not supported")
     xf, y, g = b.fwd(x), b.fwd(node.output[0]), grads[0]
+    if axis == 0 and xs[0] == 1:  # one value normalised: ±1 (or 0), its derivative 0
+        return {x: b.op("Mul", [g, b.const(0.0)], "lp_T")}
     norm = b.op("ReduceL2" if p == 2 else "ReduceL1", [xf], "lp_norm", axes=[axis], keepdims=1)
     proj = b.op("ReduceSum", [b.op("Mul", [g, y]), b.ints([axis])], "lp_proj", keepdims=1)
     direction = y if p == 2 else b.op("Sign", [xf], "lp_sign")

@@ -53,9 +53,11 @@ def _concat(b: Builder, node, a, grads) -> dict:
 
 @register("Split")
 def _split(b: Builder, node, a, grads) -> dict:
-    axis = int(a.get("axis", 0))
+    axis = int(a.get("axis", 0)) % len(shape_of(b, node.input[0]))
     pieces = []
     for out_name, g in zip(node.output, grads):
+        if g is None and axis == 0:  # split along the batch axis: one signal per output, its zeros whole
+            g = b.const(np.zeros(shape_of(b, out_name), np.float32), "zeros")
         pieces.append(g if g is not None else b.zeros_like_batch(_first(grads), shape_of(b, out_name)))
     return {node.input[0]: b.op("Concat", pieces, "unsplit", axis=axis)}
 
@@ -88,8 +90,7 @@ def _slice(b: Builder, node, a, grads) -> dict:
         begin = min(max(st + n if st < 0 else st, 0), n)
         pads[ax] = begin
         pads[len(xs) + ax] = n - begin - ys[ax]
-    if pads[0] or pads[len(xs)]:
-        raise unsupported(node, "slices the batch axis; not supported")
+    # a slice of the batch axis: one signal shaped as the output (batch 1: the whole row or none)
     return {x: b.op("Pad", [grads[0], b.ints(pads)], "unslice")}
 
 
@@ -99,15 +100,13 @@ def _strided_unslice(b: Builder, node, g: str, xs, ys, starts, axes, steps) -> s
     for st, ax, step in zip(starts, axes, steps):
         ax %= len(xs)
         n = xs[ax]
-        if ax == 0:
-            raise unsupported(node, "slices the batch axis; not supported")
         if step > 0:
             first = min(max(st + n if st < 0 else st, 0), n)
         else:
             first = min(max(st + n if st < 0 else st, 0), n - 1)
         index = first + step * np.arange(ys[ax], dtype=np.int64)  # the output length fixes the end
         cur[ax] = n
-        g = scatter_along(b, g, cur, ax, index)
+        g = scatter_along(b, g, cur, ax, index) if ax else scatter_first(b, g, cur, index)
     return g
 
 
@@ -163,12 +162,25 @@ def _gather(b: Builder, node, a, grads) -> dict:
     if axis == 0:
         # the dynamo exporter's as_strided: a batch-1 tensor flattened to 1-D, then a Gather whose
         # indices keep the batch axis ([1, ...]); the reverse rows are stacked along that 1-D axis
-        if len(xs) != 1 or idx.ndim < 1 or idx.shape[0] != 1 or any(s.shape[0] != 1 for s in b.graph.inputs):
-            raise unsupported(node, "along the batch axis is not supported")
-        g = b.reshape(grads[0], [1, flat.size], "gather_flat")
-        return {x: b.reshape(scatter_along(b, g, [1, xs[0]], 1, flat), xs, "rows_flat")}
+        if len(xs) == 1 and idx.ndim >= 1 and idx.shape[0] == 1 and all(s.shape[0] == 1 for s in b.graph.inputs):
+            g = b.reshape(grads[0], [1, flat.size], "gather_flat")
+            return {x: b.reshape(scatter_along(b, g, [1, xs[0]], 1, flat), xs, "rows_flat")}
+        if xs[0] == 1 and idx.size == 1 and idx.ndim >= 1:  # batch 1, its one row taken: the rows pass
+            return {x: grads[0]}
+        # rows of the batch axis gathered: one signal shaped as the output
+        g = b.op("Reshape", [grads[0], b.ints([flat.size, *xs[1:]])], "gather_flat")
+        return {x: scatter_first(b, g, xs, flat)}
     g = b.reshape(grads[0], [*xs[:axis], flat.size, *xs[axis + 1:]], "gather_flat")  # the indices' dims as one
     return {x: scatter_along(b, g, xs, axis, flat)}
+
+
+def scatter_first(b: Builder, g: str, xs, index: np.ndarray) -> str:
+    """The adjoint of taking rows ``index`` of the batch axis, for one signal ``g`` shaped as the
+    output (the batch axis not free): the rows moved last, scattered along it, moved back."""
+    rest = int(np.prod(xs[1:]))
+    g = b.op("Transpose", [b.op("Reshape", [g, b.ints([int(index.size), rest])], "rows_first")], "T", perm=[1, 0])
+    g = scatter_along(b, g, [rest, xs[0]], 1, index)
+    return b.op("Reshape", [b.op("Transpose", [g], "T", perm=[1, 0]), b.ints(list(xs))], "rows_back")
 
 
 def scatter_along(b: Builder, g: str, xs, axis: int, index: np.ndarray) -> str:
