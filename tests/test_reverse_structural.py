@@ -616,3 +616,30 @@ def test_layer_normalization_over_the_batch_axis(shape, axis):
 @pytest.mark.parametrize("p", [1, 2])
 def test_lp_normalization_along_the_batch_axis(shape, p):
     assert_full_gradient(_weighted(one_op("LpNormalization", shape, axis=0, p=p)), shape)
+
+
+@pytest.mark.parametrize("eq,shape", [("bii->bi", (1, 3, 3)), ("bii->b", (1, 4, 4)), ("bcii,bcjj->bcij", (1, 2, 3, 3))])
+def test_einsum_diagonals(eq, shape):
+    """A repeated subscript reads a diagonal: its signal goes back onto the diagonal only."""
+    n_in = eq.split("->")[0].count(",") + 1
+    ins = ["x"] if n_in == 1 else ["x", "s"]
+    nodes = ([onnx.helper.make_node("Sin", ["x"], ["s"])] if n_in == 2 else []) + [
+        onnx.helper.make_node("Einsum", ins, ["y"], equation=eq)]
+    g = RM.helper.make_graph(nodes, "e", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)])
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    assert_full_gradient(model, shape)
+
+
+@pytest.mark.parametrize("eq,shape", [("ij->ji", (3, 4)), ("bij,bjk->kib", (2, 3, 4))])
+def test_einsum_moving_the_batch_axis(eq, shape):
+    nodes = [onnx.helper.make_node("Tanh", ["x"], ["t"]),
+             onnx.helper.make_node("Einsum", ["x"] if "," not in eq else ["x", "t2"], ["y"], equation=eq)]
+    if "," in eq:
+        nodes.insert(1, onnx.helper.make_node("Transpose", ["t"], ["t2"], perm=[0, 2, 1]))
+    g = RM.helper.make_graph(nodes, "e", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)])
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    assert_full_gradient(model, shape)

@@ -1,6 +1,8 @@
-"""Gemm and MatMul: products with the other operand, transposed."""
+"""Gemm, MatMul and Einsum: products with the other operands, transposed."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
@@ -84,8 +86,9 @@ def einsum_terms(equation: str, ranks: list[int]) -> tuple[list[str], str]:
 @register("Einsum")
 def _einsum(b: Builder, node, a, grads) -> dict:
     """Each operand's signal is the einsum of the output's signal with the other operands, into
-    that operand's subscripts (a letter only it holds is summed over in the forward pass: its
-    signal is the same along it)."""
+    that operand's subscripts: a letter only it holds is summed over in the forward pass (its
+    signal is the same along it); a repeated letter (a diagonal) gets the signal on the diagonal
+    only (an identity matrix joins the einsum)."""
     shapes = [shape_of(b, n) for n in node.input]
     terms, out = einsum_terms(a["equation"], [len(s) for s in shapes])
     sizes = {}
@@ -93,26 +96,36 @@ def _einsum(b: Builder, node, a, grads) -> dict:
         for c, n in zip(t, s):
             if sizes.setdefault(c, n) != n:
                 raise unsupported(node, "broadcasting a subscript is not supported")
-    batch = out[0] if out else None
+    spare = [c for c in _LETTERS if c not in "".join(terms) + out]
+    batch = out[:1]
+    signal = [i for i, n in enumerate(node.input) if carries_signal(b, n)]
+    # the reverse rows on the batch axis when it stays the first axis everywhere; otherwise the
+    # batch axis is mixed and the reverse takes one signal shaped as the output
+    rows = bool(batch) and all(terms[i][:1] == batch for i in signal) and all(batch not in t[1:] for t in terms)
     result = {}
-    for i, name in enumerate(node.input):
-        if not carries_signal(b, name):
-            continue
-        t = terms[i]
-        if len(set(t)) != len(t) or not t or t[0] != batch:
-            raise unsupported(node, "with a repeated subscript (a diagonal) or without the batch axis first is not supported")
+    for i in signal:
+        name, t = node.input[i], terms[i]
         others = [j for j in range(len(terms)) if j != i]
-        if any(batch in terms[j][1:] for j in others):
-            raise unsupported(node, "mixing the batch axis is not supported")
-        seen = set(out).union(*(terms[j] for j in others))
-        kept = "".join(c for c in t if c in seen)
-        ins = [grads[0]] + [_rows_like(b, b.fwd(node.input[j]), grads[0], len(shapes[j])) if terms[j][:1] == batch
+        fresh, eyes = "", []
+        for c in t:  # a repeated letter: a fresh one each time after the first, tied by an identity
+            if c in t[: len(fresh)]:
+                f = spare.pop(0)
+                eyes.append((c + f, sizes[c]))
+                fresh += f
+            else:
+                fresh += c
+        seen = set(out).union(*(terms[j] for j in others)).union(*(e for e, _ in eyes))
+        kept = "".join(c for c in fresh if c in seen)
+        ins = [grads[0]] + [_rows_like(b, b.fwd(node.input[j]), grads[0], len(shapes[j])) if rows and terms[j][:1] == batch
                             else b.fwd(node.input[j]) for j in others]
-        g = b.op("Einsum", ins, "einsum_T", equation=",".join([out] + [terms[j] for j in others]) + "->" + kept)
-        if kept != t:  # letters summed within this operand alone: the signal spread along them
-            g = b.op("Unsqueeze", [g, b.ints([k for k, c in enumerate(t) if c not in seen])], "einsum_keep")
-            full = b.op("Concat", [b.op("Slice", [b.op("Shape", [g]), b.ints([0]), b.ints([1])]), b.ints([sizes[c] for c in t[1:]])],
-                        "einsum_shape", axis=0)
+        ins += [b.const(np.eye(n, dtype=np.float32), "eye") for _, n in eyes]
+        eq = ",".join([out] + [terms[j] for j in others] + [e for e, _ in eyes]) + "->" + kept
+        g = b.op("Einsum", ins, "einsum_T", equation=eq)
+        if kept != fresh:  # letters summed within this operand alone: the signal spread along them
+            g = b.op("Unsqueeze", [g, b.ints([k for k, c in enumerate(fresh) if c not in seen])], "einsum_keep")
+            dims = [sizes[c] for c in t]
+            full = (b.op("Concat", [b.op("Slice", [b.op("Shape", [g]), b.ints([0]), b.ints([1])]), b.ints(dims[1:])],
+                         "einsum_shape", axis=0) if rows else b.ints(dims))
             g = b.op("Expand", [g, full], "einsum_spread")
         result[name] = b.op("Add", [result[name], g], "acc") if name in result else g
     return result
