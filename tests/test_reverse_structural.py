@@ -643,3 +643,17 @@ def test_einsum_moving_the_batch_axis(eq, shape):
     model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 12)])
     model.ir_version = 7
     assert_full_gradient(model, shape)
+
+
+@pytest.mark.parametrize("shape,w,x_left", [((2, 3, 4), (4,), True), ((2, 3, 4), (3,), False), ((4,), (2, 4, 3), True),
+                                            ((3,), (3, 5), True)])
+def test_matmul_with_a_vector(shape, w, x_left):
+    """A 1-D operand (numpy's rule: a row on the left, a column on the right, that axis dropped)."""
+    ins = ["x", "W"] if x_left else ["W", "x"]
+    node = onnx.helper.make_node("MatMul", ins, ["y"])
+    g = RM.helper.make_graph([node], "m", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)],
+                             [floats("W", np.random.default_rng(1).standard_normal(w))])
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    assert_vjp(model, shape)

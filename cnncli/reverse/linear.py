@@ -45,7 +45,7 @@ def _matmul(b: Builder, node, a, grads) -> dict:
     A, B = node.input
     sa, sb, sy = shape_of(b, A), shape_of(b, B), shape_of(b, node.output[0])
     if len(sa) < 2 or len(sb) < 2:
-        raise unsupported(node, "with a 1-D operand is not supported")
+        return _matmul_vector(b, node, grads[0], sa, sb, sy)
     out = {}
     if carries_signal(b, A):
         out[A] = unbroadcast(b, node, b.op("MatMul", [grads[0], _swap_last(b, b.fwd(B), len(sb))], "mm_dA"), sy, sa)
@@ -59,6 +59,29 @@ def _matmul(b: Builder, node, a, grads) -> dict:
         else:
             g = unbroadcast(b, node, b.op("MatMul", [_swap_last(b, b.fwd(A), len(sa)), grads[0]], "mm_dB"), sy, sb)
         out[B] = b.op("Add", [out[B], g], "acc") if B in out else g
+    return out
+
+
+def _matmul_vector(b: Builder, node, g: str, sa, sb, sy) -> dict:
+    """A 1-D operand: numpy's rule makes it [1, k] (left) or [k, 1] (right) and drops that axis
+    from the result; the output has no batch axis of its own, so the reverse takes one signal
+    shaped as the output and sums over every broadcast axis."""
+    A, B = node.input
+    sa2 = [1, *sa] if len(sa) == 1 else list(sa)
+    sb2 = [*sb, 1] if len(sb) == 1 else list(sb)
+    lead = [max(x, y) for x, y in zip([1] * (len(sb2) - len(sa2)) + sa2[:-2], [1] * (len(sa2) - len(sb2)) + sb2[:-2])]
+    sy2 = [*lead, sa2[-2], sb2[-1]]
+    g = b.op("Reshape", [g, b.ints(sy2)], "mm_out")
+    a2 = b.op("Reshape", [b.fwd(A), b.ints(sa2)], "mm_a")
+    b2 = b.op("Reshape", [b.fwd(B), b.ints(sb2)], "mm_b")
+    out = {}
+    if carries_signal(b, A):
+        d = b.reduce_to(b.op("MatMul", [g, _swap_last(b, b2, len(sb2))], "mm_dA"), sy2, sa2)
+        out[A] = b.op("Reshape", [d, b.ints(list(sa))], "mm_dA")
+    if carries_signal(b, B):
+        d = b.reduce_to(b.op("MatMul", [_swap_last(b, a2, len(sa2)), g], "mm_dB"), sy2, sb2)
+        d = b.op("Reshape", [d, b.ints(list(sb))], "mm_dB")
+        out[B] = b.op("Add", [out[B], d], "acc") if B in out else d
     return out
 
 
