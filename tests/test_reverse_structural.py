@@ -657,3 +657,14 @@ def test_matmul_with_a_vector(shape, w, x_left):
     model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 13)])
     model.ir_version = 7
     assert_vjp(model, shape)
+
+
+@pytest.mark.parametrize("policy", ["not_larger", "not_smaller"])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_adjoint_of_resize_keeping_the_aspect_ratio(policy, mode):
+    """keep_aspect_ratio_policy: one scale for the listed axes, from the sizes asked for."""
+    shape = (1, 2, 6, 4)
+    model = one_op("Resize", shape, extra_inputs=["", "", "sizes"], opset=18, mode=mode, axes=[2, 3],
+                   keep_aspect_ratio_policy=policy, coordinate_transformation_mode="asymmetric")
+    model.graph.initializer.append(ints("sizes", [8, 9]))  # one scale: 4/3 (not_larger) or 9/4
+    assert_adjoint(model, shape)

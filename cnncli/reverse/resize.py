@@ -10,7 +10,7 @@ from cnncli.reverse.builder import Builder, shape_of, unsupported
 from cnncli.reverse.rules import register
 
 
-@register("Resize", "Upsample", values=(1, 2))
+@register("Resize", "Upsample", values=(1, 2, 3))
 def _resize(b: Builder, node, a, grads) -> dict:
     x = node.input[0]
     xs, ys = shape_of(b, x), shape_of(b, node.output[0])
@@ -25,11 +25,11 @@ def _resize(b: Builder, node, a, grads) -> dict:
         nearest = a.get("nearest_mode", "round_prefer_floor")
     if mode not in ("nearest", "linear", "bilinear", "cubic"):
         raise unsupported(node, f"with mode '{mode}' is not supported")
-    if a.get("keep_aspect_ratio_policy", "stretch") != "stretch" and len(node.input) > 3 and node.input[3]:
-        raise unsupported(node, "with keep_aspect_ratio_policy other than 'stretch' is not supported")
     if xs[:2] != ys[:2]:
         raise unsupported(node, "resizing the batch or channel axis is not supported")
     scales = _resize_scales(b, node, a, len(xs), legacy)
+    if scales is None and a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+        scales = _kept_aspect_scales(b, node, a, xs)
     # cubic, antialias and crop-and-resize: onnxruntime's own 1-D weights, read off by resizing
     # an identity; the other modes: the ONNX formulas (resize_matrix)
     probe = mode == "cubic" or ctm == "tf_crop_and_resize" or (int(a.get("antialias", 0)) and mode != "nearest")
@@ -73,6 +73,19 @@ def _resize_scales(b: Builder, node, a, rank: int, legacy: bool) -> list[float] 
             full[ax % rank] = s
         values = full
     return values if len(values) == rank else None
+
+
+def _kept_aspect_scales(b: Builder, node, a, xs) -> list[float]:
+    """keep_aspect_ratio_policy not_larger / not_smaller: one scale for the listed axes, the
+    smallest / largest of sizes/input (the output is that scale times the input, rounded)."""
+    v = b.value(node.input[3]) if len(node.input) > 3 else None
+    if v is None:
+        raise unsupported(node, "with sizes that could not be computed is not supported")
+    r = len(xs)
+    axes = [ax % r for ax in a.get("axes", range(r))]
+    ratios = [float(n) / xs[ax] for n, ax in zip(v.reshape(-1), axes)]
+    s = min(ratios) if a["keep_aspect_ratio_policy"] == "not_larger" else max(ratios)
+    return [s if ax in axes else 1.0 for ax in range(r)]
 
 
 def _resize_roi(b: Builder, node, a, rank: int) -> list[float]:
