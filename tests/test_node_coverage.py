@@ -33,12 +33,6 @@ KNOWN_WRONG = {
     "test_training_dropout_default": "as above",
     "test_training_dropout_default_mask": "as above",
     "test_training_dropout_mask": "as above",
-    "test_split_1d_uneven_split_opset18": "Split along axis 0 of a 1-D tensor (the batch axis): a gradient "
-                                          "of the wrong shape instead of a refusal",
-    "test_split_variable_parts_1d_opset13": "as above",
-    "test_split_variable_parts_1d_opset18": "as above",
-    "test_split_variable_parts_default_axis_opset13": "as above",
-    "test_split_variable_parts_default_axis_opset18": "as above",
 }
 
 # ops with a rule that no node test exercises, and why
