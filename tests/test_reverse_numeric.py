@@ -301,3 +301,28 @@ def test_adjoint_of_resize_keeping_the_aspect_ratio(policy, mode):
                    keep_aspect_ratio_policy=policy, coordinate_transformation_mode="asymmetric")
     model.graph.initializer.append(ints("sizes", [8, 9]))  # one scale: 4/3 (not_larger) or 9/4
     assert_adjoint(model, shape)
+
+
+@pytest.mark.parametrize("mode", ["backprop", "deconvnet", "guided"])
+@pytest.mark.parametrize("zero_point", [-128, 3])
+def test_quantize_linear_clips(mode, zero_point):
+    """Where x/scale + zero point leaves int8's range, QuantizeLinear clips: no signal goes back
+    there. A zero point of -128 clips at 0, the ReLU onnxruntime's quantizer folds in: deconvnet
+    and guided rectify there, as at a ReLU."""
+    shape, scale = (1, 2, 4, 4), 0.02
+    q = onnx.helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"])
+    dq = onnx.helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"])
+    g = RM.helper.make_graph([q, dq], "q", [RM.helper.make_tensor_value_info("x", RM.FLOAT, list(shape))],
+                             [RM.helper.make_tensor_value_info("y", RM.FLOAT, None)],
+                             [floats("s", scale), numpy_helper.from_array(np.asarray(zero_point, np.int8), "zp")])
+    model = RM.helper.make_model(g, opset_imports=[RM.helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    x = np.random.default_rng(0).uniform(-4, 4, shape).astype(np.float32)
+    R = np.random.default_rng(1).standard_normal((2, *shape[1:])).astype(np.float32)
+    p = Projector(model, analyse(model), "x", "y", mode)
+    back = p.run_reverse(R, p.forward(x))
+    inside = (x[0] > (-128 - zero_point) * scale) & (x[0] < (127 - zero_point) * scale)
+    assert 0 < inside.mean() < 1
+    rectify = zero_point == -128 and mode != "backprop"
+    expected = (np.maximum(R, 0) if rectify else R) * (inside if mode != "deconvnet" or not rectify else 1)
+    np.testing.assert_allclose(back, expected, rtol=1e-6, atol=1e-6)
