@@ -9,6 +9,12 @@ from cnncli.reverse.rules import register
 
 @register("Conv")
 def _conv(b: Builder, node, a, grads) -> dict:
+    return {node.input[0]: conv_adjoint(b, node, grads[0], b.fwd(node.input[1]))}
+
+
+def conv_adjoint(b: Builder, node, g: str, weight: str) -> str:
+    """The ConvTranspose of the signal ``g`` with ``weight`` (a reverse-graph tensor shaped as
+    the node's weight input): the reverse of a Conv, or of a ConvInteger with float weights."""
     x, w = node.input[0], node.input[1]
     if carries_signal(b, w):
         raise unsupported(node, "has a weight computed from the input; not supported")
@@ -16,12 +22,11 @@ def _conv(b: Builder, node, a, grads) -> dict:
     win = window(node, xs, tuple(ws[2:]))
     out = shape_of(b, node.output[0])
     pads_end, out_pad = transpose_padding(win, xs[2:], out[2:])
-    g = b.op(
-        "ConvTranspose", [grads[0], b.fwd(w)], "conv_T",
+    return b.op(
+        "ConvTranspose", [g, weight], "conv_T",
         strides=list(win.strides), dilations=list(win.dilations), group=win.group,
         pads=list(win.pads_begin) + pads_end, output_padding=out_pad, kernel_shape=list(win.kernel),
     )
-    return {x: g}
 
 
 def transpose_padding(win: Window, in_spatial, out_spatial) -> tuple[list[int], list[int]]:

@@ -42,38 +42,44 @@ def _swap_last(b: Builder, name: str, rank: int) -> str:
 def _matmul(b: Builder, node, a, grads) -> dict:
     """dA = R·Bᵀ, dB = Aᵀ·R, each summed over the batch axes it was broadcast along; both operands
     may carry the signal (attention), and may be the same tensor (x·x)."""
-    A, B = node.input
+    return matmul_adjoint(b, node, grads, lambda: b.fwd(node.input[0]), lambda: b.fwd(node.input[1]))
+
+
+def matmul_adjoint(b: Builder, node, grads, fa, fb) -> dict:
+    """The MatMul rule with the operands' forward values made on demand by ``fa()`` and ``fb()``
+    as reverse-graph tensors (a MatMulInteger's operands less their zero points, as float)."""
+    A, B = node.input[:2]
     sa, sb, sy = shape_of(b, A), shape_of(b, B), shape_of(b, node.output[0])
     if len(sa) < 2 or len(sb) < 2:
-        return _matmul_vector(b, node, grads[0], sa, sb, sy)
+        return _matmul_vector(b, node, grads[0], sa, sb, sy, fa, fb)
     out = {}
     if carries_signal(b, A):
-        out[A] = unbroadcast(b, node, b.op("MatMul", [grads[0], _swap_last(b, b.fwd(B), len(sb))], "mm_dA"), sy, sa)
+        out[A] = unbroadcast(b, node, b.op("MatMul", [grads[0], _swap_last(b, fb(), len(sb))], "mm_dA"), sy, sa)
     if carries_signal(b, B):
         if len(sy) == 2:  # [1, k]·[k, m]: B has no batch axis; each row's dB = Aᵀ·R is [k, m], stacked
             if sa[0] != 1:
                 raise unsupported(node, "with a 2-D right operand computed from the input is not supported")
-            col = b.op("Unsqueeze", [b.fwd(A), b.ints([2])], "mm_col")  # [N, k, 1]
+            col = b.op("Unsqueeze", [fa(), b.ints([2])], "mm_col")  # [N, k, 1]
             g = b.op("MatMul", [col, b.op("Unsqueeze", [grads[0], b.ints([1])])], "mm_dB")  # [K, k, m]
             g = b.op("Reshape", [g, b.ints([-1, sb[1]])], "mm_dB_rows")
         else:
-            g = unbroadcast(b, node, b.op("MatMul", [_swap_last(b, b.fwd(A), len(sa)), grads[0]], "mm_dB"), sy, sb)
+            g = unbroadcast(b, node, b.op("MatMul", [_swap_last(b, fa(), len(sa)), grads[0]], "mm_dB"), sy, sb)
         out[B] = b.op("Add", [out[B], g], "acc") if B in out else g
     return out
 
 
-def _matmul_vector(b: Builder, node, g: str, sa, sb, sy) -> dict:
+def _matmul_vector(b: Builder, node, g: str, sa, sb, sy, fa, fb) -> dict:
     """A 1-D operand: numpy's rule makes it [1, k] (left) or [k, 1] (right) and drops that axis
     from the result; the output has no batch axis of its own, so the reverse takes one signal
     shaped as the output and sums over every broadcast axis."""
-    A, B = node.input
+    A, B = node.input[:2]
     sa2 = [1, *sa] if len(sa) == 1 else list(sa)
     sb2 = [*sb, 1] if len(sb) == 1 else list(sb)
     lead = [max(x, y) for x, y in zip([1] * (len(sb2) - len(sa2)) + sa2[:-2], [1] * (len(sa2) - len(sb2)) + sb2[:-2])]
     sy2 = [*lead, sa2[-2], sb2[-1]]
     g = b.op("Reshape", [g, b.ints(sy2)], "mm_out")
-    a2 = b.op("Reshape", [b.fwd(A), b.ints(sa2)], "mm_a")
-    b2 = b.op("Reshape", [b.fwd(B), b.ints(sb2)], "mm_b")
+    a2 = b.op("Reshape", [fa(), b.ints(sa2)], "mm_a")
+    b2 = b.op("Reshape", [fb(), b.ints(sb2)], "mm_b")
     out = {}
     if carries_signal(b, A):
         d = b.reduce_to(b.op("MatMul", [g, _swap_last(b, b2, len(sb2))], "mm_dA"), sy2, sa2)
