@@ -525,6 +525,10 @@ def structural_norms_products() -> Case:
     # QuantizeLinear/DequantizeLinear pass their signal straight through the rounding, which is not
     # the gradient: off the projected path here, checked in test_reverse_structural.py
     n.op("DequantizeLinear", [n.op("QuantizeLinear", [t, n.const(0.1)]), n.const(0.1)])
+    # so do dynamic quantization's ops (checked in test_reverse_dynamic_quant.py)
+    tq, _, tz = n.op("DynamicQuantizeLinear", [t], n_out=3)
+    n.op("ConvInteger", [tq, n.const(np.arange(12).reshape(2, 6, 1, 1), np.uint8), tz])
+    n.op("MatMulInteger", [tq, n.const([[1, 2, 3]], np.uint8), tz])
     return n.case("structural_norms_products", n.conv(t, 6, 4, (3, 1), pads=[1, 0, 1, 0]), [0, 3])
 
 

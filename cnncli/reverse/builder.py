@@ -181,7 +181,7 @@ def signal_tensors(graph: Graph, start: str) -> set[str]:
 # float outputs too, but of the input's shape alone
 _NO_SIGNAL_OPS = frozenset({"Shape", "Size", "EyeLike", "RandomNormalLike", "RandomUniformLike"})
 # an integer output that still carries the signal: quantization, straight-through for the rounding
-_STRAIGHT_THROUGH = frozenset({"QuantizeLinear"})
+_STRAIGHT_THROUGH = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"})
 
 
 def path_nodes(graph: Graph, target: str, dynamic: set[str]) -> list[onnx.NodeProto]:
@@ -262,7 +262,7 @@ def build_reverse(
     inputs = [helper.make_tensor_value_info(SEED, TensorProto.FLOAT, ["K", *target_shape[1:]])]
     for name, elem in b.needed.items():
         shape = graph.shape(name) if name not in b.extra_shapes else b.extra_shapes[name]
-        if shape is not None and name in dynamic:
+        if shape and name in dynamic:  # (a scalar computed from the input, a dynamic scale, has no batch axis)
             shape = ["N", *shape[1:]]  # the forward batch: 1 (shared by all rows) or K (one each)
         inputs.append(helper.make_tensor_value_info(name, elem, list(shape) if shape is not None else None))
     outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["K", *in_shape[1:]])]

@@ -7,6 +7,12 @@
 
 The scale is per tensor, or per axis (a 1-D scale along ``axis``); blocked scales (opset 21
 ``block_size``) are refused.
+
+onnxruntime's dynamic quantization (DynamicQuantizeLinear → ConvInteger/MatMulInteger → Cast →
+Mul by the scales) gets the same straight-through estimator: DynamicQuantizeLinear is a
+QuantizeLinear whose scale and zero point it computes from x (held constant in reverse), and the
+integer Conv/MatMul is the float one with weights float(w − w_zero_point), on the integer-domain
+signal; the integer Cast passes the signal and the Mul by the scales has its own rule.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import numpy as np
 from onnx import TensorProto
 
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
+from cnncli.reverse.conv import conv_adjoint
+from cnncli.reverse.linear import matmul_adjoint
 from cnncli.reverse.rules import register
 
 
@@ -67,3 +75,51 @@ def _quantize(b: Builder, node, a, grads) -> dict:
         return {x: b.op("Mul", [g, inside], "q_clip")}
     rectified = b.op("Relu", [g], "rectify")  # the clip at 0 is a ReLU: deconvnet and guided rectify
     return {x: rectified if b.mode == "deconvnet" else b.op("Mul", [rectified, inside], "q_clip")}
+
+
+@register("DynamicQuantizeLinear")
+def _dynamic_quantize(b: Builder, node, a, grads) -> dict:
+    """y = saturate(round(x / y_scale) + y_zero_point) in uint8, y_scale and y_zero_point computed
+    from x's range: y carries R / y_scale back to x, straight through the rounding, cut where it
+    clips (x outside [(0 − zp)·scale, (255 − zp)·scale], which the zero point's rounding can leave
+    by half a step at x's extremes). The scale is treated as a constant, although it is computed
+    from x (the straight-through estimator of quantization-aware training); y_scale and
+    y_zero_point carry no signal."""
+    x = node.input[0]
+    scale = b.fwd(node.output[1])
+    zp = b.op("Cast", [b.fwd(node.output[2])], "zp", to=TensorProto.FLOAT)
+    lo = b.op("Mul", [b.op("Neg", [zp], "neg_zp"), scale], "q_lo")
+    hi = b.op("Mul", [b.op("Sub", [b.const(255.0), zp], "q_top"), scale], "q_hi")
+    xf = b.fwd(x)
+    inside = b.op("Mul", [b.float_mask(b.op("GreaterOrEqual", [xf, lo], "above")),
+                          b.float_mask(b.op("LessOrEqual", [xf, hi], "below"))], "inside")
+    return {x: b.op("Mul", [b.op("Div", [grads[0], scale], "q_T"), inside], "q_clip")}
+
+
+def _less_zero_point(b: Builder, node, slot: int, zp_slot: int, axis: int | None) -> str:
+    """Operand ``slot`` of an integer op as float, less its zero point (input ``zp_slot``); a 1-D
+    zero point runs along ``axis`` of the operand (None: along its last axis, as it broadcasts)."""
+    t = b.op("Cast", [b.fwd(node.input[slot])], "int_f", to=TensorProto.FLOAT)
+    if len(node.input) <= zp_slot or not node.input[zp_slot]:
+        return t
+    zp = b.op("Cast", [b.fwd(node.input[zp_slot])], "zp", to=TensorProto.FLOAT)
+    zs, rank = shape_of(b, node.input[zp_slot]), len(shape_of(b, node.input[slot]))
+    if axis is not None and len(zs) == 1 and zs[0] != 1:
+        zp = b.op("Reshape", [zp, b.ints([-1] + [1] * (rank - 1 - axis))], "zp_axis")
+    return b.op("Sub", [t, zp], "less_zp")
+
+
+@register("ConvInteger")
+def _conv_integer(b: Builder, node, a, grads) -> dict:
+    """The reverse of a Conv with weights float(w − w_zero_point) (per output channel or one),
+    on the integer-domain signal; x's zero point is a shift and passes it unchanged."""
+    return {node.input[0]: conv_adjoint(b, node, grads[0], _less_zero_point(b, node, 1, 3, 0))}
+
+
+@register("MatMulInteger")
+def _matmul_integer(b: Builder, node, a, grads) -> dict:
+    """The MatMul rule on float(A − a_zero_point) and float(B − b_zero_point): a 1-D zero point
+    runs along A's rows (per row) and B's columns (per column)."""
+    rank_a = len(shape_of(b, node.input[0]))
+    return matmul_adjoint(b, node, grads, lambda: _less_zero_point(b, node, 0, 2, rank_a - 2),
+                          lambda: _less_zero_point(b, node, 1, 3, None))

@@ -37,7 +37,7 @@ NOT_YET = frozenset((
 # layers, windows and detection post-processing carry no signal; the rest waits for a rule
 NO_SIGNAL = NO_SIGNAL | frozenset((
     "Bernoulli BitCast BitwiseAnd BitwiseNot BitwiseOr BitwiseXor BlackmanWindow HammingWindow HannWindow "
-    "MelWeightMatrix ConvInteger MatMulInteger QLinearConv QLinearMatMul DynamicQuantizeLinear Multinomial "
+    "MelWeightMatrix QLinearConv QLinearMatMul Multinomial "
     "NonMaxSuppression RandomNormal RandomNormalLike RandomUniform RandomUniformLike"
 ).split())
 NOT_YET = NOT_YET | frozenset((

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
+from cnncli.frontend.graph import FLOAT_TYPES
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 
@@ -16,8 +17,10 @@ def _identity(b: Builder, node, a, grads) -> dict:
 
 @register("Cast")
 def _cast(b: Builder, node, a, grads) -> dict:
+    """Passes the signal; an integer source carries it only as quantized codes (straight
+    through: ConvInteger's int32 output cast to float, in a dynamically quantized model)."""
     src = b.graph.types.get(node.input[0], TensorProto.FLOAT)
-    if src != TensorProto.FLOAT:
+    if src != TensorProto.FLOAT and src in FLOAT_TYPES:
         raise unsupported(node, "from a non-float32 tensor is not supported")
     return {node.input[0]: grads[0]}
 
