@@ -31,7 +31,7 @@ FIXTURES = ROOT / "tests" / "fixtures" / "exporters_more"
 REFS = {p.stem: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))}
 MODES = ("deconvnet", "backprop", "guided")
 # ops with no reverse rule yet (the models' stats still pass); a run that works turns these XPASS
-NO_REVERSE = {"zfnet_mini.dynamic": "DynamicQuantizeLinear / ConvInteger have no reverse rule"}
+NO_REVERSE: dict[str, str] = {}
 
 
 def _targets(only=None):
@@ -107,11 +107,13 @@ def test_backprop_equals_the_frameworks_gradient(stem, name, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["early", "deep"])
-def test_qdq_backprop_follows_the_float_original(name, tmp_path):
+@pytest.mark.parametrize("stem", ["zfnet_mini.qdq", "zfnet_mini.dynamic"])
+def test_quantized_backprop_follows_the_float_original(stem, name, tmp_path):
     """A quantized model has no gradient (piecewise constant); its straight-through projection should
     point where the float original's does: cosine ≥ 0.9 (int8 rounding moves ReLU and max-pool
-    switches, so not equal), at the ReLU outputs (the QDQ file's DequantizeLinear of them)."""
-    stem, t = "zfnet_mini.qdq", _target("zfnet_mini.qdq", name)
+    switches, so not equal), at the ReLU outputs (the QDQ file's DequantizeLinear of them; the
+    dynamic file's ReLUs, after DynamicQuantizeLinear → ConvInteger → Cast → Mul by the scales)."""
+    t = _target(stem, name)
     _, q = _project(stem, name, "backprop", tmp_path / "q")
     float_model = ROOT / REFS[stem]["float_original"]
     result = CliRunner().invoke(cli, ["project", str(float_model), str(FIXTURES / REFS[stem]["input"]), "--tensor",
@@ -121,7 +123,7 @@ def test_qdq_backprop_follows_the_float_original(name, tmp_path):
     f = np.load(json.loads(result.stdout)["results"][0]["files"]["npy"]).astype(np.float64).ravel()
     q = q.astype(np.float64).ravel()
     cosine = float(q @ f / np.linalg.norm(q) / np.linalg.norm(f))
-    assert cosine >= 0.9, f"cosine {cosine:.3f} between the QDQ and the float original's backprop"
+    assert cosine >= 0.9, f"cosine {cosine:.3f} between the {stem} and the float original's backprop"
 
 
 @pytest.mark.parametrize("mode", ["deconvnet", "guided"])
