@@ -25,15 +25,7 @@ CASE_FLOORS = {"cost": 1050, "reverse": 470}
 # rules that disagree with finite differences on a node test: wrong results, reported in issue 16.
 # Each is a failure the day it appears; listed here so the suite stays green until it is fixed,
 # and the test fails when one of them starts to pass (take it off the list then).
-KNOWN_WRONG = {
-    "test_batchnorm_epsilon_training_mode": "BatchNormalization with training_mode=1 normalises by the "
-                                            "batch's statistics; the rule differentiates the inference form",
-    "test_batchnorm_example_training_mode": "as above",
-    "test_training_dropout": "Dropout with training_mode true masks and scales; the rule passes the signal through",
-    "test_training_dropout_default": "as above",
-    "test_training_dropout_default_mask": "as above",
-    "test_training_dropout_mask": "as above",
-}
+KNOWN_WRONG: dict[str, str] = {}  # case -> why its rule is known to disagree with finite differences
 
 # ops with a rule that no node test exercises, and why
 NO_NODE_TEST = {

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import reverse_models as RM
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from test_reverse_fd import Objective, _adjoint_check, _agrees, _one_op_model
 
@@ -389,3 +389,33 @@ def test_gather_along_the_batch_axis(shape, idx):
         assert_adjoint(model, shape)
     else:
         assert_vjp(model, shape)
+
+
+def _training_model(node: onnx.NodeProto, inits: list) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([node], "training", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+
+
+@pytest.mark.parametrize("ratio,refused", [(0.5, True), (0.0, False)])
+def test_dropout_in_training_mode_is_refused_unless_its_ratio_is_zero(ratio, refused):
+    """In training mode Dropout masks at random (no reverse pass can repeat the mask); with ratio
+    0 it is the identity. onnx's node tests caught the rule passing the signal through."""
+    inits = [numpy_helper.from_array(np.array(ratio, np.float32), "r"), numpy_helper.from_array(np.array(True), "t")]
+    model = _training_model(helper.make_node("Dropout", ["x", "r", "t"], ["y"]), inits)
+    if refused:
+        with pytest.raises(UnsupportedError, match="training mode"):
+            Projector(model, analyse(model), "x", "y", "backprop")
+    else:
+        Projector(model, analyse(model), "x", "y", "backprop")
+
+
+def test_batchnorm_in_training_mode_is_refused():
+    """training_mode=1 normalises by the batch's own statistics, not the inference form the rule
+    differentiates (onnx's node tests caught it)."""
+    inits = [numpy_helper.from_array(np.ones(2, np.float32), n) for n in ("s", "b", "m", "v")]
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], training_mode=1)
+    model = _training_model(node, inits)
+    with pytest.raises(UnsupportedError, match="training mode"):
+        Projector(model, analyse(model), "x", "y", "backprop")

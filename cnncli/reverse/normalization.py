@@ -11,6 +11,8 @@ from cnncli.reverse.rules import register
 
 @register("BatchNormalization")
 def _batchnorm(b: Builder, node, a, grads) -> dict:
+    if int(a.get("training_mode", 0)):  # normalises by the batch's own statistics: not the inference form
+        raise unsupported(node, "in training mode (training_mode=1) is not supported")
     x = node.input[0]
     rank = len(shape_of(b, x))
     scale, var = b.fwd(node.input[1]), b.fwd(node.input[4])

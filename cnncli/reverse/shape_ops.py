@@ -10,8 +10,20 @@ from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupporte
 from cnncli.reverse.rules import register
 
 
-@register("Dropout", "Identity")
+@register("Identity")
 def _identity(b: Builder, node, a, grads) -> dict:
+    return {node.input[0]: grads[0]}
+
+
+@register("Dropout", values=(1, 2))
+def _dropout(b: Builder, node, a, grads) -> dict:
+    """Inference, or a ratio of 0: the identity. In training mode (its training_mode input true)
+    with a ratio above 0 it masks at random, which no reverse pass can repeat: refused."""
+    if len(node.input) > 2 and node.input[2]:
+        training = b.value(node.input[2])
+        ratio = b.value(node.input[1]) if node.input[1] else np.asarray(0.5)
+        if (training is None or bool(np.asarray(training).any())) and (ratio is None or float(np.asarray(ratio)) != 0):
+            raise unsupported(node, "in training mode (a random mask) is not supported")
     return {node.input[0]: grads[0]}
 
 
