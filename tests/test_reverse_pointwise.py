@@ -157,9 +157,29 @@ def test_max_of_one_input_and_of_itself(opset):
 
 @pytest.mark.parametrize("opset", _opsets(7))
 def test_keras_relu_as_max(opset):
-    """Max(x, 0), as Keras writes ReLU: the gradient is the ReLU's (exact in every mode)."""
-    zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
-    _check(_model([helper.make_node("Max", ["x", "zero"], ["y"])], opset, [zero]), _away_from(_input(), [0]))
+    """Max(x, 0), as Keras writes ReLU: the gradient is the ReLU's in backprop, and in deconvnet and
+    guided it rectifies as the Relu it stands for (either operand order, a 0 of any shape that
+    broadcasts)."""
+    x = _away_from(_input(), [0])
+    R = np.random.default_rng(2).standard_normal((1, *SHAPE[1:])).astype(np.float32)
+    relu = _model([helper.make_node("Relu", ["x"], ["y"])], opset)
+    want = {}
+    for mode in ("deconvnet", "backprop", "guided"):
+        p = Projector(relu, analyse(relu), "x", "y", mode)
+        want[mode] = p.run_reverse(R, p.forward(x))
+    for zero, order in ((np.zeros((), np.float32), ("x", "zero")), (np.zeros((1, SHAPE[1], 1, 1), np.float32), ("zero", "x"))):
+        model = _model([helper.make_node("Max", list(order), ["y"])], opset, [numpy_helper.from_array(zero, "zero")])
+        for mode, expected in want.items():
+            p = Projector(model, analyse(model), "x", "y", mode)
+            np.testing.assert_allclose(p.run_reverse(R, p.forward(x)), expected, rtol=1e-6, atol=1e-7, err_msg=mode)
+    backprop = want["backprop"][0]
+    assert np.all(want["deconvnet"][0] >= 0) and np.any(backprop < 0)  # deconvnet rectifies: not the gradient
+
+
+def test_max_of_x_and_a_nonzero_constant_is_no_relu():
+    """Max(x, 0.5) is not a ReLU: exact gradient in every mode."""
+    half = numpy_helper.from_array(np.full((), 0.5, np.float32), "half")
+    _check(_model([helper.make_node("Max", ["x", "half"], ["y"])], 13, [half]), _away_from(_input(), [0.5]))
 
 
 @pytest.mark.parametrize("op", ["Max", "Min"])

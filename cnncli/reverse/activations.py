@@ -12,7 +12,7 @@ RELU_FAMILY = frozenset({"Relu", "LeakyRelu", "PRelu", "Clip"})
 
 @register("Clip", values=(1, 2))
 @register("Relu", "LeakyRelu", "PRelu")
-def _relu_family(b: Builder, node, a, grads) -> dict:
+def relu_family(b: Builder, node, a, grads) -> dict:
     """f(R) in deconvnet, R·f'(x) in backprop, f(R)·f'(x) in guided."""
     x, R, op = node.input[0], grads[0], node.op_type
     if op == "Clip":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import onnx
+
+from cnncli.reverse.activations import relu_family
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.pointwise import accumulate
 from cnncli.reverse.rules import register
@@ -59,6 +63,9 @@ def _max_min(b: Builder, node, a, grads) -> dict:
     out, ys = {}, shape_of(b, node.output[0])
     if len(node.input) == 1:
         return {node.input[0]: grads[0]}
+    relu_of = _relu_input(b, node, ys)
+    if relu_of is not None:  # Max(x, 0), as Keras and tf2onnx write a ReLU: it is one, in every mode
+        return relu_family(b, onnx.helper.make_node("Relu", [relu_of], [node.output[0]], name=node.name), {}, grads)
     y = b.fwd(node.output[0])
     masks = [b.float_mask(b.op("Equal", [b.fwd(name), y], "is_max")) for name in node.input]
     share = b.op("Div", [grads[0], b.op("Sum", masks, "ties")], "share")
@@ -66,6 +73,21 @@ def _max_min(b: Builder, node, a, grads) -> dict:
         if carries_signal(b, name):
             accumulate(out, name, b.reduce_to(b.op("Mul", [share, mask], "dmax"), ys, shape_of(b, name)), b)
     return out
+
+
+def _relu_input(b: Builder, node, ys) -> str | None:
+    """x where ``node`` is Max(x, 0) (either order; the 0 a stored constant of zeros, x the output's
+    shape): a ReLU; else None."""
+    if node.op_type != "Max" or len(node.input) != 2:
+        return None
+    signal = [name for name in node.input if carries_signal(b, name)]
+    if len(signal) != 1 or tuple(shape_of(b, signal[0])) != tuple(ys):
+        return None
+    other = node.input[1] if signal[0] == node.input[0] else node.input[0]
+    value = b.value(other)
+    if value is None or np.asarray(value).size == 0 or np.any(np.asarray(value) != 0):
+        return None
+    return signal[0]
 
 
 @register("Where")
