@@ -532,13 +532,37 @@ def structural_norms_products() -> Case:
     return n.case("structural_norms_products", n.conv(t, 6, 4, (3, 1), pads=[1, 0, 1, 0]), [0, 3])
 
 
+def recurrent_crnn() -> Case:
+    """A CRNN's recurrent head: conv columns as a sequence (Squeeze, Transpose) through a
+    bidirectional LSTM with peepholes, a GRU (linear_before_reset) and a reverse RNN. The sequence
+    axis is the first, which the recurrence mixes: one signal per run (one channel)."""
+    n = Net((1, 3, 4, 8), seed=44)
+    t = n.conv("x", 3, 4, (4, 3), pads=[0, 1, 0, 1])                                   # [1,4,1,8]
+    t = n.op("Transpose", [n.op("Squeeze", [t, n.ints([2])])], perm=[2, 0, 1])          # [8,1,4]
+
+    def rnn(op, x, n_in, hidden, gates, direction="forward", peep=False, **attrs):
+        d = 2 if direction == "bidirectional" else 1
+        ins = [x, n.randn((d, gates * hidden, n_in), 0.5), n.randn((d, gates * hidden, hidden), 0.5),
+               n.randn((d, 2 * gates * hidden), 0.2)]
+        if peep:
+            ins += ["", "", "", n.randn((d, 3 * hidden), 0.3)]
+        return n.op(op, ins, hidden_size=hidden, direction=direction, **attrs)
+
+    t = rnn("LSTM", t, 4, 3, 4, "bidirectional", peep=True)                             # [8,2,1,3]
+    t = n.op("Reshape", [n.op("Transpose", [t], perm=[0, 2, 1, 3]), n.ints([8, 1, 6])])   # [8,1,6]
+    t = n.op("Squeeze", [rnn("GRU", t, 6, 4, 3, linear_before_reset=1), n.ints([1])])      # [8,1,4]
+    t = rnn("RNN", t, 4, 3, 1, "reverse")                                               # [8,1,1,3]
+    return n.case("recurrent_crnn", n.op("Transpose", [t], perm=[2, 3, 1, 0]), [0])      # [1,3,1,8]
+
+
+
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
               computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather,
               structural_copies, pointwise_ops, softmax_reductions, structural_gathers,
-              structural_norms_products)
+              structural_norms_products, recurrent_crnn)
 }
 
 

@@ -120,6 +120,8 @@ class Projector:
         consts = ConstValues(model)
         # the reverse pass runs in float32 whatever the model's float type (float16 weights too)
         self.reverse: ReverseGraph = build_reverse(float32_view(graph), target, mode, input_name, const_values=consts)
+        if self.reverse.one_row:  # (a recurrent layer's sequence axis is first: one seed row per run)
+            self.max_batch = 1
         dynamic = dynamic_tensors(graph, input_name)
         self._baked_from_model = {n: as_float32(consts.get(n)) for n in self.reverse.needed
                                   if n not in dynamic and consts.is_initializer(n)}

@@ -42,6 +42,7 @@ class ReverseGraph:
     extra_outputs: dict[str, tuple[str, int]]  # forward node output to add: name -> (MaxPool node name, slot)
     target: str
     input_name: str
+    one_row: bool = False  # the reverse graph takes one seed row per run (a rule's signal has no free batch axis)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Builder:
     const_values: object = field(default_factory=dict)  # .get(name) -> value of a constant tensor, or None
     values: dict = field(default_factory=dict)  # values of non-signal tensors computed by the forward graph
     count: int = 0
+    one_row: bool = False  # set by a rule whose reverse takes one signal shaped as its whole output
 
     def fresh(self, hint: str) -> str:
         self.count += 1
@@ -247,7 +249,7 @@ def build_reverse(
                 outs.append(b.op("Sum", gs, "fanin"))
         if all(g is None for g in outs):
             continue
-        if node.op_type != "Split" and outs[0] is None:
+        if node.op_type not in ("Split", "LSTM", "GRU", "RNN") and outs[0] is None:  # (their rules take Y_h alone)
             raise unsupported(node, "reaches the target only through a secondary output; not supported")
         for name, g in RULES[node.op_type](b, node, attrs(node), outs).items():
             if name in signal:
@@ -269,7 +271,9 @@ def build_reverse(
     g = helper.make_graph(b.nodes, f"reverse_{mode}", inputs, outputs, b.inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="cnncli")
     model.ir_version = 8
-    return ReverseGraph(model, list(b.needed), dict(b.extra_outputs), target, input_name)
+    # (a target whose first axis is not 1 takes one signal shaped as itself anyway)
+    return ReverseGraph(model, list(b.needed), dict(b.extra_outputs), target, input_name,
+                        b.one_row and target_shape[0] == 1)
 
 
 def bake_constants(reverse: ReverseGraph, values: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -41,9 +41,9 @@ NO_SIGNAL = NO_SIGNAL | frozenset((
     "NonMaxSuppression RandomNormal RandomNormalLike RandomUniform RandomUniformLike"
 ).split())
 NOT_YET = NOT_YET | frozenset((
-    "AffineGrid Attention CausalConvWithState CenterCropPad Col2Im CumProd CumSum DFT DeformConv Det GRU "
-    "GridSample LSTM LinearAttention MaxRoiPool MaxUnpool MeanVarianceNormalization "
-    "NegativeLogLikelihoodLoss ReverseSequence RNN RoiAlign RotaryEmbedding RMSNormalization STFT Scatter "
+    "AffineGrid Attention CausalConvWithState CenterCropPad Col2Im CumProd CumSum DFT DeformConv Det "
+    "GridSample LinearAttention MaxRoiPool MaxUnpool MeanVarianceNormalization "
+    "NegativeLogLikelihoodLoss ReverseSequence RoiAlign RotaryEmbedding RMSNormalization STFT Scatter "
     "SoftmaxCrossEntropyLoss SwiGLU Swish TensorScatter Unique"
 ).split())
 
