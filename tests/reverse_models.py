@@ -98,6 +98,8 @@ class Net:
 
 
 def _ir_version(opset: int) -> int:
+    if opset > 19:
+        return helper.find_min_ir_version_for([helper.make_opsetid("", opset)])
     return 9 if opset >= 19 else 8 if opset >= 13 else 7
 
 
@@ -532,6 +534,31 @@ def structural_norms_products() -> Case:
     return n.case("structural_norms_products", n.conv(t, 6, 4, (3, 1), pads=[1, 0, 1, 0]), [0, 3])
 
 
+def scans() -> Case:
+    """CumSum (exclusive, reverse), CumProd, ReverseSequence, Det of 2×2 blocks (opset 26; issue 16)."""
+    n = Net((1, 3, 8, 8), seed=43, opset=26)
+    t = n.conv("x", 3, 4, 3, pads=[1, 1, 1, 1])                                       # [1,4,8,8]
+    t = n.op("ReverseSequence", [t, n.ints([3])], batch_axis=0, time_axis=1)
+    t = n.op("CumSum", [t, n.ints(2)], exclusive=1, reverse=1)
+    pos = n.op("Add", [n.op("Mul", [n.op("Sigmoid", [t]), n.const(0.5)]), n.const(0.75)])   # (0.75, 1.25)
+    t = n.op("Add", [t, n.op("CumProd", [pos, n.ints(3)])])
+    d = n.op("Det", [n.op("Reshape", [t, n.ints([1, 4, 16, 2, 2])])])                  # [1,4,16]
+    t = n.op("Add", [n.conv(t, 4, 4, 3, strides=[2, 2], pads=[1, 1, 1, 1]), n.op("Reshape", [d, n.ints([1, 4, 4, 4])])])
+    return n.case("scans", n.conv(t, 4, 4, 3), [0, 3])
+
+
+def norms_swish() -> Case:
+    """MeanVarianceNormalization, Swish, RMSNormalization, CenterCropPad (opset 24: onnxruntime
+    1.32 runs Swish's function body there, not at 26; issue 16)."""
+    n = Net((1, 3, 8, 8), seed=44, opset=24)
+    t = n.conv("x", 3, 4, 3, pads=[1, 1, 1, 1])                                       # [1,4,8,8]
+    t = n.op("MeanVarianceNormalization", [t], axes=[2, 3])
+    t = n.op("Swish", [n.conv(t, 4, 4, 1)], alpha=1.5)
+    t = n.op("RMSNormalization", [t, n.const(n.rng.uniform(0.5, 2, (8, 8)))], axis=2, epsilon=1e-3)
+    t = n.op("CenterCropPad", [t, n.ints([6, 10])], axes=[2, 3])                        # [1,4,6,10]
+    return n.case("norms_swish", n.conv(t, 4, 4, 3), [0, 3])
+
+
 def recurrent_crnn() -> Case:
     """A CRNN's recurrent head: conv columns as a sequence (Squeeze, Transpose) through a
     bidirectional LSTM with peepholes, a GRU (linear_before_reset) and a reverse RNN. The sequence
@@ -555,14 +582,13 @@ def recurrent_crnn() -> Case:
     return n.case("recurrent_crnn", n.op("Transpose", [t], perm=[2, 3, 1, 0]), [0])      # [1,3,1,8]
 
 
-
 CASES = {
     f.__name__: f
     for f in (conv_geometry, conv_transpose, smooth_activations, residual, routing, max_pools, avg_pools,
               classifier, lrn_backprop, reshapes_matmul, resizes, upsample_opset9, transform_input,
               computed_constants, convnext_torchscript, convnext_dynamo, strided_slices, flattened_gather,
               structural_copies, pointwise_ops, softmax_reductions, structural_gathers,
-              structural_norms_products, recurrent_crnn)
+              structural_norms_products, scans, norms_swish, recurrent_crnn)
 }
 
 

@@ -6,7 +6,7 @@ Importing the package registers every family's rules in :data:`RULES`.
 from cnncli.reverse import activations, arithmetic, conv, linear, normalization, pooling, resize, shape_ops  # noqa: F401
 from cnncli.reverse import pointwise, reductions, softmax  # noqa: F401
 from cnncli.reverse import gather, quantize, tiling  # noqa: F401
-from cnncli.reverse import recurrent  # noqa: F401
+from cnncli.reverse import recurrent, scans  # noqa: F401
 from cnncli.reverse.activations import RELU_FAMILY
 from cnncli.reverse.builder import (
     MODES,

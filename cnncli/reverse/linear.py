@@ -1,4 +1,4 @@
-"""Gemm, MatMul and Einsum: products with the other operands, transposed."""
+"""Gemm, MatMul and Einsum: products with the other operands, transposed; Det: its cofactors."""
 
 from __future__ import annotations
 
@@ -165,3 +165,21 @@ def _rows_like(b: Builder, t: str, g: str, rank: int) -> str:
     rows = b.op("Concat", [b.op("Slice", [b.op("Shape", [g]), b.ints([0]), b.ints([1])]), b.ints([1] * (rank - 1))],
                 "rows_shape", axis=0)
     return b.op("Expand", [t, rows], "rows")
+
+
+@register("Det")
+def _det(b: Builder, node, a, grads) -> dict:
+    """∂det X/∂X_ij is the cofactor (−1)^(i+j)·det(X without row i and column j): the minors taken
+    with Gather and Det, so a singular X is exact too (no inverse)."""
+    x = node.input[0]
+    xs = shape_of(b, x)
+    n, lead = xs[-1], len(xs) - 2
+    g = b.op("Unsqueeze", [grads[0], b.ints([-2, -1])], "det_g")
+    if n == 1:
+        return {x: b.op("Expand", [g, b.ints([1] * len(xs))], "det_T")}
+    others = b.ints([[k for k in range(n) if k != i] for i in range(n)], "det_others")
+    minors = b.op("Gather", [b.op("Gather", [b.fwd(x), others], "det_rows", axis=-2), others], "det_cols", axis=-1)
+    minors = b.op("Transpose", [minors], "det_minors", perm=[*range(lead), lead, lead + 2, lead + 1, lead + 3])
+    signs = np.fromfunction(lambda i, j: (-1.0) ** (i + j), (n, n))
+    cofactors = b.op("Mul", [b.op("Det", [minors], "det_minor"), b.const(signs, "det_signs")], "det_cofactors")
+    return {x: b.op("Mul", [g, cofactors], "det_T")}

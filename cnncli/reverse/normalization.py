@@ -143,3 +143,54 @@ def _lp_norm(b: Builder, node, a, grads) -> dict:
     proj = b.op("ReduceSum", [b.op("Mul", [g, y]), b.ints([axis])], "lp_proj", keepdims=1)
     direction = y if p == 2 else b.op("Sign", [xf], "lp_sign")
     return {x: b.op("Div", [b.op("Sub", [g, b.op("Mul", [direction, proj])]), norm], "lp_T")}
+
+
+def _norm_axes(xs, axes) -> list[int]:
+    """Axes normalised over, without the batch axis where the batch is one (each reverse row is
+    then its own copy of the one forward row)."""
+    axes = sorted({int(ax) % len(xs) for ax in axes})
+    return [ax for ax in axes if ax != 0] if xs[0] == 1 else axes
+
+
+@register("MeanVarianceNormalization")
+def _mvn(b: Builder, node, a, grads) -> dict:
+    """y = (x − μ)/(σ + ε) over ``axes`` (σ the population deviation, ε = 1e−9 as onnx's function
+    body): dx = (g − mean g)/(σ + ε) − (x − μ)·mean(g·(x − μ)) / ((σ + ε)²·σ)."""
+    x = node.input[0]
+    xs = shape_of(b, x)
+    axes = _norm_axes(xs, a.get("axes", [0, 2, 3]))
+    g = grads[0]
+    if not axes:  # each value its own mean: y = 0
+        return {x: b.op("Mul", [g, b.const(0.0)], "mvn_T")}
+
+    def mean(t: str, hint: str) -> str:
+        return b.op("ReduceMean", [t], hint, axes=axes, keepdims=1)
+
+    xf = b.fwd(x)
+    xc = b.op("Sub", [xf, mean(xf, "mvn_mean")], "mvn_centred")
+    sd = b.op("Sqrt", [mean(b.op("Mul", [xc, xc]), "mvn_var")], "mvn_sd")
+    s = b.op("Add", [sd, b.const(1e-9)], "mvn_s")
+    first = b.op("Div", [b.op("Sub", [g, mean(g, "mvn_mg")]), s])
+    second = b.op("Div", [b.op("Mul", [xc, mean(b.op("Mul", [g, xc]), "mvn_mgx")]), b.op("Mul", [b.op("Mul", [s, s]), sd])])
+    return {x: b.op("Sub", [first, second], "mvn_T")}
+
+
+@register("RMSNormalization")
+def _rms_norm(b: Builder, node, a, grads) -> dict:
+    """y = γ·x·r, r = (mean x² + ε)^−½ over the axes from ``axis`` on: dx = r·(g − x·r²·mean(g·x)),
+    g = γ·R."""
+    x = node.input[0]
+    _constant_affine(b, node)
+    xs = shape_of(b, x)
+    axes = _norm_axes(xs, range(int(a.get("axis", -1)) % len(xs), len(xs)))
+    xf = b.fwd(x)
+    g = b.op("Mul", [grads[0], b.fwd(node.input[1])], "rms_g")
+
+    def mean(t: str, hint: str) -> str:  # (no axes left: a batch axis of one value, its own mean)
+        return b.op("ReduceMean", [t], hint, axes=axes, keepdims=1) if axes else t
+
+    ms = mean(b.op("Mul", [xf, xf]), "rms_ms")
+    r = b.op("Reciprocal", [b.op("Sqrt", [b.op("Add", [ms, b.const(float(a.get("epsilon", 1e-5)))])])], "rms_r")
+    proj = mean(b.op("Mul", [g, xf]), "rms_mgx")
+    inner = b.op("Sub", [g, b.op("Mul", [xf, b.op("Mul", [b.op("Mul", [r, r]), proj])])])
+    return {x: b.op("Mul", [r, inner], "rms_T")}

@@ -56,6 +56,7 @@ DERIVATIVES = {
     "Mish": lambda b, x, y, a: _mish(b, x),
     "Shrink": lambda b, x, y, a: b.float_mask(b.op("Greater", [b.op("Abs", [x]), b.const(float(a.get("lambd", 0.5)))])),
     "ThresholdedRelu": lambda b, x, y, a: b.float_mask(_above(b, x, float(a.get("alpha", 1.0)))),
+    "Swish": lambda b, x, y, a: _swish(b, x, float(a.get("alpha", 1.0))),
 }
 
 
@@ -63,6 +64,13 @@ def _exp_below(b: Builder, x: str, slope: float, scale: float, k: float) -> str:
     """``slope`` for x > 0, ``scale``·exp(k·x) below (Elu, Selu, Celu)."""
     below = b.op("Mul", [b.op("Exp", [b.op("Mul", [x, b.const(k)])]), b.const(scale)], "dexp")
     return b.op("Where", [_above(b, x, 0.0), b.const(slope), below], "dexp_below")
+
+
+def _swish(b: Builder, x: str, alpha: float) -> str:
+    # y = x·σ(αx): y' = σ + αx·σ·(1 − σ)
+    s = b.op("Sigmoid", [b.op("Mul", [x, b.const(alpha)])])
+    ds = b.op("Mul", [b.op("Mul", [x, b.const(alpha)]), b.op("Mul", [s, b.op("Sub", [b.const(1.0), s])])])
+    return b.op("Add", [s, ds], "dswish")
 
 
 def _mish(b: Builder, x: str) -> str:

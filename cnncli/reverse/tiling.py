@@ -1,5 +1,6 @@
 """Copying and rearranging ops: Expand and Tile (sum the copies), DepthToSpace and SpaceToDepth
-(the inverse permutation), Trilu (the same mask)."""
+(the inverse permutation), Trilu (the same mask), CenterCropPad (the crop padded back, the pad
+cropped)."""
 
 from __future__ import annotations
 
@@ -97,3 +98,29 @@ def _trilu(b: Builder, node, a, grads) -> dict:
     ones = np.ones(xs[-2:], dtype=np.float32)
     mask = np.triu(ones, k) if int(a.get("upper", 1)) else np.tril(ones, k)
     return {x: b.op("Mul", [grads[0], b.const(mask, "trilu_mask")], "trilu_T")}
+
+
+@register("CenterCropPad", values=(1,))
+def _center_crop_pad(b: Builder, node, a, grads) -> dict:
+    """Each axis cropped or zero-padded to its size about the centre (the extra half value at the
+    end, as onnx's reference): the signal padded back with zeros where it cropped, cropped where
+    it padded. Along the batch axis the signal is one tensor shaped as the output, as for Tile."""
+    x = node.input[0]
+    xs = shape_of(b, x)
+    sizes = b.value(node.input[1])
+    if sizes is None:
+        raise unsupported(node, "with sizes that could not be computed is not supported")
+    axes = [int(ax) % len(xs) for ax in a.get("axes", range(len(xs)))]
+    g = grads[0]
+    for ax, size in zip(axes, (int(s) for s in sizes.reshape(-1))):
+        dim = xs[ax]
+        if size == dim:
+            continue
+        start = abs(dim - size) // 2
+        if size < dim:  # cropped: the signal back in place, zeros around it
+            pads = [0] * (2 * len(xs))
+            pads[ax], pads[len(xs) + ax] = start, dim - size - start
+            g = b.op("Pad", [g, b.ints(pads)], "uncrop")
+        else:  # padded: the signal of the copied values
+            g = b.op("Slice", [g, b.ints([start]), b.ints([start + dim]), b.ints([ax])], "unpad")
+    return {x: g}
