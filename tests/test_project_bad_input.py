@@ -62,9 +62,10 @@ def unsupported_model(op: str) -> onnx.ModelProto:
     """conv1 → ``op`` (node 'the_op') → conv2: the op lies between the input and layer 2."""
     rng = np.random.default_rng(1)
     middle = [helper.make_node(op, ["c1"], ["e"], name="the_op")]
-    if op == "CumSum":  # its axis as an input
-        middle = [helper.make_node("Constant", [], ["axis"], value=numpy_helper.from_array(np.array(1, np.int64))),
-                  helper.make_node(op, ["c1", "axis"], ["e"], name="the_op")]
+    if op == "GridSample":  # sampled at a stored grid: the signal goes through its first input only
+        grid = np.random.default_rng(3).uniform(-1, 1, (1, 8, 8, 2)).astype(np.float32)
+        middle = [helper.make_node("Constant", [], ["grid"], value=numpy_helper.from_array(grid)),
+                  helper.make_node(op, ["c1", "grid"], ["e"], name="the_op")]
     nodes = [
         helper.make_node("Conv", ["x", "W1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
         *middle,
@@ -96,7 +97,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     save_model("tiny", tiny_model())
     save_model("sym", tiny_model(hw=("H", "W")))
     save_model("joined", joined_inputs_model())
-    for op in ("Hardmax", "CumSum"):
+    for op in ("Hardmax", "GridSample"):
         save_model(op, unsupported_model(op))
 
     rng = np.random.default_rng(3)
@@ -246,7 +247,7 @@ def test_target_the_input_does_not_reach(tmp_path, files):
     assert "'W2'" in msg and "does not depend on" in msg and "input 'x'" in msg
 
 
-@pytest.mark.parametrize("op", ["Hardmax", "CumSum"])
+@pytest.mark.parametrize("op", ["Hardmax", "GridSample"])
 def test_unsupported_op_on_the_path(tmp_path, files, op):
     msg = assert_one_line_error(run_bad(tmp_path, files[op], files["npy"], "--layer", 2, "--channel", 0, export=True), 1)
     assert f"op {op}" in msg and "'the_op'" in msg
