@@ -7,18 +7,12 @@ are escaped the same way (a newline in a model path or a tensor name used to cra
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
 import os
-import pty
 import re
-import select
 import shutil
-import signal
-import struct
 import sys
-import termios
 
 import numpy as np
 import onnx
@@ -29,6 +23,7 @@ from onnx import helper
 from cnncli.cli import cli
 from cnncli.render.text import visible  # (re-exported: cnncli.escaping.visible)
 from helpers import REPO, init, make_model, out, vi
+from test_terminal_pty import pty_bytes
 
 # one of each: OSC 52 (clipboard write) ended by BEL, CSI clear screen, a DCS ended by ST, an 8-bit
 # CSI, backspace, carriage return, newline, a line separator, and bidi controls
@@ -248,30 +243,8 @@ def test_newline_in_model_path_or_tensor_name_does_not_crash_figures(files, tmp_
 def terminal_bytes(args: list[str], cols: int = 100) -> tuple[int, bytes]:
     """Exit status and every byte ``cnn args`` writes to a pseudo-terminal (stdout and stderr),
     with nothing of ours coloured (TERM=dumb, NO_COLOR): any ESC in it came from a name."""
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env.update(TERM="dumb", NO_COLOR="1", PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: its standard streams are the terminal
-        try:
-            os.execve(sys.executable, [sys.executable, "-m", "cnncli", *args], env)
-        finally:
-            os._exit(127)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
-    got = bytearray()
-    while True:
-        if not select.select([fd], [], [], 120)[0]:  # silent for two minutes: stuck
-            os.kill(pid, signal.SIGKILL)
-            break
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not chunk:
-            break
-        got += chunk
-    os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), bytes(got)
+    env = {"TERM": "dumb", "NO_COLOR": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return pty_bytes([sys.executable, "-m", "cnncli", *args], cols, timeout=120, env_extra=env)
 
 
 def test_nothing_raw_reaches_a_real_terminal(files, tmp_path):

@@ -22,13 +22,16 @@ from helpers import REPO, ZFNET_PAPER
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def run_in_pty(args: list[str], cols: int, rows: int = 50, timeout: float = 120) -> tuple[int, str]:
-    """Run ``args`` with stdin, stdout and stderr on a pseudo-terminal ``cols`` wide; its output
-    without colour codes, with plain newlines."""
+def pty_bytes(args: list[str], cols: int, rows: int = 50, timeout: float = 120,
+              env_extra: dict | None = None) -> tuple[int, bytes]:
+    """Run ``args`` with stdin, stdout and stderr on a pseudo-terminal ``cols`` wide (``env_extra``
+    added to its environment); its exit status and every byte it wrote there. A child silent for
+    ``timeout`` seconds is killed."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "NO_COLOR")}
     env["TERM"] = "xterm-256color"
+    env.update(env_extra or {})
     proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, cwd=REPO, env=env, close_fds=True)
     os.close(slave)
     chunks = []
@@ -49,8 +52,13 @@ def run_in_pty(args: list[str], cols: int, rows: int = 50, timeout: float = 120)
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    text = b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
-    return code, ANSI.sub("", text)
+    return code, b"".join(chunks)
+
+
+def run_in_pty(args: list[str], cols: int, rows: int = 50, timeout: float = 120) -> tuple[int, str]:
+    """``pty_bytes``' output without colour codes, with plain newlines."""
+    code, data = pty_bytes(args, cols, rows, timeout)
+    return code, ANSI.sub("", data.decode("utf-8", errors="replace").replace("\r\n", "\n"))
 
 
 @pytest.fixture(scope="module")
