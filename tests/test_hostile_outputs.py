@@ -212,16 +212,22 @@ def test_a_damaged_or_linked_manifest_removes_nothing_with_one_warning(tmp_path,
         assert json.loads((tmp_path / "list.json").read_text()) == ["img/a.png"]
 
 
+def _demo_with_linked_pictures(tmp_path, name: str):
+    """A folder outside holding the user's ``name``, and a demo folder whose img/ links to it."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / name).write_bytes(b"the user's")
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "img").symlink_to(outside, target_is_directory=True)
+    return outside, out
+
+
 def test_a_linked_picture_folder_is_not_emptied_through_the_link(tmp_path):
     """img/ itself a link to a folder outside: a manifest naming img/keep.png removes nothing there."""
     from cnncli.api.demo import MANIFEST, read_manifest, replace_manifest
 
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "keep.png").write_bytes(b"the user's")
-    out = tmp_path / "demo"
-    out.mkdir()
-    (out / "img").symlink_to(outside, target_is_directory=True)
+    outside, out = _demo_with_linked_pictures(tmp_path, "keep.png")
     (out / MANIFEST).write_text(json.dumps(["img/keep.png", "index.html"]))
     (out / "index.html").write_text("this run's")
     replace_manifest(out, read_manifest(out), [str(out / "index.html")])
@@ -253,12 +259,7 @@ def test_tensors_whose_names_are_made_safe_alike_keep_their_files_apart(tmp_path
 
 def test_demo_refuses_a_picture_folder_that_links_elsewhere(tmp_path):
     """img/ a link to another folder: the demo's pictures would replace files there."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "star_input.png").write_bytes(b"the user's")
-    out = tmp_path / "demo"
-    out.mkdir()
-    (out / "img").symlink_to(outside, target_is_directory=True)
+    outside, out = _demo_with_linked_pictures(tmp_path, "star_input.png")
     r = CliRunner().invoke(cli, ["demo", "--out", str(out), "--top", "1", "--quiet"])
     assert r.exit_code == 1 and "symbolic link" in r.stderr, r.stderr
     assert sorted(p.name for p in outside.iterdir()) == ["star_input.png"]
