@@ -138,13 +138,6 @@ def _written_twice(name: str, node: onnx.NodeProto, out: str, first: str | None,
     raise ModelError(f"'{name}' is damaged: {what} (each tensor must have one writer)")
 
 
-def external_data_files(model: onnx.ModelProto) -> list[str]:
-    """Locations of the external data files the model's tensors (anywhere in it) refer to, in order."""
-    from cnncli.frontend.external import external_locations
-
-    return external_locations(model)
-
-
 def open_parsed(data: bytes, name: str, source: str | None = None, base_dir: Path | None = None) -> LoadedModel:
     """The LoadedModel of a model's bytes: parsed and checked (:func:`parse_model`), every
     external data location checked before any of them is looked at (from bytes, stdin or a
