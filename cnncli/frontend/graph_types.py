@@ -6,7 +6,6 @@ reverse-graph builder read."""
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -14,7 +13,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from cnncli.errors import BadArgument
 from cnncli.frontend.fold import tensor_value
 
 Shape = tuple  # of int | None (None: unknown dim)
@@ -32,8 +30,6 @@ for _name in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", 
 for _name in ("UINT4", "INT4", "FLOAT4E2M1"):
     if hasattr(TensorProto, _name):
         _BITS[getattr(TensorProto, _name)] = 4
-# quantized weights are still weights when a DequantizeLinear turns them into floats
-WEIGHT_STORAGE_TYPES = FLOAT_TYPES | {TensorProto.INT8, TensorProto.UINT8, TensorProto.INT4 if hasattr(TensorProto, "INT4") else -1}
 
 # ops whose output is a weight when their first input is one (a weight seen through a cast or reshape)
 PASSTHROUGH_CONST_OPS = frozenset(
@@ -165,18 +161,6 @@ class Graph:
 
     def is_const(self, name: str) -> bool:
         return name in self.consts
-
-
-def parse_shape_text(text: str) -> tuple[int, ...]:
-    """'1x3x224x224' -> (1, 3, 224, 224)."""
-    parts = re.split(r"[x,×]", text.strip().lower())
-    try:
-        dims = tuple(int(p) for p in parts)
-    except ValueError:
-        raise BadArgument("--input-shape", f"'{text}' is not a shape like 1x3x224x224") from None
-    if not dims or any(d < 1 for d in dims):
-        raise BadArgument("--input-shape", f"'{text}': every dim must be a positive integer")
-    return dims
 
 
 def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:

@@ -201,17 +201,3 @@ def check_input_shape(label: str, actual: tuple, declared: tuple) -> None:
     if not ok or not actual or actual[0] != 1:
         want = "x".join("?" if s is None else str(s) for s in declared)
         raise CnnError(f"'{label}' has shape {'x'.join(map(str, actual))}; the model input is {want} (batch 1)")
-
-
-def parse_floats(label: str, text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise BadArgument(label, f"'{text}' is not a comma-separated list of numbers") from None
-    if not all(math.isfinite(v) for v in values):
-        raise BadArgument(label, f"'{text}': values must be finite numbers")
-    if label == "--std" and any(v == 0 for v in values):
-        raise BadArgument(label, f"'{text}': values must be non-zero")
-    return values
