@@ -1,6 +1,6 @@
 """The `cnn` command line: parse, call the library, render. Exit codes are mapped here only.
 
-Every command has one shape: its click parameters are named as the fields of the command's
+Every command has one shape, one module under ``cnncli/commands/``: its click parameters are named as the fields of the command's
 options dataclass (``cnncli.api.<command>``), whose defaults they show; the command builds the
 options (``Options.from_cli``), calls the command's ``run`` with ``on_warning`` printing each
 warning as it comes, and renders the result's document with the one renderer.
@@ -17,10 +17,7 @@ import sys
 import click
 
 from cnncli import __version__
-from cnncli.choices import ENGINES, GROUPINGS, KEEPS, MODES, NORMS, PROVIDERS
 from cnncli.errors import BadArgument, CnnError
-from cnncli.cli_options import Output, default as _default, format_option, image_options, shape_options
-from cnncli.render.progress import progress_bar
 
 
 def _one_line(message: object) -> str:
@@ -47,23 +44,28 @@ def _escaped(exc: click.ClickException) -> click.ClickException:
     return new
 
 
-_FACTORIES: dict[str, "object"] = {}  # command name -> the function that defines it
-
-
-def _lazy_command(factory):
-    """Register a command by the function that defines it: a command's options module (its
-    dataclasses) is imported only when that command runs or help lists it."""
-    _FACTORIES[factory.__name__.lstrip("_")] = factory
-    return factory
+# command name -> the module whose ``command()`` defines it (cnncli/commands/): a command's
+# modules (its click parameters, its options dataclasses) are imported only when it runs or help lists it
+_COMMANDS = {
+    "stats": "cnncli.commands.stats",
+    "connectivity": "cnncli.commands.connectivity",
+    "project": "cnncli.commands.project",
+    "demo": "cnncli.commands.demo",
+    "top": "cnncli.commands.top",
+    "features": "cnncli.commands.features",
+    "filters": "cnncli.commands.filters",
+}
 
 
 class CnnGroup(click.Group):
     def list_commands(self, ctx) -> list[str]:
-        return sorted(set(self.commands) | set(_FACTORIES))
+        return sorted(set(self.commands) | set(_COMMANDS))
 
     def get_command(self, ctx, name: str):
-        if name not in self.commands and name in _FACTORIES:
-            self.add_command(_FACTORIES[name](), name)
+        if name not in self.commands and name in _COMMANDS:
+            import importlib
+
+            self.add_command(importlib.import_module(_COMMANDS[name]).command(), name)
         return self.commands.get(name)
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -106,198 +108,10 @@ def _interrupted() -> None:
     raise click.exceptions.Exit(130)
 
 
-def _warn(text: str) -> None:
-    from cnncli.render.console import warn
-
-    warn(text)
-
-
 @click.group(cls=CnnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="cnn")
 def cli() -> None:
     """What each layer of an ONNX CNN costs, and what each feature map has learned."""
-
-
-@_lazy_command
-def _stats() -> click.Command:
-    from cnncli.api.stats import StatsOptions
-
-    @click.command(short_help="Per-layer MACs, params, CPR, memory and receptive field.")
-    @click.argument("model")
-    @shape_options
-    @format_option
-    @click.option("--by", type=click.Choice(GROUPINGS), default=_default(StatsOptions, "by"), show_default=True,
-                  help="One row per layer, or per op type.")
-    @click.option("--sort", metavar="COLUMN", help="Sort rows by a column (numbers largest first).")
-    @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep only the first N rows (after --sort).")
-    @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png", help="Save a per-layer cost plot.")
-    def stats(model, fmt, columns, wide, **params):
-        """Per-layer MACs, params, CPR, activation memory and receptive field of MODEL (a path, or - for stdin)."""
-        from cnncli.api import stats as command
-
-        options = StatsOptions.from_cli(params)
-        out = Output(fmt, columns, wide, command.row_type(options.by))
-        out.write(command.run(model, options, on_warning=_warn))
-    return stats
-
-
-@_lazy_command
-def _connectivity() -> click.Command:
-    from cnncli.api.connectivity import ConnectivityOptions
-
-    @click.command(short_help="Weights fully connected vs locally connected vs shared.")
-    @click.argument("model", required=False)
-    @shape_options
-    @format_option
-    @click.option("--input", metavar="HxW", help="Calculator: image size (or CxHxW).")
-    @click.option("--units", type=click.IntRange(min=1), help="Calculator: number of hidden units.")
-    @click.option("--kernel", metavar="KxK", help="Calculator: window size of a locally connected unit.")
-    def connectivity(model, fmt, columns, wide, **params):
-        """Weights of each conv layer fully connected vs locally connected vs shared.
-
-        Give MODEL, or the calculator form: --input 100x100 --units 100000 --kernel 3x3.
-        """
-        from cnncli.api import connectivity as command
-
-        out = Output(fmt, columns, wide, command.row_type())
-        out.write(command.run(model, ConnectivityOptions.from_cli(params), on_warning=_warn))
-    return connectivity
-
-
-@_lazy_command
-def _project() -> click.Command:
-    from cnncli.api.project import ProjectOptions
-
-    @click.command(short_help="Project feature maps back to pixels (deconvnet).")
-    @click.argument("model")
-    @click.argument("image", metavar="INPUT")
-    @click.option("--layer", type=int, help="The N-th Conv, numbered as `cnn stats` numbers them (its block output).")
-    @click.option("--tensor", help="Any 4-D tensor of the graph, or a 2-D one such as the logits.")
-    @click.option("--channel", "channels", metavar="N[,N…]|all", help="Channels to project.")
-    @click.option("--top", type=int, metavar="K", help="The K channels with the largest activation on this input [default: 4, or all if fewer].")
-    @click.option("--mode", type=click.Choice(MODES), default=_default(ProjectOptions, "mode"), show_default=True)
-    @click.option("--keep", type=click.Choice(KEEPS), default=_default(ProjectOptions, "keep"), show_default=True,
-                  help="Seed the channel's whole map, or only its strongest activation.")
-    @click.option("--norm", type=click.Choice(NORMS), default=_default(ProjectOptions, "norm"), show_default=True,
-                  help="How projections become pixels (grey: 0 at mid-grey, symmetric scale).")
-    @click.option("--out", default=_default(ProjectOptions, "out"), show_default=True, help="Output folder.")
-    @click.option("--save-npy", is_flag=True, default=_default(ProjectOptions, "save_npy"), help="Also save the raw float32 projection, shaped like the model input.")
-    @click.option("--export-reverse", type=click.Path(dir_okay=False), metavar="FILE.onnx", help="Write the generated reverse graph.")
-    @click.option("--batch-size", type=click.IntRange(min=1), default=_default(ProjectOptions, "batch_size"), show_default=True,
-                  help="Channels per batched reverse run.")
-    @click.option("--figure/--no-figure", default=_default(ProjectOptions, "figure"), show_default=True,
-                  help="Write the input | projection | overlay figure beside each projection PNG.")
-    @click.option("--quiet", is_flag=True, help="No progress bar.")
-    @image_options
-    @format_option
-    def project(model, image, quiet, fmt, columns, wide, **params):
-        """Project feature maps of MODEL on INPUT (an image or a .npy) back to pixels (Zeiler & Fergus deconvnet)."""
-        from cnncli.api import project as command
-
-        out = Output(fmt, columns, wide, command.ProjectionRow)
-        options = ProjectOptions.from_cli(params)
-        with progress_bar(quiet, "projecting channels", min_total=8) as tick:
-            result = command.run(model, image, options, progress=tick, on_warning=_warn, arrays=False)
-        out.write(result)
-    return project
-
-
-@_lazy_command
-def _demo() -> click.Command:
-    from cnncli.api.demo import DemoOptions
-
-    @click.command(short_help="The whole tool on the bundled trained network and photos.")
-    @click.option("--out", default=_default(DemoOptions, "out"), show_default=True, help="Folder for the gallery.")
-    @click.option("--top", type=click.IntRange(min=1), default=_default(DemoOptions, "top"), show_default=True,
-                  help="Channels per layer and image.")
-    @click.option("--provider", type=click.Choice(PROVIDERS), default=_default(DemoOptions, "provider"), show_default=True)
-    @click.option("--quiet", is_flag=True, help="No progress messages on stderr.")
-    @format_option
-    def demo(quiet, fmt, columns, wide, **params):
-        """Stats, connectivity and projections of the bundled trained network on the bundled photos, as a gallery."""
-        from cnncli.api import demo as command
-        from cnncli.render.console import info
-
-        out = Output(fmt, columns, wide, command.DemoRow)
-        out.write(command.run(DemoOptions.from_cli(params), progress=None if quiet else info, on_warning=_warn))
-    return demo
-
-
-@_lazy_command
-def _top() -> click.Command:
-    from cnncli.api.top import TopOptions
-
-    @click.command(short_help="Top-k activations over your images, with RF patches.")
-    @click.argument("model")
-    @click.argument("images")
-    @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
-    @click.option("--channel", "channels", metavar="N[,N…]", help="Channels to show.")
-    @click.option("--channels", "n_channels", metavar="K|all", help="K channels chosen at random (--seed), or all [default: 16].")
-    @click.option("--seed", type=int, default=_default(TopOptions, "seed"), show_default=True,
-                  help="Seed for the random choice of channels.")
-    @click.option("-k", "k", type=click.IntRange(min=1), default=_default(TopOptions, "k"), show_default=True,
-                  help="Top activations per channel.")
-    @click.option("--mode", type=click.Choice(MODES), default=_default(TopOptions, "mode"), show_default=True)
-    @click.option("--batch-size", type=click.IntRange(min=1), default=_default(TopOptions, "batch_size"), show_default=True,
-                  help="Images per forward run.")
-    @click.option("--out", default=_default(TopOptions, "out"), show_default=True, help="Output folder.")
-    @click.option("--quiet", is_flag=True, help="No progress bar.")
-    @click.option("--engine", type=click.Choice(ENGINES), default=_default(TopOptions, "engine"), show_default=True,
-                  help="Scan in this process, or on Ray Data (pip install 'cnncli[ray]').")
-    @click.option("--address", metavar="ADDRESS", help="Ray: join this cluster ('auto', 'ray://host:10001') [default: start a local runtime].")
-    @click.option("--workers", type=click.IntRange(min=1), metavar="N", help="Ray: model actors, one session each [default: from the cluster].")
-    @image_options
-    @format_option
-    def top(model, images, quiet, fmt, columns, wide, **params):
-        """The top-k activations of a layer's feature maps over IMAGES (a folder, a glob, a text file of
-        paths, or - for paths on stdin), each projected alone beside its receptive-field patch."""
-        from cnncli.api import top as command
-
-        out = Output(fmt, columns, wide, command.ChannelTopRow)
-        options = TopOptions.from_cli(params)
-        with progress_bar(quiet, "scanning images") as tick:
-            result = command.run(model, images, options, stdin=sys.stdin if images == "-" else None, progress=tick,
-                                 on_warning=_warn, arrays=False)
-        out.write(result)
-    return top
-
-
-@_lazy_command
-def _features() -> click.Command:
-    from cnncli.api.features import FeaturesOptions
-
-    @click.command(short_help="All of a layer's activation maps for one image.")
-    @click.argument("model")
-    @click.argument("image")
-    @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
-    @click.option("--out", default=_default(FeaturesOptions, "out"), show_default=True, help="Output folder.")
-    @image_options
-    @format_option
-    def features(model, image, fmt, columns, wide, **params):
-        """All of a layer's activation maps for IMAGE as a montage, strongest first, with per-channel max, mean and zeros."""
-        from cnncli.api import features as command
-
-        out = Output(fmt, columns, wide, command.FeatureRow)
-        out.write(command.run(model, image, FeaturesOptions.from_cli(params), on_warning=_warn))
-    return features
-
-
-@_lazy_command
-def _filters() -> click.Command:
-    from cnncli.api.filters import FiltersOptions
-
-    @click.command(short_help="A conv layer's kernels as a montage.")
-    @click.argument("model")
-    @click.option("--layer", type=int, required=True, help="The N-th Conv, numbered as `cnn stats` numbers them.")
-    @click.option("--out", default=_default(FiltersOptions, "out"), show_default=True, help="Output folder.")
-    @format_option
-    def filters(model, fmt, columns, wide, **params):
-        """A conv layer's kernels as a montage: RGB for the first layer, strongest input slice in grey deeper."""
-        from cnncli.api import filters as command
-
-        out = Output(fmt, columns, wide, command.FilterRow)
-        out.write(command.run(model, FiltersOptions.from_cli(params), on_warning=_warn))
-    return filters
 
 
 def main() -> None:

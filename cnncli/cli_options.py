@@ -46,6 +46,13 @@ class Output:
         render(result.document(), self.fmt, sys.stdout, columns=self.columns, wide=self.wide)
 
 
+def warn(text: str) -> None:
+    """A run's warning, printed on stderr as it comes (each command's ``on_warning``)."""
+    from cnncli.render.console import warn as say_warning
+
+    say_warning(text)
+
+
 def default(cls, name: str):
     return cls.default(name)
 

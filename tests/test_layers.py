@@ -23,7 +23,8 @@ ALLOWED = {
     "engine": BASE | {"reverse", "runtime", "costs", "imaging", "frontend"},
     "scale": BASE | {"engine", "runtime", "imaging", "frontend"},
     "api": BASE | {"scale", "engine", "reverse", "runtime", "render", "imaging", "costs", "frontend"},
-    "cli": BASE | {"api", "render", "cnncli", "cli_options"},
+    "commands": BASE | {"api", "render", "cli_options"},
+    "cli": BASE | {"commands", "api", "render", "cnncli", "cli_options"},
     "cli_options": BASE | {"api", "render"},
     "__main__": {"cli"},
     "cnncli": BASE | {"api"},  # the package's lazy names
