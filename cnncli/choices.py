@@ -8,4 +8,5 @@ PRESETS = ("imagenet", "caffe", "unit", "raw")  # image preprocessing
 PROVIDERS = ("auto", "cpu", "cuda")  # onnxruntime execution providers
 ENGINES = ("local", "ray")  # where `cnn top` scans
 GROUPINGS = ("layer", "op")  # `cnn stats --by`
+OPT_LEVELS = ("all", "extended", "basic", "disable")  # `cnn profile --opt-level`: what onnxruntime may fuse
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")  # --format: the one renderer's formats
