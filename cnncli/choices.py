@@ -9,4 +9,5 @@ PROVIDERS = ("auto", "cpu", "cuda")  # onnxruntime execution providers
 ENGINES = ("local", "ray")  # where `cnn top` scans
 GROUPINGS = ("layer", "op")  # `cnn stats --by`
 OPT_LEVELS = ("all", "extended", "basic", "disable")  # `cnn profile --opt-level`: what onnxruntime may fuse
+CAM_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam")  # `cnn cam --method`
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")  # --format: the one renderer's formats

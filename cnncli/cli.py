@@ -54,6 +54,7 @@ _COMMANDS = {
     "top": "cnncli.commands.top",
     "features": "cnncli.commands.features",
     "filters": "cnncli.commands.filters",
+    "cam": "cnncli.commands.cam",
 }
 
 

@@ -110,7 +110,10 @@ class Projector:
     """
 
     def __init__(self, model: onnx.ModelProto, graph: Graph, input_name: str, target: str, mode: str,
-                 provider: str = "cpu", verbose: bool = False, max_batch: int = 64):
+                 provider: str = "cpu", verbose: bool = False, max_batch: int = 64, stop_at: str | None = None):
+        """``stop_at``: a tensor between the input and ``target``; the reverse run then returns
+        the signal there (in backprop mode the gradient of the seeded score: Grad-CAM's), and
+        :meth:`forward` fetches that tensor too."""
         self.graph, self.input_name, self.target, self.mode = graph, input_name, target, mode
         self.provider, self.verbose, self.max_batch = provider, verbose, max_batch
         other = other_input(graph, input_name, target)
@@ -119,7 +122,8 @@ class Projector:
                            "choose a target that depends on one input only")
         consts = ConstValues(model)
         # the reverse pass runs in float32 whatever the model's float type (float16 weights too)
-        self.reverse: ReverseGraph = build_reverse(float32_view(graph), target, mode, input_name, const_values=consts)
+        self.reverse: ReverseGraph = build_reverse(float32_view(graph), target, mode, input_name, const_values=consts,
+                                                     stop_at=stop_at)
         if self.reverse.one_row:  # (a recurrent layer's sequence axis is first: one seed row per run)
             self.max_batch = 1
         dynamic = dynamic_tensors(graph, input_name)
@@ -128,7 +132,8 @@ class Projector:
         types = dict(graph.types)
         for name in self.reverse.extra_outputs:
             types[name] = onnx.TensorProto.INT64
-        self._fetch = [target] + [n for n in self.reverse.needed if n != target and n not in self._baked_from_model]
+        first = [target] + ([stop_at] if stop_at and stop_at != target else [])
+        self._fetch = first + [n for n in self.reverse.needed if n not in first and n not in self._baked_from_model]
         fwd = forward_model(model, self._fetch, self.reverse.extra_outputs, types)
         self._dynamic_needed = [n for n in self.reverse.needed if n in dynamic or n in self.reverse.extra_outputs]
         self._fwd_session = make_session(fwd.SerializeToString(), provider, verbose, spin=False)

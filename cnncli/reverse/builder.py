@@ -186,8 +186,8 @@ _NO_SIGNAL_OPS = frozenset({"Shape", "Size", "EyeLike", "RandomNormalLike", "Ran
 _STRAIGHT_THROUGH = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"})
 
 
-def path_nodes(graph: Graph, target: str, dynamic: set[str]) -> list[onnx.NodeProto]:
-    """Nodes between the input and ``target``, in graph order."""
+def path_nodes(graph: Graph, target: str, dynamic: set[str], stop: str | None = None) -> list[onnx.NodeProto]:
+    """Nodes between the input (or the tensor ``stop``) and ``target``, in graph order."""
     producer = {o: n for n in graph.nodes for o in n.output if o}
     wanted, stack, seen = set(), [target], set()
     while stack:
@@ -195,7 +195,7 @@ def path_nodes(graph: Graph, target: str, dynamic: set[str]) -> list[onnx.NodePr
         if t in seen or t not in dynamic:
             continue
         seen.add(t)
-        node = producer.get(t)
+        node = producer.get(t) if t != stop else None
         if node is None:
             continue
         wanted.add(id(node))
@@ -209,8 +209,12 @@ def build_reverse(
     mode: str,
     input_name: str,
     const_values=None,
+    stop_at: str | None = None,
 ) -> ReverseGraph:
-    """Write the reverse graph from ``target`` back to the model input ``input_name``.
+    """Write the reverse graph from ``target`` back to the model input ``input_name`` (or, with
+    ``stop_at``, back to that intermediate tensor: in backprop mode its output is the gradient of
+    the seeded score at ``stop_at``, what Grad-CAM weighs a layer's activations with; the signal
+    then flows only through what depends on ``stop_at``, other tensors read as forward values).
 
     ``const_values``: values of small constant tensors some rules need at build time (Clip
     bounds, Slice starts, Pad pads, ReduceMean axes, Gather indices), looked up with ``.get``;
@@ -222,10 +226,11 @@ def build_reverse(
     if mode not in MODES:
         raise ValueError(mode)
     dynamic = dynamic_tensors(graph, input_name)
-    signal = signal_tensors(graph, input_name)
+    start = stop_at or input_name
+    signal = signal_tensors(graph, start)
     if target not in signal:
-        raise UnsupportedError(f"tensor '{target}' does not depend on the values of input '{input_name}'")
-    nodes = path_nodes(graph, target, signal)
+        raise UnsupportedError(f"tensor '{target}' does not depend on the values of {'tensor' if stop_at else 'input'} '{start}'")
+    nodes = path_nodes(graph, target, signal, stop_at)
     b = Builder(graph, mode, dynamic=dynamic, signal=signal, const_values=const_values if const_values is not None else {})
     for node in nodes:  # check every op first: one clear error before any work
         if node.op_type not in RULES or node.domain not in ("", "ai.onnx"):
@@ -254,13 +259,13 @@ def build_reverse(
         for name, g in RULES[node.op_type](b, node, attrs(node), outs).items():
             if name in signal:
                 grads.setdefault(name, []).append(g)
-    final = grads.get(input_name)
+    final = grads.get(start)
     if not final:
-        raise UnsupportedError(f"no signal from '{target}' reaches input '{input_name}'")
+        raise UnsupportedError(f"no signal from '{target}' reaches '{start}'")
     result = final[0] if len(final) == 1 else b.op("Sum", final, "fanin")
     b.nodes.append(helper.make_node("Identity", [result], [OUTPUT], name="output"))
     target_shape = shape_of(b, target)
-    in_shape = shape_of(b, input_name)
+    in_shape = shape_of(b, start)
     inputs = [helper.make_tensor_value_info(SEED, TensorProto.FLOAT, ["K", *target_shape[1:]])]
     for name, elem in b.needed.items():
         shape = graph.shape(name) if name not in b.extra_shapes else b.extra_shapes[name]
