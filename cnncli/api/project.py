@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from cnncli.api.options import ImageOptions, channel_list, choice, flag, integer, opt, path, text
+from cnncli.api.project_attr import AttributionRow, check as check_attribution, fraction
 from cnncli.api.result import Hear, Result, Warnings
-from cnncli.choices import KEEPS, MODES, NORMS
+from cnncli.choices import IG_METHODS, KEEPS, MODES, NORMS
 from cnncli.columns import col
 from cnncli.errors import BadArgument, CnnError
 
@@ -34,10 +35,18 @@ class ProjectOptions(ImageOptions):
     export_reverse: str | None = opt(None, "--export-reverse", path())
     batch_size: int = opt(64, "--batch-size", integer(1))
     figure: bool = opt(True, "--figure", flag)
+    # attributions at the pixels (cnncli.api.project_attr): SmoothGrad or integrated gradients
+    smooth: int | None = opt(None, "--smooth", integer(1, optional=True, maximum=100_000))
+    noise: float | None = opt(None, "--noise", fraction)  # σ as a share of the input's range (default 0.15)
+    integrated: int | None = opt(None, "--integrated", integer(1, optional=True, maximum=100_000))
+    baseline: str | None = opt(None, "--baseline", text())  # black (default), blur or a file
+    ig_method: str | None = opt(None, "--ig-method", choice(IG_METHODS, optional=True))
+    seed: int = opt(0, "--seed", integer(0))
 
     def validate(self) -> None:
         if (self.layer is None) == (self.tensor is None):
             raise BadArgument("--layer", "give exactly one of --layer N or --tensor NAME")
+        check_attribution(self)
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class Projection:
     location: list[int] | None
     array: Any  # np.ndarray
     bgr: bool = False  # the model takes BGR: pictures flip the channels back to RGB
+    figures: dict | None = None  # --smooth / --integrated: the AttributionRow's figures
 
     def to_uint8(self, norm: str = "grey"):
         """The projection as shown by ``cnn project --norm``: uint8 [H, W, 3] (or [H, W])."""
@@ -106,12 +116,17 @@ class Projections(Result, list):
 
         m = self.meta
         title = f"{m['model']} · {m['tensor']} · {m['mode']} (keep {m['keep']}) on {m['provider']}"
-        return Document(rows=self.rows, row_type=ProjectionRow, rows_key="results", meta=m, title=title)
+        if "attribution" in m:
+            title = f"{m['model']} · {m['tensor']} · {m['attribution']['method']} on {m['provider']}"
+        row_type = AttributionRow if "attribution" in m else ProjectionRow
+        return Document(rows=self.rows, row_type=row_type, rows_key="results", meta=m, title=title)
 
     def _repr_html_(self) -> str:
         import html
 
         m = self.meta
+        if "attribution" in m:  # the renderer's own table of the AttributionRows
+            return super()._repr_html_()
         head = html.escape(f"{m['model']} · {m['tensor']} · {m['mode']} (keep {m['keep']})")
         rows = "".join(f"<tr><td>{r.channel}</td><td>{r.max_activation:.4g}</td><td>{html.escape(str(r.location))}</td></tr>"
                        for r in self.rows)
@@ -139,6 +154,12 @@ class ProjectionJob:
         return self.top if self.channels == "top" else len(self.channels)
 
     def run(self) -> Iterator[Projection]:
+        if self.options.smooth is not None or self.options.integrated is not None:
+            from cnncli.api.project_attr import attributions
+
+            for c, score, loc, array, figures in attributions(self):
+                yield Projection(c, score, loc, array, self.image.bgr, figures)
+            return
         for r in self.projector.iter_project(self.image.x, self.channels, self.options.keep, self.top):
             yield Projection(r.channel, r.max_activation, r.location, r.projection, self.image.bgr)
 
@@ -195,7 +216,8 @@ def run(model: Any, image: Any, options: ProjectOptions, *, progress: Callable[.
         items, rows = [], []
 
         def done(p: Projection, files: dict[str, str]) -> None:
-            rows.append(ProjectionRow(p.channel, p.activation, p.location, files))
+            rows.append(ProjectionRow(p.channel, p.activation, p.location, files) if p.figures is None
+                        else AttributionRow(channel=p.channel, **p.figures, files=files))
             if arrays:
                 items.append(p)
             if progress:

@@ -28,6 +28,8 @@ WRITE_AHEAD = 2 * WRITERS  # projections waiting to be written, at most
 def default_title(meta: dict, channel: int) -> str:
     """The title of a projection's figure."""
     label = f"layer{meta['layer']}" if meta["layer"] is not None else meta["tensor"]
+    if "attribution" in meta:
+        return f"{Path(meta['model']).name} · {label} · channel {channel} · {meta['attribution']['method']}"
     return f"{Path(meta['model']).name} · {label} · channel {channel} · {meta['mode']}, keep {meta['keep']}"
 
 
@@ -53,6 +55,7 @@ class ProjectionWriter:
         self._made_dir = False
 
     def _prefix(self, size_given: bool) -> str:
+        from cnncli.api.project_attr import tag as attribution_tag
         from cnncli.imaging.naming import identified, join, part, slug, stem_of
 
         job, m = self.job, self.job.model
@@ -64,6 +67,7 @@ class ProjectionWriter:
             tags.append(f"keep-{job.options.keep}")
         if self.norm != "grey":
             tags.append(f"norm-{self.norm}")
+        tags.append(attribution_tag(job.options))  # --smooth / --integrated and their settings
         tags.append(self._prep_tag())
         if size_given:
             tags.append(f"{m.shape[2]}x{m.shape[3]}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from cnncli.choices import KEEPS, MODES, NORMS
+from cnncli.choices import IG_METHODS, KEEPS, MODES, NORMS
 from cnncli.cli_options import Output, default as _default, format_option, image_options, warn as _warn
 from cnncli.render.progress import progress_bar
 
@@ -32,6 +32,15 @@ def command() -> click.Command:
                   help="Channels per batched reverse run.")
     @click.option("--figure/--no-figure", default=_default(ProjectOptions, "figure"), show_default=True,
                   help="Write the input | projection | overlay figure beside each projection PNG.")
+    @click.option("--smooth", type=click.IntRange(min=1), metavar="N",
+                  help="SmoothGrad: the gradient averaged over N noisy copies of the input (with --mode backprop).")
+    @click.option("--noise", type=float, metavar="F", help="--smooth's σ as a share of the input's range (max − min) [default: 0.15].")
+    @click.option("--integrated", type=click.IntRange(min=1), metavar="N",
+                  help="Integrated gradients with N steps from --baseline (with --mode backprop); the completeness error is reported.")
+    @click.option("--baseline", metavar="black|blur|FILE", help="--integrated's baseline: a black picture, the input blurred, or an image or .npy [default: black].")
+    @click.option("--ig-method", type=click.Choice(IG_METHODS), help="--integrated's quadrature, as Captum's [default: gausslegendre].")
+    @click.option("--seed", type=click.IntRange(min=0), default=_default(ProjectOptions, "seed"), show_default=True,
+                  help="Seed of --smooth's noise.")
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @image_options
     @format_option
@@ -39,7 +48,8 @@ def command() -> click.Command:
         """Project feature maps of MODEL on INPUT (an image or a .npy) back to pixels (Zeiler & Fergus deconvnet)."""
         from cnncli.api import project as command
 
-        out = Output(fmt, columns, wide, command.ProjectionRow)
+        attribution = params["smooth"] is not None or params["integrated"] is not None
+        out = Output(fmt, columns, wide, command.AttributionRow if attribution else command.ProjectionRow)
         options = ProjectOptions.from_cli(params)
         with progress_bar(quiet, "projecting channels", min_total=8) as tick:
             result = command.run(model, image, options, progress=tick, on_warning=_warn, arrays=False)
