@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnncli.engine.cam_methods import GRADIENT_METHODS, eigencam, gradient_map, score_masks, scorecam, upsample
+from cnncli.engine.cam_methods import GRADIENT_METHODS, eigencam, gradient_map, relu, score_masks, scorecam, upsample
 from cnncli.errors import CnnError, UnsupportedError
 
 
@@ -123,7 +123,7 @@ class CamEngine:
             grads = self.grad.run_reverse(seeds, _rows(fwd, s, self.grad), paired=n * s > 1)
             maps = gradient_map(self.method, acts, grads)
         elif self.method == "eigencam":
-            maps = np.repeat(eigencam(act), s, axis=0)
+            maps = np.repeat(relu(eigencam(act)), s, axis=0)
         else:
             maps = np.concatenate([self._scorecam(x[i], act[i], units[i]) for i in range(n)])
         guided = None
