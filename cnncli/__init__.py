@@ -21,6 +21,8 @@ _LAZY = {
     **dict.fromkeys(("top", "TopChannel", "TopResult", "TopOptions"), "cnncli.api.top"),
     **dict.fromkeys(("features", "Features", "FeaturesOptions"), "cnncli.api.features"),
     **dict.fromkeys(("filters", "Filters", "FiltersOptions"), "cnncli.api.filters"),
+    **dict.fromkeys(("profile", "Profile", "ProfileOptions"), "cnncli.api.profile"),
+    **dict.fromkeys(("diff", "Diff", "DiffOptions"), "cnncli.api.diff"),
     **dict.fromkeys(("cam", "CamMap", "CamResult", "CamOptions"), "cnncli.api.cam"),
     **dict.fromkeys(("CnnError", "BadArgument", "CnnWarning"), "cnncli.errors"),
 }

@@ -54,6 +54,8 @@ _COMMANDS = {
     "top": "cnncli.commands.top",
     "features": "cnncli.commands.features",
     "filters": "cnncli.commands.filters",
+    "profile": "cnncli.commands.profile",
+    "diff": "cnncli.commands.diff",
     "cam": "cnncli.commands.cam",
 }
 
