@@ -41,9 +41,9 @@ NO_SIGNAL = NO_SIGNAL | frozenset((
     "NonMaxSuppression RandomNormal RandomNormalLike RandomUniform RandomUniformLike"
 ).split())
 NOT_YET = NOT_YET | frozenset((
-    "AffineGrid Attention CausalConvWithState Col2Im DFT DeformConv "
-    "GridSample LinearAttention MaxRoiPool MaxUnpool "
-    "NegativeLogLikelihoodLoss RoiAlign RotaryEmbedding STFT Scatter "
+    "Attention CausalConvWithState DFT "
+    "LinearAttention "
+    "NegativeLogLikelihoodLoss RotaryEmbedding STFT Scatter "
     "SoftmaxCrossEntropyLoss SwiGLU TensorScatter Unique"
 ).split())
 
