@@ -160,3 +160,21 @@ def test_cli_bad_combinations_exit_2(ref, tmp_path, args):
     r = _cnn(TINY, x, "--tensor", "logits", "--channel", "0", *mode, *args, "--out", tmp_path / "o")
     assert r.exit_code == 2, (r.exit_code, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_model_with_a_fixed_batch_runs_one_input_at_a_time(ref):
+    """A model whose batch is fixed at 1 takes the noisy copies / path points one per run: the same result."""
+    import onnx
+
+    fixed = onnx.load(TINY)
+    for vi in (*fixed.graph.input, *fixed.graph.output):
+        vi.type.tensor_type.shape.dim[0].dim_value = 1
+    x, c = ref["x"], int(ref["target"])
+    kw = dict(tensor="logits", channels=[c], mode="backprop")
+    for extra in ({"integrated": 5}, {"smooth": 3}):
+        a = cnncli.project(fixed, x, **kw, **extra)
+        b = cnncli.project(TINY, x, **kw, **extra)
+        close(a[0].array, b[0].array, 1e-6)
+        assert a.rows[0].score == pytest.approx(b.rows[0].score, rel=1e-6)
+        if "integrated" in extra:
+            assert a.rows[0].completeness_error == pytest.approx(b.rows[0].completeness_error, rel=1e-4, abs=1e-9)

@@ -69,6 +69,11 @@ class AttributionRow:
     completeness_error: float | None = col("completeness error")  # |Σ attr − (f(x) − f(baseline))|
     files: dict = col("files", "files")
 
+    @property
+    def max_activation(self) -> float:
+        """The score, where a ProjectionRow's reader (the contact sheet) labels a channel."""
+        return self.score
+
 
 def tag(o) -> str:
     """The file-name part of the options that change an attribution's pixels ('' for none)."""
