@@ -173,6 +173,8 @@ def signal_tensors(graph: Graph, start: str) -> set[str]:
     for node in graph.nodes:
         if node.op_type in _NO_SIGNAL_OPS or not any(i in sig for i in node.input if i):
             continue
+        if node.op_type == "CastLike" and node.input[0] not in sig:  # (the second input gives its type alone)
+            continue
         if node.op_type in _STRAIGHT_THROUGH:  # integer codes of a float signal: it passes them
             sig.add(node.output[0])
             continue
@@ -201,6 +203,31 @@ def path_nodes(graph: Graph, target: str, dynamic: set[str], stop: str | None = 
         wanted.add(id(node))
         stack.extend(i for i in node.input if i)
     return [n for n in graph.nodes if id(n) in wanted]
+
+
+def propagate(b: Builder, nodes: list[onnx.NodeProto], grads: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Run the rules of ``nodes`` (graph order) backwards from ``grads`` (tensor -> the signals
+    arriving there); returns the signals left at the tensors none of ``nodes`` produced."""
+    for node in reversed(nodes):
+        outs = []
+        for o in node.output:
+            gs = grads.pop(o, None)
+            if not gs:
+                outs.append(None)
+            elif len(gs) == 1:
+                outs.append(gs[0])
+            else:
+                outs.append(b.op("Sum", gs, "fanin"))
+        if all(g is None for g in outs):
+            continue
+        # (Split, the recurrent layers and the function bodies take a signal at any output)
+        if node.op_type not in ("Split", "LSTM", "GRU", "RNN") and not RULES.fact(node.op_type, "any_output") \
+                and outs[0] is None:
+            raise unsupported(node, "reaches the target only through a secondary output; not supported")
+        for name, g in RULES[node.op_type](b, node, attrs(node), outs).items():
+            if name in b.signal:
+                grads.setdefault(name, []).append(g)
+    return grads
 
 
 def build_reverse(
@@ -241,24 +268,7 @@ def build_reverse(
     wanted = [n for node in nodes for n in value_inputs(node) if b.value(n) is None]
     if wanted:
         b.values = forward_values(graph, list(dict.fromkeys(wanted)), signal)
-    grads: dict[str, list[str]] = {target: [SEED]}
-    for node in reversed(nodes):
-        outs = []
-        for o in node.output:
-            gs = grads.pop(o, None)
-            if not gs:
-                outs.append(None)
-            elif len(gs) == 1:
-                outs.append(gs[0])
-            else:
-                outs.append(b.op("Sum", gs, "fanin"))
-        if all(g is None for g in outs):
-            continue
-        if node.op_type not in ("Split", "LSTM", "GRU", "RNN") and outs[0] is None:  # (their rules take Y_h alone)
-            raise unsupported(node, "reaches the target only through a secondary output; not supported")
-        for name, g in RULES[node.op_type](b, node, attrs(node), outs).items():
-            if name in signal:
-                grads.setdefault(name, []).append(g)
+    grads = propagate(b, nodes, {target: [SEED]})
     final = grads.get(start)
     if not final:
         raise UnsupportedError(f"no signal from '{target}' reaches '{start}'")
