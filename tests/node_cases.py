@@ -115,10 +115,12 @@ def differentiable_inputs(case: Case) -> list[str]:
     return differentiable_slots(case)
 
 
-def retyped(model: onnx.ModelProto, elem: int | None, consts: dict, keep_opset: bool = False) -> onnx.ModelProto:
+def retyped(model: onnx.ModelProto, elem: int | None, consts: dict, keep_opset: bool = False,
+            opset: int | None = None) -> onnx.ModelProto:
     """A copy whose float tensors are of type ``elem`` (None: as they are), ``consts`` (name ->
     array) stored as initializers instead of inputs, at the opset the node's own version needs
-    (onnxruntime may not know the case's newer opset; the op's semantics are the same)."""
+    (onnxruntime may not know the case's newer opset; the op's semantics are the same), or at
+    ``opset`` (one of same_op_opsets)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -144,9 +146,34 @@ def retyped(model: onnx.ModelProto, elem: int | None, consts: dict, keep_opset: 
                 a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np_type), a.t.name))
     if keep_opset:
         return m
-    opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
-    since = onnx.defs.get_schema(g.node[0].op_type, opset, "").since_version
+    if opset is None:
+        opset = onnx.defs.get_schema(g.node[0].op_type, max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")),
+                                     "").since_version
+    since = opset
     del m.opset_import[:]
     m.opset_import.append(helper.make_opsetid("", max(since, 7)))
     m.ir_version = max(helper.find_min_ir_version_for(list(m.opset_import)), 7)
     return m
+
+
+def same_op_opsets(case: Case) -> list[int | None]:
+    """None (the node's own version, as retyped picks it), then the opsets of its earlier versions
+    that differ only in the types they take (RoiAlign-22 added bfloat16 to RoiAlign-16): where
+    onnxruntime has no kernel of the newer version, the same op at an older one."""
+    schema = onnx.defs.get_schema(case.op, case.opset, "")
+    out: list[int | None] = [None]
+    while schema.since_version > 1:
+        try:
+            older = onnx.defs.get_schema(case.op, schema.since_version - 1, "")
+        except onnx.defs.SchemaError:
+            break
+        if _signature(older) != _signature(schema):
+            break
+        out.append(older.since_version)
+        schema = older
+    return out
+
+
+def _signature(schema) -> tuple:
+    slots = tuple((p.name, p.option) for p in [*schema.inputs, *schema.outputs])
+    return slots, tuple(sorted((n, a.type, a.required) for n, a in schema.attributes.items()))
