@@ -118,15 +118,26 @@ def _solve_block_tridiagonal(keep: np.ndarray, img: np.ndarray) -> np.ndarray:
     across = np.eye(w) / 6  # weights from the row above / below (dx = 0, ±1)
     across[idx, idx + 1] = across[idx + 1, idx] = 1 / 12
     cols = [np.flatnonzero(~keep[r]) for r in range(h)]
+
+    def from_row_above(m: np.ndarray, above: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """across[m, above] @ values, gathered (each row has at most 3 neighbours above)."""
+        pos = np.full(w + 2, -1)
+        pos[above + 1] = np.arange(above.size)
+        out = np.zeros((m.size, values.shape[1]))
+        for dx in (-1, 0, 1):
+            p = pos[m + dx + 1]
+            ok = p >= 0
+            out[ok] += NEIGHBOURS[(-1, dx)] * values[p[ok]]
+        return out
+
     gains, rhs = [], []
     for r, m in enumerate(cols):
         d = side[np.ix_(m, m)]
         d[np.arange(m.size), np.arange(m.size)] = -valid[r, m]
         b = rhs_all[r, m]
         if r and m.size and cols[r - 1].size:
-            low = across[np.ix_(m, cols[r - 1])]
-            d = d - low @ gains[-1]
-            b = b - low @ rhs[-1]
+            d = d - from_row_above(m, cols[r - 1], gains[-1])
+            b = b - from_row_above(m, cols[r - 1], rhs[-1])
         up = across[np.ix_(m, cols[r + 1])] if r + 1 < h else np.zeros((m.size, 0))
         if m.size:
             sol = np.linalg.solve(d, np.concatenate([up, b], axis=1))
