@@ -178,3 +178,27 @@ def test_a_model_with_a_fixed_batch_runs_one_input_at_a_time(ref):
         assert a.rows[0].score == pytest.approx(b.rows[0].score, rel=1e-6)
         if "integrated" in extra:
             assert a.rows[0].completeness_error == pytest.approx(b.rows[0].completeness_error, rel=1e-4, abs=1e-9)
+
+
+def test_the_samples_are_one_batch(ref, monkeypatch):
+    """--smooth 6: one forward run of the 6 copies (and one of the input) and one reverse run of 6
+    rows; --batch-size 4 splits them 4 + 2."""
+    runs = []
+    forward, reverse = Projector.forward, Projector.run_reverse
+
+    def counted_forward(self, x):
+        runs.append(("forward", len(x)))
+        return forward(self, x)
+
+    def counted_reverse(self, seeds, fwd, paired=False):
+        runs.append(("reverse", len(seeds) if len(seeds) <= self.max_batch else -1))
+        return reverse(self, seeds, fwd, paired)
+
+    monkeypatch.setattr(Projector, "forward", counted_forward)
+    monkeypatch.setattr(Projector, "run_reverse", counted_reverse)
+    x, c = ref["x"], int(ref["target"])
+    cnncli.project(TINY, x, tensor="logits", channels=[c], mode="backprop", smooth=6)
+    assert sorted(runs) == [("forward", 1), ("forward", 6), ("reverse", 6)]
+    runs.clear()
+    cnncli.project(TINY, x, tensor="logits", channels=[c], mode="backprop", smooth=6, batch_size=4)
+    assert sorted(runs) == [("forward", 1), ("forward", 2), ("forward", 4), ("reverse", 2), ("reverse", 4)]

@@ -122,6 +122,24 @@ def baseline_array(job) -> Any:
     return prepare_image(m, which, None, o.preset, o.mean, o.std, o.bgr).x
 
 
+def batch_rows(job, samples: int) -> int:
+    """Inputs per forward and reverse run: --batch-size, or as many of the samples as fit
+    ATTRIBUTION_BUDGET (at most 64) by the memory estimate, and the memory available or --max-memory."""
+    from cnncli.engine.memory import available_memory, run_estimate
+
+    o, m = job.options, job.model
+    rows = min(samples, o.batch_size if o.batch_size is not None else 64)
+    if o.batch_size is None or o.max_memory is not None:
+        limit = o.max_memory if o.max_memory is not None else available_memory()
+        limit = ATTRIBUTION_BUDGET if limit is None else min(limit, ATTRIBUTION_BUDGET)
+        while rows > 1 and run_estimate(m.graph, m.input_name, job.target.tensor, rows, rows) > limit:
+            rows = (rows + 1) // 2
+    return rows
+
+
+ATTRIBUTION_BUDGET = 1 << 30  # bytes a batch of --smooth/--integrated inputs may take by the estimate
+
+
 def attributions(job) -> Iterator[tuple[int, float, list | None, Any, dict]]:
     """(channel, score, location, array [C, H, W], the row's figures) for each channel of the job."""
     import warnings
@@ -137,7 +155,7 @@ def attributions(job) -> Iterator[tuple[int, float, list | None, Any, dict]]:
     samples = o.smooth if o.smooth is not None else o.integrated
     check_memory(3 * samples * x.nbytes, o.max_memory, f"{samples} inputs of {x.nbytes:,} bytes (--smooth/--integrated)",
                  "fewer samples")  # the noise or path points, the inputs and the weighted sums
-    attributor = Attributor(proj, job.model.batchable)
+    attributor = Attributor(proj, job.model.batchable, batch_rows(job, samples))
     channels = job.channels
     if channels == "top":
         channels = proj.choose(proj.forward(x)[proj.target], "top", job.top)

@@ -65,11 +65,15 @@ def smooth_noise(x: np.ndarray, samples: int, fraction: float, seed: int | None)
 class Attributor:
     """Gradients of channel scores of a Projector's target (built in backprop mode) at many inputs."""
 
-    def __init__(self, projector, batchable: bool = True):
+    def __init__(self, projector, batchable: bool = True, rows: int | None = None):
+        """``rows``: inputs per run (default: the projector's batch); 1 where the model's batch is
+        fixed, or the reverse graph takes one row per run (a recurrent layer)."""
         if projector.mode != "backprop":
             raise ValueError("attributions need the exact gradient: a backprop Projector")
         self.projector = projector
-        self.chunk = max(1, projector.max_batch if batchable else 1)
+        rows = projector.max_batch if rows is None else rows
+        self.chunk = max(1, rows if batchable and not projector.reverse.one_row else 1)
+        projector.max_batch = max(projector.max_batch, self.chunk)  # one reverse run per chunk
 
     def scores(self, act: np.ndarray, channel: int) -> np.ndarray:
         """Each row's score: the channel's value, summed over the other axes."""
