@@ -148,3 +148,26 @@ def test_predicted_class_map_lies_on_an_off_centre_shape(kind, centre):
     ys, xs = np.nonzero(mask)
     assert np.hypot(ys - y, xs - x).min() <= 8  # the peak on the shape, to half a cell of layer 5 (16 px)
     assert (up * mask).sum() / up.sum() >= 2 * mask.mean()  # twice the map's share of a uniform one
+
+
+def test_evaluate_figures_are_cam_metrics_on_the_upsampled_map():
+    """--evaluate: each row's figures are cnncli.engine.cam_metrics.evaluate of the class's logit
+    (scored here by onnxruntime on the whole model) on the map upsampled to the input (a 32x32
+    model from the reference fixtures: ROAD's imputation takes seconds at 112x112)."""
+    import onnxruntime as ort
+
+    from cnncli.api.cam import METRICS
+    from cnncli.engine.cam_metrics import evaluate
+
+    small = Path(__file__).parent / "fixtures" / "cam" / "small_torchscript"
+    d = np.load(f"{small}.npz")
+    x = d["x"][:1]
+    res = cnncli.cam(f"{small}.onnx", x, layer=2, top=2, evaluate=True)
+    assert res.meta["tensor"] == str(d["layer_tensor"])  # layer 2 is conv2's ReLU
+    sess = ort.InferenceSession(f"{small}.onnx", providers=["CPUExecutionProvider"])
+    for row, m in zip(res.rows, res):
+        want = evaluate(lambda b: sess.run(["logits"], {"x": b})[0][:, m.unit], x[0], m.upsampled())
+        for key in METRICS:
+            assert getattr(row, key) == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
+        assert m.metrics["deletion_auc"] == row.deletion_auc
+    assert cnncli.cam(f"{small}.onnx", x, layer=2).rows[0].deletion_auc is None

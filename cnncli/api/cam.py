@@ -36,6 +36,7 @@ class CamOptions(ImageOptions):
     save_npy: bool = opt(False, "--save-npy", flag)
     figure: bool = opt(True, "--figure", flag)
     batch_size: int = opt(16, "--batch-size", integer(1))
+    evaluate: bool = opt(False, "--evaluate", flag)  # deletion/insertion AUC and ROAD (cnncli.engine.cam_metrics)
 
     def validate(self) -> None:
         if self.tensor is not None:
@@ -50,18 +51,25 @@ class CamOptions(ImageOptions):
             raise BadArgument("--top", "give --class or --top, not both")
 
 
+# the figures --evaluate adds to each row (cnncli.engine.cam_metrics.evaluate's keys; None without it)
+METRICS = ("deletion_auc", "insertion_auc", "road_morf", "road_lerf", "road_combined")
+
+
 def _row_type():
     """CamRow: a frozen dataclass whose second column is named ``class`` (a Python keyword, so the
     class is made by hand: the JSON key is the issue's ``class``)."""
-    ns = {"__annotations__": {}, "__doc__": "One map: the image, the class (or channel) scored, its label, the score y and the files."}
+    ns = {"__annotations__": {}, "__doc__": "One map: the image, the class (or channel) scored, its label, the score y, "
+                                            "the files and (with --evaluate) the map's deletion/insertion AUC and ROAD figures."}
     for name, kind, value in (("image", str, col("image", compact=True)), ("class", int, col("class", "int", compact=True)),
                               ("label", str, col("label", compact=True)), ("score", float, col("score", compact=True)),
-                              ("files", dict, col("files", "files"))):
+                              ("files", dict, col("files", "files")),
+                              *((key, float, col(key.replace("_", " "))) for key in METRICS)):
         ns["__annotations__"][name], ns[name] = kind, value
     cls = dataclass(frozen=True, init=False, repr=False, eq=False)(type("CamRow", (), ns))
     names = [f.name for f in dataclasses.fields(cls)]
 
-    def __init__(self, *values):
+    def __init__(self, *values, **metrics):
+        values = (*values, *(metrics.get(key) for key in METRICS))
         for name, value in zip(names, values, strict=True):
             object.__setattr__(self, name, value)
 
@@ -92,6 +100,7 @@ class CamMap:
     map: Any  # np.ndarray
     guided: Any = None
     pixels: Any = None  # uint8 [H, W, 3], the input as shown
+    metrics: dict | None = None  # with evaluate: cnncli.engine.cam_metrics.evaluate's figures
 
     def upsampled(self, size: tuple[int, int] | None = None):
         """The map scaled to [0, 1] and upsampled (bilinear) to ``size`` (default: the input's)."""
@@ -197,8 +206,11 @@ def run(model: Any, images: Any, options: CamOptions, *, stdin=None, progress: C
                     guided = result.guided[i, j] if result.guided is not None else None
                     item = CamMap(name, unit, label, float(result.scores[i, j]), result.maps[i, j], guided,
                                   batch.pixels[i])
+                    if o.evaluate:
+                        item = dataclasses.replace(item, metrics=job.engine.evaluate(batch.x[i], unit, item.upsampled()))
                     files = writer.write(item, batch.identities[i]) if writer is not None else {}
-                    rows.append(CamRow(name, unit, label, item.score, files))
+                    rows.append(CamRow(name, unit, label, item.score, files,
+                                       **{k: item.metrics[k] for k in METRICS} if item.metrics else {}))
                     if arrays:
                         items.append(item)
         skipped = job.images.skipped

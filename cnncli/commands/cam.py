@@ -33,6 +33,8 @@ def command() -> click.Command:
                   help="Write the input | map | overlay figure beside each map.")
     @click.option("--batch-size", type=click.IntRange(min=1), default=_default(CamOptions, "batch_size"), show_default=True,
                   help="Images per forward run (and masked inputs per Score-CAM run).")
+    @click.option("--evaluate", is_flag=True,
+                  help="Also score each map: deletion and insertion AUC (20 steps) and ROAD's most/least-relevant-first averages.")
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @image_options
     @format_option

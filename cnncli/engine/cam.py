@@ -107,6 +107,13 @@ class CamEngine:
                 raise CnnError(f"the forward run failed: {ort_message(exc)}") from None
         return np.concatenate(out, axis=0)
 
+    def evaluate(self, x: np.ndarray, unit: int, cam: np.ndarray) -> dict[str, float]:
+        """How good a map is (cnncli.engine.cam_metrics): deletion and insertion AUC and ROAD's
+        curves of the score of ``unit`` for one input ``x`` [C, H, W] and its map ``cam`` [H, W]."""
+        from cnncli.engine.cam_metrics import evaluate
+
+        return evaluate(lambda batch: self.score.values(self.score_batch(batch), [unit])[:, 0], x, cam)
+
     def run(self, x: np.ndarray, choose) -> CamBatch:
         """The maps of a batch of inputs ``x`` [N, C, H, W]; ``choose(out)`` picks each image's
         units from the score tensor's values ``out`` ([N][S] lists, S the same for every image)."""
