@@ -47,10 +47,10 @@ def level(name: str):
     return getattr(ort.GraphOptimizationLevel, _LEVELS[name])
 
 
-def profile_runs(model_bytes: bytes, feeds: dict, provider: str, opt_level: str, warmup: int, runs: int,
+def profile_runs(model_bytes: bytes | str, feeds: dict, provider: str, opt_level: str, warmup: int, runs: int,
                  verbose: bool = False, progress: Callable[[int, int], None] | None = None) -> Trace:
-    """Run the model ``warmup + runs`` times on ``provider`` with profiling on; the warm-up runs
-    are left out of the trace's figures."""
+    """Run the model (its bytes, or the path of a file onnxruntime may read as it is) ``warmup +
+    runs`` times on ``provider`` with profiling on; the warm-up runs are left out of the figures."""
     import time
 
     with tempfile.TemporaryDirectory(prefix="cnncli-profile-") as tmp:
