@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import onnx
 from onnx import TensorProto
 
@@ -157,6 +158,26 @@ def _used(model: onnx.ModelProto, info: list[NodeInfo]) -> set[str]:
 _POOLS = ("MaxPool", "AveragePool", "LpPool")
 
 
+def _compress_fixes(nodes, info: list[NodeInfo], shapes: dict, value_of) -> dict[str, tuple]:
+    """Compress outputs whose length ONNX shape inference leaves unknown although the condition
+    is a constant: its count of true values along the axis (or over the flattened input)."""
+    fixes = {}
+    for node, ni in zip(nodes, info):
+        if ni.op != "Compress" or not ni.outputs or len(node.input) < 2:
+            continue
+        x, y, cond = shapes.get(node.input[0]), shapes.get(node.output[0]), value_of(node.input[1])
+        if x is None or None in x or cond is None or (y is not None and None not in y):
+            continue
+        cond = [bool(v) for v in np.asarray(cond).reshape(-1)]
+        axis = attrs(node).get("axis")
+        if axis is None:
+            fixes[node.output[0]] = (sum(cond[: math.prod(x)]),)
+        elif -len(x) <= axis < len(x):
+            axis %= len(x)
+            fixes[node.output[0]] = (*x[:axis], sum(cond[: x[axis]]), *x[axis + 1:])
+    return fixes
+
+
 def _ceil_pool_fixes(nodes, info: list[NodeInfo], shapes: dict) -> dict[str, tuple]:
     """Pool outputs whose ceil_mode size ONNX shape inference overstates.
 
@@ -276,12 +297,13 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
         else:
             break
     for _ in range(8):  # each round fixes the first pools; later ones may follow from them
-        fixes = _ceil_pool_fixes(nodes, info, shapes)
+        fixes = {**_ceil_pool_fixes(nodes, info, shapes), **_compress_fixes(nodes, info, shapes, value_of)}
         if not fixes:
             break
         for name, shape in fixes.items():
             light.graph.value_info.append(onnx.helper.make_tensor_value_info(name, types.get(name, 1), list(shape)))
         infer()
+        _fill(shapes, fixes)  # (a graph output's declared unknown dim outlives the value_info)
         unresolved = _first_unknown(shapes, info, used or _used(model, info))
     if unresolved is not None:  # a shape that stays unknown may be a damaged file's doing
         explain_if_damaged(model)
