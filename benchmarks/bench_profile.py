@@ -9,11 +9,13 @@ table and as JSON. Timed apart, by wrapping the functions that do them:
 * onnxruntime's session creation (graph optimisation, and writing the optimised graph the join
   reads);
 * the rest: cnncli's own work (reading and analysing the model, `cnn stats`, the peaks from their
-  cache, the trace and the join, rendering).
+  cache, the trace and the join, rendering), in wall time and in CPU time (this process's, all
+  threads: steadier than wall time on a busy machine).
 
 "overhead" = the whole call, rendering included, less the runs. Also per call: the whole run's
 median ``ms_run``, its min and max over the runs, and ``ms_layers`` (the sum of the per-layer
-medians), whose gap to ``ms_run`` must stay within 25% on every model whose run takes over 10 ms.
+medians), whose gap to ``ms_run`` must stay within 25% on every model whose run takes over 10 ms,
+and ``ms_kernels`` (the median of each run's kernel total: what the join had to place).
 
     /work/venv-ref/bin/python benchmarks/bench_profile.py --export   # torchvision ResNet-50/18 → benchmarks/_work/
     .venv/bin/python benchmarks/bench_profile.py                     # resnet50, resnet18, the ZF paper net
@@ -67,11 +69,12 @@ class Clock:
         inner = getattr(owner, name)
 
         def timed(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return inner(*args, **kwargs)
             finally:
                 self.seconds[label] = self.seconds.get(label, 0.0) + time.perf_counter() - start
+                self.seconds[label + " cpu"] = self.seconds.get(label + " cpu", 0.0) + time.process_time() - cpu
 
         setattr(owner, name, timed)
 
@@ -83,17 +86,22 @@ def one(model: str, runs: int, warmup: int, clock: Clock) -> dict[str, float]:
     from cnncli.api import profile
 
     clock.reset()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = profile.run(model, profile.ProfileOptions(runs=runs, warmup=warmup))
     result.render("table")
     result.render("json")
-    whole = time.perf_counter() - start
+    whole, cpu = time.perf_counter() - start, time.process_time() - cpu
     t = result.totals
     runs_s = clock.seconds.get("runs", 0.0)
     session = clock.seconds.get("session", 0.0)
     return {"whole": whole, "runs": runs_s, "overhead": whole - runs_s, "session": session,
-            "cnncli": whole - runs_s - session, "ms_run": t["ms_run"], "ms_min": t["ms_run_min"],
-            "ms_max": t["ms_run_max"], "ms_layers": t["ms_layers"], "unjoined": t["ms_unjoined"]}
+            "cnncli": whole - runs_s - session,
+            "cnncli cpu": cpu - clock.seconds.get("runs cpu", 0.0) - clock.seconds.get("session cpu", 0.0), "ms_run": t["ms_run"], "ms_min": t["ms_run_min"],
+            "ms_max": t["ms_run_max"], "ms_layers": t["ms_layers"], "ms_kernels": t["ms_kernels"], "unjoined": t["ms_unjoined"]}
+
+
+def med_ratio(calls: list[dict], key: str) -> float:
+    return statistics.median(c[key] / c["ms_run"] for c in calls)
 
 
 def main() -> int:
@@ -115,9 +123,9 @@ def main() -> int:
           f"--runs {args.runs} --warmup {args.warmup}; seconds are medians over the calls", file=sys.stderr)
     clock = Clock()
     failed = []
-    print("| model | runs (s) | overhead (s) | of which onnxruntime session (s) | of which cnncli (s) | ms_run median "
-          "(min–max over calls) | run spread (max−min)/median | ms_layers / ms_run |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | runs (s) | overhead (s) | of which onnxruntime session (s) | of which cnncli (s) | cnncli CPU (s) | "
+          "ms_run median (min–max over calls) | run spread (max−min)/median | ms_layers / ms_run | ms_kernels / ms_run |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in models:
         one(model, 1, 0, clock)  # libraries loaded, peaks cached
         calls = [one(model, args.runs, args.warmup, clock) for _ in range(args.repeat)]
@@ -129,9 +137,9 @@ def main() -> int:
         ratio = statistics.median(c["ms_layers"] / c["ms_run"] for c in calls)
         worst = max(abs(c["ms_layers"] / c["ms_run"] - 1) for c in calls)
         print(f"| {Path(model).name} | {med('runs'):.2f} | {med('overhead'):.3f} | {med('session'):.3f} | "
-              f"{med('cnncli'):.3f} | {med('ms_run'):.1f} ({min(c['ms_run'] for c in calls):.1f}–"
+              f"{med('cnncli'):.3f} | {med('cnncli cpu'):.3f} | {med('ms_run'):.1f} ({min(c['ms_run'] for c in calls):.1f}–"
               f"{max(c['ms_run'] for c in calls):.1f}) | {100 * spread:.0f}% | {ratio:.2f} (worst call {1 + worst:.2f}"
-              f"{'' if worst <= 0.25 else ' or below'}) |", flush=True)
+              f"{'' if worst <= 0.25 else ' or below'}) | {med_ratio(calls, 'ms_kernels'):.3f} |", flush=True)
         if med("ms_run") > 10 and worst > 0.25:
             failed.append(f"{Path(model).name}: a call's ms_layers is {100 * worst:.0f}% away from its ms_run")
         if Path(model).stem == "resnet50" and med("cnncli") >= 0.5:

@@ -111,6 +111,7 @@ def test_stats_columns_equal_cnn_stats():
             (layer.macs, layer.params, layer.flops_other, layer.act_bytes, layer.rf)
     assert p.totals["macs"] == s.totals["macs"] and p.totals["params"] == s.totals["params"]
     assert p.totals["runs"] == 2 and p.totals["ms_run_min"] <= p.totals["ms_run"] <= p.totals["ms_run_max"]
+    assert 0 < p.totals["ms_kernels"] <= p.totals["ms_run"]  # a run's kernels run within it
     timed = [r for r in p.layers if r.ms]
     assert sum(r.ms_share for r in timed) == pytest.approx(1.0, abs=1e-3)
     for r in timed:
