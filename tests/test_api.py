@@ -98,12 +98,14 @@ def test_project_equals_the_cli_and_writes_nothing(tmp_path, monkeypatch):
     res = cnncli.project(str(MINI), str(STAR), layer=3, channels=[3, 9])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cli"]  # no files from the API call
     assert [p.channel for p in res] == [3, 9]
-    assert res.meta == {k: v for k, v in doc.items() if k != "results"} | {"input": str(STAR), "model": str(MINI)}
+    assert res.meta == {k: v for k, v in doc.items() if k != "results"} | {"input": str(STAR), "model": str(MINI),
+                                                                          "contact_sheet": None}
+    assert Path(doc["contact_sheet"]).is_file()  # the CLI wrote one: two channels
     for p, row in zip(res, doc["results"]):
         assert p.array.dtype == np.float32 and p.array.shape == (3, 112, 112)
         np.testing.assert_array_equal(p.array[None], np.load(row["files"]["npy"]))
         assert p.activation == pytest.approx(row["max_activation"]) and p.location == row["location"]
-        np.testing.assert_array_equal(np.asarray(p.to_image("grey")), np.asarray(Image.open(row["files"]["png"])))
+        np.testing.assert_array_equal(np.asarray(p.to_image()), np.asarray(Image.open(row["files"]["png"])))
 
 
 def test_project_image_forms_agree(tmp_path):
@@ -141,7 +143,8 @@ def test_project_out_writes_the_cli_files(tmp_path):
     res = cnncli.project(MINI, STAR, layer=1, channels=[0, 1], out=tmp_path, save_npy=True)
     assert [sorted(r.files) for r in res.rows] == [["figure", "npy", "png"]] * 2
     assert re.fullmatch(r"zfnet_mini_star-[0-9a-f]{8}_layer1_c0_deconvnet\.png", Path(res.rows[0].files["png"]).name)
-    assert res.files == [f for r in res.rows for f in r.files.values()] and all(Path(f).is_file() for f in res.files)
+    assert res.files == [f for r in res.rows for f in r.files.values()] + [res.meta["contact_sheet"]]
+    assert all(Path(f).is_file() for f in res.files)
     fig = res.figure(1)
     assert fig.size == Image.open(res.rows[1].files["figure"]).size
 

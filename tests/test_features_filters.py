@@ -132,25 +132,38 @@ def test_feature_statistics(setup, layer, tensor, preset):
         assert [r["channel"] for r in rows] == expected
 
 
+LABEL_H = 17  # each tile's label strip (cnncli.imaging.montage: 12-pixel text + 5)
+LEGEND_H = 21  # the filters' legend under the montage (cnncli.imaging.montage.scale_note)
+
+
 def test_feature_montage_layout(setup, tmp_path):
-    """6 maps: 3 columns of 64-pixel tiles with 2-pixel gaps, 2 rows (196x130); tiles in row order;
-    the constant channel's tile is white, the dead channel's black, each map scaled to its own peak."""
+    """6 maps: 3 columns of 64-pixel tiles, each under a 17-pixel label, 4-pixel gaps, 2 rows
+    (200x166); tiles in row order; the constant channel's tile is white, the dead channel's black,
+    each map scaled to its own peak; the labels (channel and max) are drawn above the tiles."""
+    from cnncli.api.features import FeatureRow, montage, tile_label
+
     doc = features_json(setup, 2, "--preset", "unit", out=tmp_path)
     order = [r["channel"] for r in doc["channels"]]
     path = doc["montage"]
     assert path.startswith(str(tmp_path))
     with Image.open(path) as im:
-        assert im.format == "PNG" and im.size == (3 * 64 + 2 * 2, 2 * 64 + 2)
+        assert im.format == "PNG" and im.size == (3 * 64 + 2 * 4, 2 * (LABEL_H + 64) + 4)
         img = np.asarray(im.convert("RGB"))
     act = reference(setup, "r2")
+    cell = LABEL_H + 64 + 4
 
     def tile(i):
         r, c = divmod(i, 3)
-        return img[r * 66:r * 66 + 64, c * 66:c * 66 + 64]
+        return img[r * cell + LABEL_H:r * cell + LABEL_H + 64, c * 68:c * 68 + 64]
+
+    def label(i):
+        r, c = divmod(i, 3)
+        return img[r * cell:r * cell + LABEL_H, c * 68:c * 68 + 64]
 
     assert (tile(order.index(CONST)) == 255).all()
     assert (tile(order.index(DEAD)) == 0).all()
     for i, c in enumerate(order):
+        assert (label(i) > 150).any(), f"no label over channel {c}'s tile"  # light text on the dark strip
         if c in (DEAD, CONST):
             continue
         t = tile(i)[:, :, 0].astype(np.float64)
@@ -159,13 +172,21 @@ def test_feature_montage_layout(setup, tmp_path):
         assert (t == 0).any() == (act[c] == 0).any()
         y, x = np.unravel_index(np.argmax(act[c]), act[c].shape)
         assert t[int((y + 0.5) * 64 / 14), int((x + 0.5) * 64 / 14)] == 255
-    assert (img[64:66, :] == 40).all()  # the gap between rows
+    assert (img[LABEL_H + 64:cell, :] == 40).all()  # the gap between rows
+    # the same montage without labels: no strips, the same tiles
+    rows = [FeatureRow(**r) for r in doc["channels"]]
+    bare = montage(act, rows, labels=False)
+    assert bare.shape == (2 * 64 + 4, 200, 3)
+    for i in range(6):
+        r, c = divmod(i, 3)
+        assert (bare[r * 68:r * 68 + 64, c * 68:c * 68 + 64] == tile(i)).all()
+    assert [tile_label(r) for r in rows] == [f"c{r.channel} {r.max:.3g}" for r in rows]
 
 
 def test_feature_montage_layer1_is_square(setup, tmp_path):
     doc = features_json(setup, 1, "--preset", "unit", out=tmp_path)
     with Image.open(doc["montage"]) as im:
-        assert im.size == (3 * 64 + 4, 3 * 64 + 4)  # 8 maps: 3x3 cells
+        assert im.size == (3 * 64 + 8, 3 * (LABEL_H + 64) + 8)  # 8 maps: 3x3 cells
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "jsonl", "markdown"])
@@ -233,17 +254,23 @@ def test_first_layer_filters_in_rgb(setup, tmp_path):
     assert [r["channel"] for r in doc["filters"]] == list(range(8))
     np.testing.assert_allclose([r["norm"] for r in doc["filters"]], np.linalg.norm(w.reshape(8, -1), axis=1), rtol=1e-6)
     assert all(r["shown_input"] is None for r in doc["filters"])
-    # montage: 3x3 cells of 40 pixels (5x5 kernels enlarged 8x), 2-pixel gaps; each filter in colour,
-    # 0 at mid-grey, scaled by its own largest magnitude
+    # montage: 3x3 cells of 40 pixels (5x5 kernels enlarged 8x) under 17-pixel labels, 6-pixel white
+    # gaps, a 21-pixel legend under it; each filter in colour, 0 at mid-grey, all on one scale: the
+    # largest magnitude of any filter
     with Image.open(doc["montage"]) as im:
-        assert im.format == "PNG" and im.size == (3 * 40 + 4, 3 * 40 + 4)
+        assert im.format == "PNG" and im.size == (3 * 40 + 12, 3 * (LABEL_H + 40) + 12 + LEGEND_H)
         img = np.asarray(im.convert("RGB")).astype(int)
+    peak = np.abs(w).max()
     for c in range(8):
         r, col = divmod(c, 3)
+        y0, x0 = r * (LABEL_H + 40 + 6) + LABEL_H, col * 46
         f = w[c].transpose(1, 2, 0)
-        want = np.round((0.5 + 0.5 * f / np.abs(f).max()) * 255)
-        got = img[r * 42:r * 42 + 40, col * 42:col * 42 + 40][4::8, 4::8]
+        want = np.round((0.5 + 0.5 * f / peak) * 255)
+        got = img[y0:y0 + 40, x0:x0 + 40][4::8, 4::8]
         assert np.abs(got - want).max() <= 1, f"filter {c}"
+        assert (img[y0 - LABEL_H:y0, x0:x0 + 40] < 100).any(), f"no label over filter {c}"  # dark text on white
+    assert (img[LABEL_H + 40:LABEL_H + 46, :] == 255).all()  # the white separator between rows
+    assert (img[-LEGEND_H:] < 100).any()  # the legend: what the grey levels mean
 
 
 def test_deeper_filters_show_the_strongest_input_slice(setup, tmp_path):
@@ -259,18 +286,20 @@ def test_deeper_filters_show_the_strongest_input_slice(setup, tmp_path):
             assert rows[c]["shown_input"] == int(np.argmax(energy[c]))
             assert energy[c, rows[c]["shown_input"]] == energy[c].max()
     with Image.open(doc["montage"]) as im:
-        assert im.size == (3 * 24 + 4, 2 * 24 + 2)  # 3x3 kernels enlarged to 24, 6 filters
+        assert im.size == (3 * 40 + 12, 2 * (LABEL_H + 40) + 6 + LEGEND_H)  # 3x3 kernels enlarged to 40, 6 filters
         img = np.asarray(im.convert("RGB")).astype(int)
+    shown = [w[c, int(np.argmax(energy[c]))] for c in range(6)]
+    peak = max(np.abs(s).max() for s in shown)  # one scale for every filter
     for c in range(6):
         r, col = divmod(c, 3)
-        tile = img[r * 26:r * 26 + 24, col * 26:col * 26 + 24]
+        y0 = r * (LABEL_H + 46) + LABEL_H
+        tile = img[y0:y0 + 40, col * 46:col * 46 + 40]
         assert (tile[:, :, 0] == tile[:, :, 1]).all() and (tile[:, :, 1] == tile[:, :, 2]).all()  # grey
         if c in (DEAD, CONST):
             assert (np.abs(tile - 128) <= 1).all()  # an all-zero filter is flat mid-grey
         else:
-            s = w[c, int(np.argmax(energy[c]))]
-            want = np.round((0.5 + 0.5 * s / np.abs(s).max()) * 255)
-            assert np.abs(tile[4::8, 4::8, 0] - want).max() <= 1, f"filter {c}"
+            want = np.round((0.5 + 0.5 * shown[c] / peak) * 255)
+            assert np.abs(tile[[6, 20, 33]][:, [6, 20, 33], 0] - want).max() <= 1, f"filter {c}"
 
 
 def test_deeper_layer_with_three_inputs_is_grey(tmp_path):
@@ -305,7 +334,8 @@ def test_filters_of_constant_of_shape_weights(tmp_path):
     assert len(doc["filters"]) == 96
     np.testing.assert_allclose([r["norm"] for r in doc["filters"]], np.sqrt(3 * 7 * 7) * 0.01, rtol=1e-6)
     with Image.open(doc["montage"]) as im:
-        assert im.size == (10 * 56 + 9 * 2, 10 * 56 + 9 * 2)  # 96 filters: 10 columns of 7·8 = 56 pixels
+        # 96 filters: 10 columns of 7·8 = 56 pixels, 6-pixel gaps, labels, the legend
+        assert im.size == (10 * 56 + 9 * 6, 10 * (LABEL_H + 56) + 9 * 6 + LEGEND_H)
 
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "jsonl", "markdown"])

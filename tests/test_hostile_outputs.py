@@ -61,7 +61,7 @@ def invoke(*args) -> dict:
 def written(doc: dict) -> list[str]:
     rows = doc.get("results") or doc.get("channels") or []
     files = [f for r in rows for f in r.get("files", {}).values()]
-    return files + [doc[k] for k in ("montage", "overview") if doc.get(k)]
+    return files + [doc[k] for k in ("montage", "overview", "contact_sheet") if doc.get(k)]
 
 
 def snapshot(files) -> dict[str, bytes]:
@@ -86,7 +86,7 @@ def test_project_keeps_inputs_with_alike_names_apart(model, tmp_path, names):
     out = tmp_path / "out"
     args = ["--layer", 1, "--channel", "all", "--out", out, "--save-npy"]
     two_runs_keep_apart(lambda: invoke("project", model, a, *args), lambda: invoke("project", model, b, *args))
-    assert len(list(out.iterdir())) == 2 * 4 * 3  # png, figure, npy; 4 channels; 2 images
+    assert len(list(out.iterdir())) == 2 * (4 * 3 + 1)  # png, figure, npy; 4 channels; a contact sheet; 2 images
 
 
 @pytest.mark.parametrize("names", ALIKE[:3], ids=["same-stem", "same-name", "cjk"])
@@ -254,7 +254,7 @@ def test_tensors_whose_names_are_made_safe_alike_keep_their_files_apart(tmp_path
 
     two_runs_keep_apart(run("c 1"), run("c_1"))
     two_runs_keep_apart(run("c_1"), run("c/1"))
-    assert len(list(out.iterdir())) == 3 * 4 * 2
+    assert len(list(out.iterdir())) == 3 * (4 * 2 + 1)  # png and figure of 4 channels, a contact sheet; 3 tensors
 
 
 def test_demo_refuses_a_picture_folder_that_links_elsewhere(tmp_path):

@@ -61,7 +61,7 @@ def ok_json(result) -> dict:
 
 
 def all_files(doc) -> list[str]:
-    return [f for r in doc["results"] for f in r["files"].values()]
+    return [f for r in doc["results"] for f in r["files"].values()] + ([doc["contact_sheet"]] if doc.get("contact_sheet") else [])
 
 
 def test_a_second_image_keeps_the_first_images_files(files, tmp_path):
@@ -73,7 +73,7 @@ def test_a_second_image_keeps_the_first_images_files(files, tmp_path):
     for f, data in before.items():  # still there, unchanged
         assert Path(f).read_bytes() == data
     assert all("_cat-" in Path(f).name for f in before) and all("_dog-" in Path(f).name for f in all_files(second))
-    assert len(list(out.iterdir())) == 2 * 2 * 4  # png + figure, 4 channels, 2 images
+    assert len(list(out.iterdir())) == 2 * (2 * 4 + 1)  # png + figure, 4 channels, a contact sheet; 2 images
 
 
 def test_keep_norm_and_preset_are_in_the_names_when_not_default(files, tmp_path):
@@ -100,7 +100,7 @@ def test_long_tensor_model_and_image_names_are_shortened_before_the_work(tmp_pat
     out = tmp_path / "out"
     doc = ok_json(project(model, image, "--tensor", tensor, "--channel", "all", "--out", out, "--save-npy"))
     written = all_files(doc)
-    assert len(written) == 3 * 4
+    assert len(written) == 3 * 4 + 1  # png, figure, npy per channel; the contact sheet
     for f in written:
         name = Path(f).name
         assert len(name.encode()) <= 255

@@ -425,7 +425,7 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
     assert batches == [3] * 8 + [1]  # forward passes in batches of --batch-size
     assert unit_calls == [3, 1] * 3  # each channel's 4 kept units, projected in batches too
 
-    assert len(grids) == 2 * 3 + 1  # projections and patches per channel, then the overview
+    assert len(grids) == 2 * 3  # projections and patches per channel (the overview packs their pictures)
     kept = [(row.channel, e) for row in report.rows for e in row.entries]
     assert len(kept) == len(projections) == 12
     m = open_for_images(load_model(setup["model"]))

@@ -30,11 +30,22 @@ def channel_stats(act: np.ndarray) -> list[FeatureRow]:
     return [FeatureRow(int(c), float(maxima[c]), float(means[c]), float(zeros[c])) for c in order]
 
 
-def montage(act: np.ndarray, rows: list[FeatureRow], tile: int = 64) -> np.ndarray:
-    """Each map scaled to its own range (0 black, its max white), in the order of ``rows``."""
+MONTAGE_GAP = 4  # pixels between tiles, in the montage's dark grey (MONTAGE_BG)
+MONTAGE_BG = 40
+
+
+def tile_label(row: FeatureRow) -> str:
+    """What the montage writes above a channel's tile: its number and largest activation, as
+    the table lists them."""
+    return f"c{row.channel} {row.max:.3g}"
+
+
+def montage(act: np.ndarray, rows: list[FeatureRow], tile: int = 64, labels: bool = True) -> np.ndarray:
+    """Each map scaled to its own range (0 black, its max white), in the order of ``rows``, under
+    its label (``tile_label``: channel and max; none when ``labels`` is False)."""
     import numpy as np
 
-    from cnncli.imaging.pictures import grid
+    from cnncli.imaging.montage import labelled_grid, square_cols
 
     tiles = []
     for r in rows:
@@ -42,8 +53,8 @@ def montage(act: np.ndarray, rows: list[FeatureRow], tile: int = 64) -> np.ndarr
         lo, hi = min(a.min(), 0.0), a.max()
         t = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo)
         tiles.append(np.round(t * 255).astype(np.uint8))
-    cols = int(np.ceil(np.sqrt(len(tiles))))
-    return grid(tiles, cols, tile, gap=2, bg=40)
+    return labelled_grid(tiles, [tile_label(r) for r in rows] if labels else None, square_cols(len(tiles)), tile,
+                         gap=MONTAGE_GAP, bg=MONTAGE_BG)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,8 +80,9 @@ class Features(Result):
         from cnncli.render import Document
 
         m = self.meta
-        title = f"{m['model']} · layer {m['layer']} ({m['tensor']}) on {m['image']} · montage {m['montage']}"
-        return Document(rows=self.rows, row_type=FeatureRow, rows_key="channels", meta=m, title=title)
+        title = f"{m['model']} · layer {m['layer']} ({m['tensor']}) on {m['image']}"
+        return Document(rows=self.rows, row_type=FeatureRow, rows_key="channels", meta=m, title=title,
+                        files={"montage": m["montage"]})
 
 
 def run(model: Any, image: str, options: FeaturesOptions, *, on_warning: Hear | None = None) -> Features:

@@ -35,14 +35,16 @@ def weight_values(model, graph, name: str) -> np.ndarray:
     return session.run([name], {})[0]
 
 
-def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[FilterRow]]:
-    """w [Cout, Cin, kh, kw] → one uint8 tile per filter, 0 at mid-grey, each scaled by its own peak.
+def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[FilterRow], float]:
+    """w [Cout, Cin, kh, kw] → one uint8 tile per filter on one shared symmetric scale: 0 at
+    mid-grey, the largest magnitude shown of any filter white (or black), so that tiles compare
+    (a weak filter is pale); with the scale's peak.
 
     ``rgb`` (the first layer, 3 input channels): each filter in colour; otherwise its strongest
     input-channel slice in grey."""
     import numpy as np
 
-    tiles, rows = [], []
+    shown_slices, rows = [], []
     for c, f in enumerate(w.astype(np.float64)):
         norm = float(np.sqrt((f**2).sum()))
         if rgb:
@@ -50,11 +52,15 @@ def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[Filte
         else:
             shown = int(np.argmax((f**2).reshape(f.shape[0], -1).sum(axis=1)))
             img = f[shown]
-        peak = np.abs(img).max()
-        t = 0.5 + 0.5 * img / peak if peak > 0 else np.full_like(img, 0.5)
-        tiles.append(np.round(t * 255).astype(np.uint8))
+        shown_slices.append(np.nan_to_num(img, nan=0.0, posinf=0.0, neginf=0.0))
         rows.append(FilterRow(c, norm, shown))
-    return tiles, rows
+    peak = max((float(np.abs(s).max()) for s in shown_slices if s.size), default=0.0)
+    tiles = [np.round((0.5 + 0.5 * s / peak if peak > 0 else np.full_like(s, 0.5)) * 255).astype(np.uint8)
+             for s in shown_slices]
+    return tiles, rows, peak
+
+
+FILTER_GAP = 6  # white pixels between filters: a mid-grey kernel stands apart from its neighbours
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,8 +86,9 @@ class Filters(Result):
         from cnncli.render import Document
 
         m = self.meta
-        title = f"{m['model']} · layer {m['layer']} kernels {'x'.join(map(str, m['weight_shape']))} · montage {m['montage']}"
-        return Document(rows=self.rows, row_type=FilterRow, rows_key="filters", meta=m, title=title)
+        title = f"{m['model']} · layer {m['layer']} kernels {'x'.join(map(str, m['weight_shape']))}"
+        return Document(rows=self.rows, row_type=FilterRow, rows_key="filters", meta=m, title=title,
+                        files={"montage": m["montage"]})
 
 
 def run(model: Any, options: FiltersOptions, *, on_warning: Hear | None = None) -> Filters:
@@ -95,7 +102,8 @@ def run(model: Any, options: FiltersOptions, *, on_warning: Hear | None = None) 
     from cnncli.frontend.graph import analyse
     from cnncli.frontend.load import load_external_weights
     from cnncli.imaging.naming import identified, stem_of
-    from cnncli.imaging.pictures import grid, save_png
+    from cnncli.imaging.montage import labelled_grid, scale_note, square_cols
+    from cnncli.imaging.pictures import save_png
 
     o = options
     warnings = Warnings(on_warning)
@@ -111,9 +119,10 @@ def run(model: Any, options: FiltersOptions, *, on_warning: Hear | None = None) 
         if w.ndim != 4:
             raise CnnError(f"layer {o.layer} is a {w.ndim - 2}-D convolution; only 2-D kernels can be drawn")
         rgb = o.layer == 1 and w.shape[1] == 3  # a deeper conv reading 3 channels is not looking at colours
-        tiles, rows = filter_tiles(w, rgb)
-        tile = int(max(24, min(64, 8 * max(w.shape[2:]))))
-        montage = grid(tiles, int(np.ceil(np.sqrt(len(tiles)))), tile, gap=2, bg=255)
+        tiles, rows, peak = filter_tiles(w, rgb)
+        tile = int(max(40, min(64, 8 * max(w.shape[2:]))))
+        montage = labelled_grid(tiles, [f"{r.channel}" for r in rows], square_cols(len(tiles)), tile, gap=FILTER_GAP)
+        montage = scale_note(montage, f"one scale for all: mid-grey 0, white +{peak:.3g}, black -{peak:.3g}")
         written = None
         if o.out is not None:
             name = f"{identified(stem_of(loaded.name, 'model'), model_identity(model, loaded))}_layer{o.layer}_filters.png"

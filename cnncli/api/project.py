@@ -29,11 +29,11 @@ class ProjectOptions(ImageOptions):
     top: int | None = opt(None, "--top", integer(optional=True))
     mode: str = opt("deconvnet", "--mode", choice(MODES))
     keep: str = opt("map", "--keep", choice(KEEPS))
-    norm: str = opt("grey", "--norm", choice(NORMS))
+    norm: str = opt("percentile", "--norm", choice(NORMS))  # grey's largest-magnitude scale left deep layers faint
     out: str | None = opt(None, "--out", path(), cli_default="cnn-out")  # None: write nothing
     save_npy: bool = opt(False, "--save-npy", flag)
     export_reverse: str | None = opt(None, "--export-reverse", path())
-    batch_size: int = opt(64, "--batch-size", integer(1))
+    batch_size: int | None = opt(None, "--batch-size", integer(1, optional=True))  # None: from the memory estimate
     figure: bool = opt(True, "--figure", flag)
     # attributions at the pixels (cnncli.api.project_attr): SmoothGrad or integrated gradients
     smooth: int | None = opt(None, "--smooth", integer(1, optional=True, maximum=100_000))
@@ -75,13 +75,13 @@ class Projection:
     bgr: bool = False  # the model takes BGR: pictures flip the channels back to RGB
     figures: dict | None = None  # --smooth / --integrated: the AttributionRow's figures
 
-    def to_uint8(self, norm: str = "grey"):
+    def to_uint8(self, norm: str = "percentile"):
         """The projection as shown by ``cnn project --norm``: uint8 [H, W, 3] (or [H, W])."""
         from cnncli.imaging.pictures import to_display
 
         return to_display(self.array, choice(NORMS)("--norm", norm), bgr=self.bgr)
 
-    def to_image(self, norm: str = "grey"):
+    def to_image(self, norm: str = "percentile"):
         """The projection as a PIL image, normalised as ``cnn project --norm`` does (grey: 0 at
         mid-grey, symmetric; minmax; percentile: symmetric, clipped at the 99.5th percentile)."""
         from PIL import Image
@@ -103,13 +103,15 @@ class Projections(Result, list):
         super().__init__(items)
         self.meta, self.pixels, self.rows, self.warnings = meta, pixels, rows, warnings
         self.files = [f for r in rows for f in r.files.values()]
+        self.box_of: Callable[[Projection], list[int] | None] | None = None
 
-    def figure(self, which: int | Projection = 0, norm: str = "grey", title: str | None = None):
+    def figure(self, which: int | Projection = 0, norm: str = "percentile", title: str | None = None):
         """Input | projection | overlay side by side, as a PIL image (the CLI's ``_figure.png``)."""
         from cnncli.api.project_files import default_title, figure_of
 
         p = which if isinstance(which, Projection) else self[which]
-        return figure_of(p, self.pixels, norm, title or default_title(self.meta, p.channel))
+        box = self.box_of(p) if self.box_of is not None else None  # --keep max: the unit's receptive field
+        return figure_of(p, self.pixels, norm, title or default_title(self.meta, p.channel), box)
 
     def document(self):
         from cnncli.render import Document
@@ -119,7 +121,8 @@ class Projections(Result, list):
         if "attribution" in m:
             title = f"{m['model']} · {m['tensor']} · {m['attribution']['method']} on {m['provider']}"
         row_type = AttributionRow if "attribution" in m else ProjectionRow
-        return Document(rows=self.rows, row_type=row_type, rows_key="results", meta=m, title=title)
+        return Document(rows=self.rows, row_type=row_type, rows_key="results", meta=m, title=title,
+                        files={"contact_sheet": m.get("contact_sheet")})
 
     def _repr_html_(self) -> str:
         import html
@@ -167,6 +170,7 @@ class ProjectionJob:
 def prepare(model: Any, image: Any, options: ProjectOptions) -> ProjectionJob:
     """Check and load everything for a projection; no projection runs yet."""
     from cnncli.api.sources import image_identity, model_identity, open_with_image, prepare_image
+    from cnncli.engine.memory import reverse_batch
     from cnncli.engine.model_input import check_run_memory
     from cnncli.engine.project import Projector
     from cnncli.engine.targets import by_layer, by_tensor, parse_channels
@@ -181,10 +185,21 @@ def prepare(model: Any, image: Any, options: ProjectOptions) -> ProjectionJob:
     top = o.top
     if o.channels is None and top is None:
         top = min(DEFAULT_TOP, target.shape[1])
+    elif top is not None and o.channels is None and top > target.shape[1] >= 1:
+        import warnings
+
+        from cnncli.errors import CnnWarning
+
+        warnings.warn(CnnWarning(f"--top {top}: '{target.tensor}' has {target.shape[1]} channels; projecting all "
+                                 f"{target.shape[1]}"), stacklevel=2)
+        top = target.shape[1]
     chans = parse_channels(o.channels, top, target.shape[1])
-    check_run_memory(m, target.tensor, 1, min(top if chans == "top" else len(chans), o.batch_size), o.max_memory)
+    count = top if chans == "top" else len(chans)
+    batch = o.batch_size if o.batch_size is not None else reverse_batch(m.graph, m.input_name, target.tensor, count,
+                                                                         o.max_memory)
+    check_run_memory(m, target.tensor, 1, min(count, batch), o.max_memory)
     img = prepare_image(m, image, array, o.preset, o.mean, o.std, o.bgr)
-    projector = Projector(m.model, m.graph, m.input_name, target.tensor, o.mode, provider, o.verbose, o.batch_size)
+    projector = Projector(m.model, m.graph, m.input_name, target.tensor, o.mode, provider, o.verbose, batch)
     meta = {"model": m.name, "input": img.name, "tensor": target.tensor, "layer": target.layer, "mode": o.mode,
             "keep": o.keep, "provider": provider, "preprocess": img.preprocess}
     return ProjectionJob(m, target, img, chans, top, o, projector, meta, (model_identity(model, m), image_identity(image)))
@@ -198,7 +213,7 @@ def run(model: Any, image: Any, options: ProjectOptions, *, progress: Callable[.
     ``arrays=False`` keeps no projection arrays (memory flat in the number of channels)."""
     from pathlib import Path
 
-    from cnncli.api.project_files import ProjectionWriter, write_streamed
+    from cnncli.api.project_files import ProjectionWriter, rf_box_of, write_streamed
     from cnncli.atomic import check_writable_dir
     from cnncli.frontend.damage import damage_explained
 
@@ -228,12 +243,16 @@ def run(model: Any, image: Any, options: ProjectOptions, *, progress: Callable[.
                 done(p, {})
         else:
             write_streamed(job, writer, done)
+        job.meta["contact_sheet"] = writer.contact_sheet(rows) if writer is not None else None  # every channel
         if o.export_reverse:
             from cnncli.atomic import write_bytes_atomic
 
             projector = job.projector
             write_bytes_atomic(o.export_reverse, projector.reverse_model(projector.last_forward).SerializeToString())
     result = Projections(items, job.meta, job.image.pixels, rows, list(warnings))
+    result.box_of = writer.box if writer is not None else rf_box_of(job)
+    if job.meta.get("contact_sheet"):
+        result.files.append(job.meta["contact_sheet"])
     if o.export_reverse:
         result.files.append(o.export_reverse)
     return result

@@ -33,10 +33,42 @@ def default_title(meta: dict, channel: int) -> str:
     return f"{Path(meta['model']).name} · {label} · channel {channel} · {meta['mode']}, keep {meta['keep']}"
 
 
-def figure_of(p: "Projection", pixels, norm: str, title: str):
+def figure_of(p: "Projection", pixels, norm: str, title: str, box=None):
     from cnncli.imaging.figure import projection_figure
 
-    return projection_figure(pixels, p.to_uint8(norm), p.array, title)
+    return projection_figure(pixels, p.to_uint8(norm), p.array, title, box)
+
+
+def rf_box_of(job: "ProjectionJob"):
+    """``box(projection)``: with ``--keep max``, the receptive field [y0, x0, y1, x1) in input
+    pixels of the unit projected (clipped to the input), drawn on its figure; else None (a whole
+    map's projection has no one field; a target whose field is unknown neither)."""
+    if job.options.keep != "max" or len(job.target.shape) != 4:
+        return lambda p: None
+    from cnncli.costs.receptive import receptive_fields
+
+    rf = receptive_fields(job.model.graph).get(job.target.tensor)
+    if not rf or len(rf) != 2:
+        return lambda p: None
+    h, w = job.model.shape[2], job.model.shape[3]
+
+    def box(p: "Projection"):
+        if p.location is None:
+            return None
+        (y0, y1), (x0, x1) = rf[0].box(p.location[0], h), rf[1].box(p.location[1], w)
+        return [y0, x0, y1, x1]
+
+    return box
+
+
+SHEET_TILE = 96  # pixels: a projection's tile on the contact sheet
+
+
+def sheet_label(row) -> str:
+    """A contact-sheet tile's label: the channel and its largest activation (an attribution
+    row's score)."""
+    value = getattr(row, "max_activation", getattr(row, "score", None))
+    return f"c{row.channel}" + (f" {value:.3g}" if isinstance(value, (int, float)) else "")
 
 
 class ProjectionWriter:
@@ -53,6 +85,8 @@ class ProjectionWriter:
         widest = max(job.target.shape[1] - 1, 0)
         self.name_of(widest)  # the longest name this run can make: checked now, not after the work
         self._made_dir = False
+        self.box = rf_box_of(job)
+        self.thumbs: dict[int, object] = {}  # channel -> its tile on the contact sheet (small: 96 pixels)
 
     def _prefix(self, size_given: bool) -> str:
         from cnncli.api.project_attr import tag as attribution_tag
@@ -65,7 +99,7 @@ class ProjectionWriter:
         tags = []
         if job.options.keep != "map":
             tags.append(f"keep-{job.options.keep}")
-        if self.norm != "grey":
+        if self.norm != type(job.options).default("norm"):
             tags.append(f"norm-{self.norm}")
         tags.append(attribution_tag(job.options))  # --smooth / --integrated and their settings
         tags.append(self._prep_tag())
@@ -114,12 +148,42 @@ class ProjectionWriter:
         base = self.out / self.name_of(p.channel)
         img = p.to_uint8(self.norm)
         files = {"png": str(save_image(img, f"{base}.png"))}
+        if self.figure and self.job.count > 1:  # (--no-figure: the projections alone, no sheet either)
+            from cnncli.imaging.pictures import resize_tile
+
+            self.thumbs[p.channel] = resize_tile(img, SHEET_TILE)
         if self.figure:
-            figure = figure_of(p, self.job.image.pixels, self.norm, default_title(self.job.meta, p.channel))
+            figure = figure_of(p, self.job.image.pixels, self.norm, default_title(self.job.meta, p.channel),
+                               self.box(p))
             files["figure"] = str(save_image(figure, f"{base}_figure.png"))
         if self.save_npy:
             files["npy"] = str(save_npy(p.array[None], f"{base}.npy"))
         return files
+
+
+    def contact_sheet(self, rows: list) -> str | None:
+        """Every channel's projection on one sheet, in the order of ``rows`` (ProjectionRow),
+        each tile labelled with its channel and largest activation; its path (None for one
+        channel). Named by the channels it shows, so another set does not replace it."""
+        from cnncli.imaging.figure import save_image
+        from cnncli.imaging.montage import labelled_grid, square_cols, titled
+        from cnncli.escaping import visible
+        from cnncli.imaging.naming import NAME_MAX, fits, join, part, short_hash
+
+        shown = [r for r in rows if r.channel in self.thumbs]
+        if len(shown) < 2:
+            return None
+        o = self.job.options
+        label = f"layer {self.job.target.layer}" if self.job.target.layer is not None else self.job.target.tensor
+        sheet = labelled_grid([self.thumbs[r.channel] for r in shown], [sheet_label(r) for r in shown],
+                              square_cols(len(shown)), SHEET_TILE, gap=6)
+        sheet = titled(sheet, f"{visible(label)} · {len(shown)} channels · {o.mode}, keep {o.keep}, norm {self.norm} "
+                              "· each tile: channel, max activation (or score)")
+        chosen = short_hash(",".join(str(r.channel) for r in shown))
+        name = join(f"{self.prefix}_{o.mode}", self._tags, f"sheet-{chosen}")
+        if not fits(name + ".png"):
+            name = part(name, limit=NAME_MAX - len(".png"))
+        return str(save_image(sheet, self.out / f"{name}.png"))
 
 
 def write_streamed(job: ProjectionJob, writer: ProjectionWriter,

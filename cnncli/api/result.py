@@ -75,7 +75,7 @@ class Result:
         from cnncli.render import render
 
         out = io.StringIO()
-        render(self.document(), fmt, out, columns=columns, wide=wide, warn=lambda _: None)
+        render(self.document(), fmt, out, columns=columns, wide=wide, warn=lambda _: None, note=lambda _: None)
         return out.getvalue()
 
     def __str__(self) -> str:

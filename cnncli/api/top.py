@@ -105,7 +105,8 @@ class TopResult(Result, list):
 
         m = self.meta
         title = f"{m['model']} · layer {m['layer']} ({m['tensor']}) · top {m['k']} of {m['scanned']} images"
-        return Document(rows=self.rows, row_type=ChannelTopRow, rows_key="channels", meta=m, title=title)
+        return Document(rows=self.rows, row_type=ChannelTopRow, rows_key="channels", meta=m, title=title,
+                        files={"overview": m.get("overview")})
 
 
 def choose_channels(channels: Any, n_channels: Any, seed: int, n: int) -> list[int]:

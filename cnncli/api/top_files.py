@@ -83,13 +83,14 @@ class GridWriter:
         import numpy as np
 
         from cnncli.atomic import ensure_dir
-        from cnncli.imaging.pictures import grid, label_strip, save_png, side_by_side
+        from cnncli.imaging.montage import titled
+        from cnncli.imaging.pictures import grid, save_png, side_by_side
 
         o = self.job.options
         rf = self.job.rf
         tile = int(min(128, max(64, rf[0].size if rf else 64)))
         cols = max(1, int(np.ceil(np.sqrt(len(ch.entries)))))  # what there is: a -k past the images adds no room
-        figure = label_strip(side_by_side(grid(ch.tiles("grey"), cols, tile), grid(ch.patches, cols, tile)),
+        figure = titled(side_by_side(grid(ch.tiles("grey"), cols, tile), grid(ch.patches, cols, tile)),
                              f"layer {o.layer} channel {ch.channel}: top {len(ch.entries)} (projection | patch)")
         ensure_dir(self.out)
         path = save_png(figure, self.out / f"{self.prefix}_c{ch.channel}_top{o.k}_{o.mode}.png")
@@ -97,14 +98,13 @@ class GridWriter:
         return {"grid": str(path)}
 
     def overview(self) -> str:
-        import numpy as np
-
+        from cnncli.imaging.montage import packed
         from cnncli.imaging.naming import short_hash
-        from cnncli.imaging.pictures import grid, save_png
+        from cnncli.imaging.pictures import save_png
 
-        per_row = max(1, min(4, int(np.ceil(np.sqrt(len(self.tiles))))))
-        width = max(t.shape[1] for t in self.tiles)
         o = self.job.options
         chosen = short_hash(",".join(map(str, self.job.channels)))  # another set of channels: another overview
         name = f"{self.prefix}_top{o.k}_{o.mode}_overview-{chosen}.png"
-        return str(save_png(grid(self.tiles, per_row, width, gap=12), self.out / name))
+        # each channel's grid at its own size and aspect (no square cells), as many to a row as
+        # make the whole about 16:10; their 16-pixel titles stay legible
+        return str(save_png(packed(self.tiles, gap=16), self.out / name))

@@ -19,17 +19,17 @@ def command() -> click.Command:
     @click.option("--layer", type=int, help="The N-th Conv, numbered as `cnn stats` numbers them (its block output).")
     @click.option("--tensor", help="Any 4-D tensor of the graph, or a 2-D one such as the logits.")
     @click.option("--channel", "channels", metavar="N[,N…]|all", help="Channels to project.")
-    @click.option("--top", type=int, metavar="K", help="The K channels with the largest activation on this input [default: 4, or all if fewer].")
+    @click.option("--top", type=int, metavar="K", help="The K channels with the largest activation on this input (all of them, with a warning, when K is more) [default: 4, or all if fewer].")
     @click.option("--mode", type=click.Choice(MODES), default=_default(ProjectOptions, "mode"), show_default=True)
     @click.option("--keep", type=click.Choice(KEEPS), default=_default(ProjectOptions, "keep"), show_default=True,
                   help="Seed the channel's whole map, or only its strongest activation.")
     @click.option("--norm", type=click.Choice(NORMS), default=_default(ProjectOptions, "norm"), show_default=True,
-                  help="How projections become pixels (grey: 0 at mid-grey, symmetric scale).")
+                  help="How projections become pixels (percentile: 0 at mid-grey, symmetric, scaled by the 99.5th percentile of |x|; grey: the same scaled by the largest |x|, as in the paper, fainter on deep layers).")
     @click.option("--out", default=_default(ProjectOptions, "out"), show_default=True, help="Output folder.")
     @click.option("--save-npy", is_flag=True, default=_default(ProjectOptions, "save_npy"), help="Also save the raw float32 projection, shaped like the model input.")
     @click.option("--export-reverse", type=click.Path(dir_okay=False), metavar="FILE.onnx", help="Write the generated reverse graph.")
-    @click.option("--batch-size", type=click.IntRange(min=1), default=_default(ProjectOptions, "batch_size"), show_default=True,
-                  help="Channels per batched reverse run.")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=_default(ProjectOptions, "batch_size"),
+                  help="Channels per batched reverse run [default: as many as fit 128 MiB by the memory estimate, 1 to 64].")
     @click.option("--figure/--no-figure", default=_default(ProjectOptions, "figure"), show_default=True,
                   help="Write the input | projection | overlay figure beside each projection PNG.")
     @click.option("--smooth", type=click.IntRange(min=1), metavar="N",

@@ -43,7 +43,7 @@ def overlay(pixels: np.ndarray, proj: np.ndarray) -> np.ndarray:
 _local = threading.local()  # fonts per thread: a FreeType face must not be shared between threads
 
 
-def _font(size: int):
+def font(size: int):
     from PIL import ImageFont
 
     fonts = _local.__dict__.setdefault("fonts", {})
@@ -55,7 +55,7 @@ def _font(size: int):
     return fonts[size]
 
 
-def _fit_text(draw, text: str, font, width: int) -> str:
+def fit_text(draw, text: str, font, width: int) -> str:
     """``text``, shortened in the middle with '…' until it fits ``width`` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text
@@ -96,28 +96,50 @@ def _template(pw: int, ph: int):  # read-only once made: each figure draws on a 
     canvas = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for i, label in enumerate(("input", "projection", "overlay")):
-        draw.text((MARGIN + i * (pw + GAP) + pw / 2, MARGIN + TITLE_H), label, font=_font(LABEL_SIZE), fill=INK, anchor="ma")
+        draw.text((MARGIN + i * (pw + GAP) + pw / 2, MARGIN + TITLE_H), label, font=font(LABEL_SIZE), fill=INK, anchor="ma")
     return canvas
 
 
-def projection_figure(pixels: np.ndarray, proj_img: np.ndarray, proj: np.ndarray, title: str):
+BOX = (0, 190, 255)  # the receptive field's box: a cyan that neither grey nor the warm overlay has
+
+
+def draw_box(im, box, size: tuple[int, int]):
+    """A panel (Pillow image showing an input of ``size`` = (H, W) pixels) with the rectangle
+    ``box`` = [y0, x0, y1, x1) of input pixels drawn on it, 2 pixels wide, outside dark."""
+    from PIL import ImageDraw
+
+    y0, x0, y1, x1 = box
+    sy, sx = im.height / size[0], im.width / size[1]
+    draw = ImageDraw.Draw(im)
+    rect = [round(x0 * sx), round(y0 * sy), max(round(x0 * sx), round(x1 * sx) - 1), max(round(y0 * sy), round(y1 * sy) - 1)]
+    draw.rectangle([rect[0] - 1, rect[1] - 1, rect[2] + 1, rect[3] + 1], outline=(0, 0, 0), width=1)
+    draw.rectangle(rect, outline=BOX, width=2)
+    return im
+
+
+def projection_figure(pixels: np.ndarray, proj_img: np.ndarray, proj: np.ndarray, title: str, box=None):
     """Input | projection | overlay side by side under a title: a Pillow RGB image.
 
     pixels: the input as shown, uint8 [H, W, 3]; proj_img: the projection as shown (uint8
     [H, W] or [H, W, 3], already normalised); proj: the raw projection [C, H, W] for the overlay.
     The title (a model path, a tensor name) is drawn on one line, its control and bidi characters
-    as escapes (``cnncli.escaping.visible``: a newline as ``\\n``)."""
+    as escapes (``cnncli.escaping.visible``: a newline as ``\\n``). ``box``: [y0, x0, y1, x1) in
+    input pixels (the receptive field of the unit projected), drawn on the input and the
+    projection."""
     from PIL import ImageDraw
 
     from cnncli.escaping import visible
 
     panels = [_panel(pixels), _panel(proj_img), _panel(overlay(pixels, proj))]
+    if box is not None:
+        for im in panels[:2]:
+            draw_box(im, box, pixels.shape[:2])
     pw = max(p.width for p in panels)
     ph = max(p.height for p in panels)
     canvas = _template(pw, ph).copy()
     draw = ImageDraw.Draw(canvas)
-    tfont = _font(TITLE_SIZE)
-    draw.text((canvas.width / 2, MARGIN), _fit_text(draw, visible(title), tfont, canvas.width - 2 * MARGIN), font=tfont,
+    tfont = font(TITLE_SIZE)
+    draw.text((canvas.width / 2, MARGIN), fit_text(draw, visible(title), tfont, canvas.width - 2 * MARGIN), font=tfont,
               fill=INK, anchor="ma")
     top = MARGIN + TITLE_H + LABEL_H
     for i, im in enumerate(panels):

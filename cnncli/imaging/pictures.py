@@ -95,13 +95,3 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8, bg: int = 25
     out[: left.shape[0], : left.shape[1]] = left
     out[: right.shape[0], left.shape[1] + gap:] = right
     return out
-
-
-def label_strip(img: np.ndarray, text: str, height: int = 16) -> np.ndarray:
-    """The image with a line of text above it (Pillow's default font)."""
-    from PIL import Image, ImageDraw
-
-    canvas = Image.new("RGB", (img.shape[1], img.shape[0] + height), (255, 255, 255))
-    canvas.paste(Image.fromarray(img), (0, height))
-    ImageDraw.Draw(canvas).text((2, 2), text, fill=(0, 0, 0))
-    return np.asarray(canvas)

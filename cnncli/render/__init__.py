@@ -29,6 +29,7 @@ from cnncli.render.document import (
     column_names,
     columns,
     compact_names,
+    headers,
     pick_columns,
     to_json_value,
 )
@@ -55,13 +56,15 @@ def _isatty(stream: Any) -> bool:
 
 
 def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[str] | None = None,
-           wide: bool = False, warn: Callable[[str], None] | None = None) -> None:
+           wide: bool = False, warn: Callable[[str], None] | None = None,
+           note: Callable[[str], None] | None = None) -> None:
     """Write ``doc`` to ``stream`` in format ``fmt``.
 
     ``columns`` (field names or headers) picks the columns of table, Markdown and CSV output;
     JSON and JSONL always carry every field. On a terminal the table shows the row type's
     compact columns unless ``wide`` or ``columns`` says otherwise. ``warn`` hears about values
-    written as null in JSON (default: cnncli.render.console.warn).
+    written as null in JSON (default: cnncli.render.console.warn); ``note`` the line that names
+    the columns a terminal's table leaves out (default: cnncli.render.console.info, on stderr).
     """
     from cnncli.errors import CnnError
 
@@ -72,7 +75,7 @@ def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[
         raise CnnError("standard output is closed: nothing to write the output to")
     try:
         with gc_paused():
-            _render(doc, fmt, stream, picked, columns is not None or wide, warn)
+            _render(doc, fmt, stream, picked, columns is not None or wide, warn, note)
         stream.flush()
     except BrokenPipeError:
         raise
@@ -84,7 +87,7 @@ def render(doc: Document, fmt: str, stream: TextIO | None, *, columns: Sequence[
         raise
 
 
-def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: bool, warn) -> None:
+def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: bool, warn, note) -> None:
     from cnncli.render import formats, table
     from cnncli.render.text import encodable, is_unicode
 
@@ -111,8 +114,20 @@ def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: 
         if not _isatty(stream):
             table.plain_table(doc, picked, stream.write, encoding)
             return
+        every = picked
         if not chosen:
             wanted = set(compact_names(doc.row_type))
             picked = [i for i, name in enumerate(column_names(doc.row_type)) if name in wanted]
-        table.terminal_table(doc, picked, stream.write, table.terminal_width(stream), encoding,
-                             bold=table.use_color(stream))
+        left_out = table.terminal_table(doc, picked, stream.write, table.terminal_width(stream), encoding,
+                                        bold=table.use_color(stream))
+        heads = headers(doc.row_type)
+        hidden = [heads[i] for i in every if i not in picked] + left_out
+        if hidden:
+            import textwrap
+
+            if note is None:
+                from cnncli.render.console import info as note
+            text = (f"{len(hidden)} column{'s' if len(hidden) > 1 else ''} not shown: {', '.join(hidden)} "
+                    "(--wide shows every column, --columns picks them)")
+            for line in textwrap.wrap(text, max(20, table.terminal_width(stream)), break_on_hyphens=False):
+                note(line)

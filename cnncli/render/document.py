@@ -21,6 +21,7 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)  # JSON keys before the rows
     totals: dict[str, Any] | None = None  # JSON "totals"; a summary under human tables
     title: str | None = None
+    files: dict[str, str] | None = None  # the run's files that belong to no one row (an overview, a contact sheet)
 
 
 def _cell(value: Any, kind: str, human: bool) -> str:

@@ -91,17 +91,59 @@ class _Sink:
         self.write = write
 
 
+def _plain(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _spread(doc: Document, name: str, kind: str) -> tuple[list[str], Callable[[Any], list[str]]] | None:
+    """A column holding several values as one CSV field per value: ``files`` as ``files.png``,
+    ``files.figure``… (one per kind of file, in the order first met); ``entries`` (a ranked list
+    of dataclasses, `cnn top`'s images) as ``entries.1.image``, ``entries.1.activation``… per
+    rank. None for any other column."""
+    values = [getattr(r, name) for r in doc.rows]
+    if kind == "files":
+        keys = list(dict.fromkeys(k for v in values if isinstance(v, dict) for k in v))
+        return [f"{name}.{k}" for k in keys], lambda v: [str((v or {}).get(k, "")) for k in keys]
+    if kind == "entries":
+        ranks = max((len(v) for v in values if isinstance(v, (list, tuple))), default=0)
+        first = next((e for v in values for e in (v or ()) if dataclasses.is_dataclass(e)), None)
+        if first is None:
+            return None
+        fields = [f.name for f in dataclasses.fields(first)]
+        heads = [f"{name}.{i + 1}.{f}" for i in range(ranks) for f in fields]
+        return heads, lambda v: [_plain(getattr(e, f)) for e in (v or ()) for f in fields] + [""] * (
+            len(heads) - len(v or ()) * len(fields))
+    return None
+
+
 def csv_rows(doc: Document, write: Write, picked: list[int], escape: bool = False) -> None:
-    """CSV with exact cells; with ``escape`` (stdout is a terminal) each cell through ``visible``,
-    so that a name from the model sends the terminal no control or bidi character."""
+    """CSV with exact cells, one value per field: a column of several files or ranked entries
+    spread over one field each (``files.png``, ``files.figure``; ``entries.1.image``…), the run's
+    own files (``doc.files``: an overview) as one more column each, the same on every row. With
+    ``escape`` (stdout is a terminal) each cell goes through ``visible``, so that a name from the
+    model sends the terminal no control or bidi character."""
     writer = csv.writer(_Sink(write), lineterminator="\n")
-    names = [f.name for f in columns(doc.row_type)]
-    full = len(picked) == len(names)
-    writer.writerow(names if full else [names[i] for i in picked])
+    fields = columns(doc.row_type)
+    spread = {i: _spread(doc, fields[i].name, fields[i].metadata.get("kind", "text")) for i in picked}
+    head: list[str] = []
+    for i in picked:
+        head.extend(spread[i][0] if spread[i] else [fields[i].name])
+    extra = {k: v or "" for k, v in (doc.files or {}).items()}
+    writer.writerow(head + list(extra))
+    simple = not any(spread.values()) and not extra and len(picked) == len(fields)
     for r in doc.rows:
         cs = cells(r, human=False)
-        if not full:
-            cs = [cs[i] for i in picked]
+        if not simple:
+            row: list[str] = []
+            for i in picked:
+                row.extend(spread[i][1](getattr(r, fields[i].name)) if spread[i] else [cs[i]])
+            cs = row + list(extra.values())
         writer.writerow([visible(c) for c in cs] if escape else cs)
 
 

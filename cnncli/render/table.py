@@ -23,11 +23,11 @@ from typing import Any, Callable
 
 from cnncli.escaping import visible
 from cnncli.render.document import Document, cells, column_names, headers, kinds, summary_lines
-from cnncli.render.text import encodable, human, is_unicode, shorten_middle, width
+from cnncli.render.text import encodable, human, is_unicode, shorten_distinct, shorten_middle, width
 
 Write = Callable[[str], Any]
 
-_SHRINKABLE = ("text", "entries", "files")  # kinds whose cells may be shortened in the middle
+_SHRINKABLE = ("text", "entries")  # kinds whose cells may be shortened in the middle (never paths: "files")
 _MIN_SHRUNK = 8  # cells shortened to no fewer cells than this
 
 
@@ -52,6 +52,14 @@ class Grid:
     def shrinkable(self, j: int) -> bool:
         """Whether column j holds text that may be shortened in the middle (never numbers)."""
         return self.kinds[j] in _SHRINKABLE and not (self.numbers and self.numbers[j])
+
+    def without(self, gone: set[int]) -> "Grid":
+        """The grid less the columns ``gone``."""
+        def keep(cells: list | None) -> list | None:
+            return None if cells is None else [c for j, c in enumerate(cells) if j not in gone]
+
+        return Grid(keep(self.heads), keep(self.kinds), [keep(r) for r in self.rows],
+                    None if self.units is None else [keep(r) for r in self.units], keep(self.numbers))
 
 
 def grid(doc: Document, picked: list[int], prep: Callable[[str], str] | None, with_units: bool) -> Grid:
@@ -117,6 +125,7 @@ def plain_table(doc: Document, picked: list[int], write: Write, encoding: str | 
     else:
         lines.extend("│ " + " │ ".join(_pad(c, w, r, measure) for c, w, r in zip(row, widths, right)) + " │" for row in g.rows)
     lines.append("└" + "┴".join("─" * (w + 2) for w in widths) + "┘")
+    lines.extend(run_files(doc, visible))
     if doc.totals:
         summary = [(visible(k), visible(v)) for k, v in summary_lines(doc.totals)]
         kw = max(width(k) for k, _ in summary)
@@ -124,6 +133,11 @@ def plain_table(doc: Document, picked: list[int], write: Write, encoding: str | 
         lines.extend(_pad(k, kw, False, width) + "  " + _pad(v, vw, True, width) for k, v in summary)
     text = "\n".join(lines) + "\n"
     write(text if is_unicode(encoding) else encodable(text, encoding))
+
+
+def run_files(doc: Document, prep: Callable[[str], str]) -> list[str]:
+    """``name: path`` for each of the run's own files (an overview, a contact sheet), whole."""
+    return [f"{prep(k)}: {prep(v)}" for k, v in (doc.files or {}).items() if v]
 
 
 def _pad(text: str, w: int, right: bool, measure: Callable[[str], int] = width) -> str:
@@ -177,9 +191,12 @@ def fit_widths(g: Grid, rows: list[list[str]], limit: int) -> list[int] | None:
     return None
 
 
-def shrink(g: Grid, rows: list[list[str]], limit: int, ellipsis: str) -> tuple[list[list[str]], list[int]] | None:
-    """Shorten the text columns in the middle until the table fits ``limit``: the others
-    (op types, paths) first, widest first, then the first text column, which names the row."""
+def shrink(g: Grid, rows: list[list[str]], limit: int, ellipsis: str,
+           apart: bool = True) -> tuple[list[list[str]], list[int]] | None:
+    """Shorten the text columns in the middle until the table fits ``limit``: the longest
+    first (most often the names), each to no fewer than _MIN_SHRUNK cells, so that short op
+    types stay whole as long as a long name can give room. With ``apart``, cells that differ
+    stay different (cnncli.render.text.shorten_distinct): None when they cannot at this width."""
     need = [max([0, *(width(r[j]) for r in rows)]) for j in range(len(g.heads))]
     base = [max(n, _words_width(h), 1) for n, h in zip(need, g.heads)]
     can = [g.shrinkable(j) for j in range(len(g.kinds))]
@@ -189,11 +206,34 @@ def shrink(g: Grid, rows: list[list[str]], limit: int, ellipsis: str) -> tuple[l
         candidates = [j for j in range(len(widths)) if can[j] and widths[j] > floor[j]]
         if not candidates:
             return None
-        first = next(j for j in range(len(can)) if can[j])
-        j = max(candidates, key=lambda j: (j != first, widths[j]))
+        j = max(candidates, key=lambda j: widths[j])
         widths[j] -= 1
-    out = [[shorten_middle(c, widths[j], ellipsis) if can[j] else c for j, c in enumerate(r)] for r in rows]
-    return out, widths
+    columns = [[r[j] for r in rows] for j in range(len(widths))]
+    for j, w in enumerate(widths):
+        if can[j] and w < need[j]:
+            cut = shorten_distinct(columns[j], w, ellipsis) if apart else None
+            if cut is None and apart:
+                return None
+            columns[j] = cut or [shorten_middle(c, w, ellipsis) for c in columns[j]]
+    return [list(r) for r in zip(*columns)], widths
+
+
+def hide_until_apart(g: Grid, limit: int, ellipsis: str) -> tuple[Grid, list[int], tuple] | None:
+    """When the table fits only with names shortened until some read the same: the columns at
+    the right left out (never numbers of the int kind, never the first two) one by one until the
+    names stay apart. (the grid, the indexes left out, shrink's answer), or None."""
+    gone: set[int] = set()
+    order = [j for j in range(len(g.heads) - 1, 1, -1) if g.kinds[j] != "int"]
+    for j in order:
+        gone.add(j)
+        less = g.without(gone)
+        fitted = fit_widths(less, less.units, limit)
+        if fitted is not None:
+            return less, sorted(gone), (less.units, fitted)
+        fitted = shrink(less, less.units, limit, ellipsis)
+        if fitted is not None:
+            return less, sorted(gone), fitted
+    return None
 
 
 def _header_lines(heads: list[str], widths: list[int]) -> list[list[str]]:
@@ -271,30 +311,65 @@ def summary_block(totals: dict[str, Any], limit: int, prep: Callable[[str], str]
     return lines
 
 
+def paths_below(g: Grid, paths: list[int]) -> list[str]:
+    """The paths of the columns ``paths`` (kind "files"), one a line and whole, each after its
+    row's first cell: what a terminal too narrow for them gets under the table."""
+    lines = []
+    for row in g.rows:
+        for j in paths:
+            lines.extend(f"{g.heads[0]} {row[0]}: {p}" for p in row[j].split("  ") if p)
+    return lines
+
+
+def _title(doc: Document, prep: Callable[[str], str], limit: int) -> list[str]:
+    """The title, wrapped at spaces (a path in it kept whole on a line where it fits one)."""
+    if not doc.title:
+        return []
+    title = prep(doc.title)
+    if width(title) <= limit:
+        return [title]
+    return textwrap.wrap(title, limit, break_on_hyphens=False) or [""]
+
+
 def terminal_table(doc: Document, picked: list[int], write: Write, limit: int, encoding: str | None,
-                   bold: bool = False) -> None:
-    """The table laid out for a terminal ``limit`` cells wide (see the module's docstring)."""
+                   bold: bool = False) -> list[str]:
+    """The table laid out for a terminal ``limit`` cells wide (see the module's docstring).
+    Paths are never shortened: a table with paths that does not fit lists them under it.
+    Returns the headers of the columns it left out to keep the names apart."""
     limit = max(limit, 20)
     prep = _preparer(encoding) or (lambda s: s)
     ellipsis = "…" if is_unicode(encoding) else "..."
     g = grid(doc, picked, prep, with_units=True)
-    title = [prep(doc.title)] if doc.title else []
-    if title and width(title[0]) > limit:
-        title = textwrap.wrap(title[0], limit, break_on_hyphens=False) or [""]
+    title, below, hidden = _title(doc, prep, limit), [], []
     body: list[str] | None = None
-    for rows in (g.rows, g.units):
-        widths = fit_widths(g, rows, limit)
-        if widths is not None:
-            body = boxed(title, g.heads, rows, widths, g.right_terminal, bold)
+    paths = [j for j, k in enumerate(g.kinds) if k == "files"]
+    for attempt in ("all", "paths below"):
+        if attempt == "paths below":
+            if not paths or len(paths) == len(g.heads):
+                break
+            below, g = paths_below(g, paths), g.without(set(paths))
+        for rows in (g.rows, g.units):
+            widths = fit_widths(g, rows, limit)
+            if widths is not None:
+                body = boxed(title, g.heads, rows, widths, g.right_terminal, bold)
+                break
+        if body is not None:
             break
     if body is None:
         fitted = shrink(g, g.units, limit, ellipsis)
+        if fitted is None and shrink(g, g.units, limit, ellipsis, apart=False) is not None:
+            hid = hide_until_apart(g, limit, ellipsis)  # it fits, but names would read the same
+            if hid is not None:
+                hidden = [g.heads[j] for j in hid[1]]
+                g, fitted = hid[0], hid[2]
         if fitted is not None:
             rows, widths = fitted
             body = boxed(title, g.heads, rows, widths, g.right_terminal, bold)
     if body is None:
         body = title + records(g, limit, ellipsis, bold)
+    body += below + run_files(doc, prep)
     if doc.totals:
         body += summary_block(doc.totals, limit, prep, bold)
     text = "\n".join(body) + "\n"
     write(text if is_unicode(encoding) else encodable(text, encoding))
+    return hidden

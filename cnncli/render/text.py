@@ -37,17 +37,19 @@ def width(text: str) -> int:
     return cell_len(text)
 
 
-def shorten_middle(text: str, limit: int, ellipsis: str = "…") -> str:
+def shorten_middle(text: str, limit: int, ellipsis: str = "…", head: float = 1 / 3) -> str:
     """``text`` cut to at most ``limit`` cells by replacing its middle with ``ellipsis``,
-    keeping a third of the room for the start and two thirds for the end (where layer names
-    differ: ``/layer1/layer1.0/conv1/Conv``)."""
+    keeping ``head`` of the room for the start (a third by default) and the rest for the end
+    (where layer names differ: ``/layer1/layer1.0/conv1/Conv``)."""
     if width(text) <= limit:
         return text
     room = limit - width(ellipsis)
     if room <= 0:
         return ellipsis[:limit]
-    head_room = room // 3
+    head_room = int(room * head)
     tail_room = room - head_room
+    if text.isascii():
+        return text[:head_room] + ellipsis + (text[len(text) - tail_room:] if tail_room else "")
     head, used = [], 0
     for ch in text:
         w = width(ch)
@@ -63,6 +65,23 @@ def shorten_middle(text: str, limit: int, ellipsis: str = "…") -> str:
         tail.append(ch)
         used += w
     return "".join(head) + ellipsis + "".join(reversed(tail))
+
+
+_SPLITS = (1 / 3, 1 / 2, 2 / 3, 1 / 5, 4 / 5, 0.0, 1.0)  # shares of the room kept for the start, in order of preference
+
+
+def shorten_distinct(texts: list[str], limit: int, ellipsis: str = "…") -> list[str] | None:
+    """Each text shortened in the middle to at most ``limit`` cells, at one split of the room
+    between start and end (a third for the start if that keeps them apart, else the first of
+    _SPLITS that does), so that texts that differ stay different: ``/model.1/conv/Conv`` and
+    ``/model.10/conv/Conv`` are not both ``/mo…nv/Conv``. None when no split keeps them apart
+    at this width."""
+    distinct = set(texts)
+    for head in _SPLITS:
+        out = [shorten_middle(t, limit, ellipsis, head) for t in texts]
+        if len(set(out)) == len(distinct):
+            return out
+    return None
 
 
 _ASCII = str.maketrans({
