@@ -178,6 +178,22 @@ def _compress_fixes(nodes, info: list[NodeInfo], shapes: dict, value_of) -> dict
     return fixes
 
 
+def _stft_fixes(nodes, info: list[NodeInfo], shapes: dict, value_of) -> dict[str, tuple]:
+    """STFT outputs without an ``onesided`` attribute: its default is 1 (frame_length // 2 + 1
+    bins, as onnxruntime and the reference compute), which onnx's shape inference takes as 0."""
+    fixes = {}
+    for node, ni in zip(nodes, info):
+        if ni.op != "STFT" or not ni.outputs or "onesided" in attrs(node):
+            continue
+        y, ins = shapes.get(node.output[0]), list(node.input) + [""] * 4
+        length = value_of(ins[3]) if ins[3] else None
+        window = shapes.get(ins[2]) if ins[2] else None
+        t = int(np.asarray(length).reshape(-1)[0]) if length is not None else window[0] if window else None
+        if y is not None and len(y) == 4 and t and y[2] == t and t // 2 + 1 != t:
+            fixes[node.output[0]] = (*y[:2], t // 2 + 1, y[3])
+    return fixes
+
+
 def _ceil_pool_fixes(nodes, info: list[NodeInfo], shapes: dict) -> dict[str, tuple]:
     """Pool outputs whose ceil_mode size ONNX shape inference overstates.
 
@@ -297,13 +313,14 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
         else:
             break
     for _ in range(8):  # each round fixes the first pools; later ones may follow from them
-        fixes = {**_ceil_pool_fixes(nodes, info, shapes), **_compress_fixes(nodes, info, shapes, value_of)}
+        fixes = {**_ceil_pool_fixes(nodes, info, shapes), **_compress_fixes(nodes, info, shapes, value_of),
+                 **_stft_fixes(nodes, info, shapes, value_of)}
         if not fixes:
             break
         for name, shape in fixes.items():
             light.graph.value_info.append(onnx.helper.make_tensor_value_info(name, types.get(name, 1), list(shape)))
         infer()
-        _fill(shapes, fixes)  # (a graph output's declared unknown dim outlives the value_info)
+        shapes.update(fixes)  # (a graph output's declared or inferred dims outlive the value_info)
         unresolved = _first_unknown(shapes, info, used or _used(model, info))
     if unresolved is not None:  # a shape that stays unknown may be a damaged file's doing
         explain_if_damaged(model)

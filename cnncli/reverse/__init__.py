@@ -7,7 +7,7 @@ from cnncli.reverse import activations, arithmetic, conv, linear, normalization,
 from cnncli.reverse import pointwise, reductions, softmax  # noqa: F401
 from cnncli.reverse import gather, quantize, tiling  # noqa: F401
 from cnncli.reverse import recurrent, scans  # noqa: F401
-from cnncli.reverse import functions, scatter  # noqa: F401
+from cnncli.reverse import functions, scatter, spectral  # noqa: F401
 from cnncli.reverse import regions, sampling  # noqa: F401
 from cnncli.reverse.activations import RELU_FAMILY
 from cnncli.reverse.builder import (
