@@ -198,3 +198,20 @@ def test_python_options_checked():
         with pytest.raises(cnncli.BadArgument) as info:
             cnncli.profile(MINI, **kwargs)
         assert info.value.param == flag
+
+
+def test_loop_body_kernels_are_inside_the_loop():
+    """The kernels of a Loop's body run inside the Loop's own kernel: not unjoined, not counted twice."""
+    from helpers import loop_model
+
+    with pytest.warns(cnncli.CnnWarning, match="incomplete"):
+        p = cnncli.profile(loop_model(), **FAST)
+    assert [r.op for r in p.layers] == ["Loop"] and p.layers[0].ms is not None and p.layers[0].bound is None
+    assert p.totals["ms_unjoined"] == 0 and p.totals["ms_kernels"] == pytest.approx(p.totals["ms_layers"], abs=1e-3)
+
+
+def test_input_array_must_fit_the_declared_input(tmp_path):
+    data = tmp_path / "x.npy"
+    np.save(data, np.zeros((1, 3, 5, 5), np.float32))
+    line = assert_one_line_error(invoke("profile", MINI, "--input", data), 2)
+    assert "--input" in line and "1x3x5x5" in line and "Nx3x112x112" in line

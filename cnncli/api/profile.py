@@ -123,6 +123,18 @@ def read_inputs(file: str | None, names: list[str]) -> dict[str, Any]:
     return arrays
 
 
+def _check_given(model, given: dict[str, Any], file: str | None) -> None:
+    """An --input array must fit the dims its input declares (a symbolic dim takes any size)."""
+    from cnncli.engine.model_input import declared_shape
+
+    for name, array in given.items():
+        declared = declared_shape(model, name)
+        if len(declared) != array.ndim or any(d is not None and d != a for d, a in zip(declared, array.shape)):
+            shown = "x".join("N" if d is None else str(d) for d in declared)
+            raise BadArgument("--input", f"'{name}' is {'x'.join(map(str, array.shape))} in '{file}', but the model "
+                                         f"declares {shown or 'a scalar'}")
+
+
 def _feeds(graph, given: dict[str, Any]) -> dict[str, Any]:
     """Every input's data: the array given, else random normal floats (zeros for integers and bools)."""
     import numpy as np
@@ -210,6 +222,7 @@ def run(model: Any, options: ProfileOptions, *, on_warning: Hear | None = None,
         loaded = load(model)
         given = read_inputs(options.input, [i.name for i in real_inputs(loaded.model.graph)])
         shapes = dict(options.input_shapes)
+        _check_given(loaded.model, given, options.input)
         for name, array in given.items():
             if name in shapes and tuple(shapes[name]) != tuple(array.shape):
                 raise BadArgument("--input", f"'{name}' is {'x'.join(map(str, array.shape))} in '{options.input}' "

@@ -121,7 +121,7 @@ def measured_rows(graph: Graph, layers: list, trace, join, peaks) -> tuple[list,
         macs = base.macs
         intensity = round(macs / moved, 3) if macs is not None and moved else None
         bound = None
-        if t is not None and ridge is not None:
+        if t is not None and ridge is not None and macs is not None:
             bound = "compute" if (intensity or 0) >= ridge else "memory"
         rows.append(ProfileRow(
             **{f.name: getattr(base, f.name) for f in dataclasses.fields(LayerRow)},
@@ -134,7 +134,8 @@ def measured_rows(graph: Graph, layers: list, trace, join, peaks) -> tuple[list,
             provider=trace.provider,
         ))
     unjoined = [sum(trace.kernels[k][r] for k in join.unjoined if k in trace.kernels) for r in range(runs)]
-    every = [sum(times[r] for times in trace.kernels.values()) for r in range(runs)]
+    outer = [times for name, times in trace.kernels.items() if name not in join.nested]
+    every = [sum(times[r] for times in outer) for r in range(runs)]
     totals = {
         "provider": trace.provider,
         "runs": runs,
@@ -142,7 +143,7 @@ def measured_rows(graph: Graph, layers: list, trace, join, peaks) -> tuple[list,
         "ms_run_min": round(min(trace.run_ms), 4) if runs else None,
         "ms_run_max": round(max(trace.run_ms), 4) if runs else None,
         "ms_layers": round(ms_layers, 4),  # the sum of the rows' medians
-        "ms_kernels": round(_median(every), 4),  # the median of each run's kernel time, all kernels
+        "ms_kernels": round(_median(every), 4),  # the median of each run's kernel time (a body's inside its node's)
         "ms_unjoined": round(_median(unjoined), 4),
         "peak_gmacs_per_s": round(peaks.gmacs_per_s, 3),
         "peak_gbytes_per_s": round(peaks.gbytes_per_s, 3),
@@ -187,6 +188,7 @@ def by_op(rows: list, ridges: dict[str, float | None]) -> list[ProfileOpRow]:
             ms_share=round(t / totals[prov], 4) if t is not None and totals[prov] else None,
             gmacs_per_s=round(macs / (t * 1e6), 3) if t and macs is not None else None,
             bytes=moved, intensity=intensity,
-            bound=None if t is None or ridge is None else ("compute" if (intensity or 0) >= ridge else "memory"),
+            bound=None if t is None or ridge is None or macs is None else (
+                "compute" if (intensity or 0) >= ridge else "memory"),
             provider=prov))
     return out

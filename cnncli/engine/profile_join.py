@@ -41,6 +41,7 @@ class Join:
     covered: dict[str, list[int]] = field(default_factory=dict)  # kernel name -> original nodes it computes
     fused_into: dict[int, int] = field(default_factory=dict)  # original node -> the node whose kernel computes it
     unjoined: list[str] = field(default_factory=list)  # kernels joined to no original node
+    nested: list[str] = field(default_factory=list)  # kernels of If/Loop/Scan bodies: inside their node's time
 
 
 def join_kernels(nodes: list[onnx.NodeProto], names: list[str], constants: set[str], optimized: onnx.GraphProto,
@@ -82,8 +83,8 @@ def join_kernels(nodes: list[onnx.NodeProto], names: list[str], constants: set[s
                 computed.setdefault(producer[same[t]], name)
     for name in kernels:
         node = g1.get(name)
-        if node is None:
-            join.unjoined.append(name)
+        if node is None:  # a body's kernel (its time is inside its If/Loop/Scan's) or, with no graph read, unknown
+            (join.nested if g1 else join.unjoined).append(name)
             continue
         stop = {same[t] for t in node.input if t in same} | constants
         start = [same[t] for t in node.output if t in same]
