@@ -70,7 +70,76 @@ def function_body(node: onnx.NodeProto, types: dict[str, int], shapes: dict, ops
     inlined = onnx.inliner.inline_local_functions(model)
     del inlined.opset_import[:]
     inlined.opset_import.append(helper.make_opsetid("", body_opset))
+    if any(n.op_type == "Scan" for n in inlined.graph.node):
+        unroll_scans(inlined)
     return inlined, body_opset
+
+
+def unroll_scans(model: onnx.ModelProto) -> None:
+    """Replace each Scan of ``model``'s graph by its body written out once per step (the sequence
+    length read from shape inference): Gather takes step t of each scan input, the states go from
+    one copy to the next, the per-step outputs are stacked with Unsqueeze and Concat. (LinearAttention's
+    recurrence is a Scan; its reverse is then backpropagation through time by the body's rules.)"""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    dims = {vi.name: [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+            for vi in [*inferred.graph.value_info, *inferred.graph.input]}
+    nodes = []
+    for k, node in enumerate(model.graph.node):
+        if node.op_type != "Scan":
+            nodes.append(node)
+            continue
+        at = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        body, n_scan = at["body"], int(at["num_scan_inputs"])
+        n_state = len(node.input) - n_scan
+        in_axes = list(at.get("scan_input_axes", [0] * n_scan))
+        in_dirs = list(at.get("scan_input_directions", [0] * n_scan))
+        n_out = len(body.output) - n_state
+        out_axes = list(at.get("scan_output_axes", [0] * n_out))
+        out_dirs = list(at.get("scan_output_directions", [0] * n_out))
+        xs = dims.get(node.input[n_state]) or [None]
+        steps = xs[in_axes[0] % len(xs)] if xs else None
+        if not steps:
+            raise UnsupportedError(f"a Scan in a function body runs over a sequence of unknown length ('{node.input[n_state]}')")
+        states, per_step = list(node.input[:n_state]), [[] for _ in range(n_out)]
+        for t in range(steps):
+            step = f"scan{k}_t{t}/"
+            rename = {}
+            for j, vi in enumerate(body.input):
+                if j < n_state:
+                    rename[vi.name] = states[j]
+                    continue
+                i = j - n_state
+                at_t = t if not in_dirs[i] else steps - 1 - t
+                idx = numpy_helper.from_array(np.asarray(at_t, np.int64), step + f"idx{i}")
+                nodes.append(helper.make_node("Constant", [], [idx.name], value=idx))
+                nodes.append(helper.make_node("Gather", [node.input[j], idx.name], [step + vi.name], axis=in_axes[i]))
+                rename[vi.name] = step + vi.name
+            for bn in body.node:
+                copy = onnx.NodeProto()
+                copy.CopyFrom(bn)
+                copy.name = step + (bn.name or bn.output[0])
+                copy.input[:] = [rename.get(i, i) for i in bn.input]
+                for o in bn.output:
+                    rename[o] = step + o if o else o
+                copy.output[:] = [rename[o] for o in bn.output]
+                nodes.append(copy)
+            states = [rename.get(o.name, o.name) for o in body.output[:n_state]]
+            for i, o in enumerate(body.output[n_state:]):
+                per_step[i].append(rename.get(o.name, o.name))
+        for name, final in zip(node.output[:n_state], states):
+            if name:
+                nodes.append(helper.make_node("Identity", [final], [name]))
+        for i, name in enumerate(node.output[n_state:]):
+            if not name:
+                continue
+            parts = per_step[i][::-1] if out_dirs[i] else per_step[i]
+            axes = numpy_helper.from_array(np.asarray([out_axes[i]], np.int64), f"scan{k}/axes{i}")
+            nodes.append(helper.make_node("Constant", [], [axes.name], value=axes))
+            rows = [f"scan{k}/out{i}_{t}" for t in range(steps)]
+            nodes += [helper.make_node("Unsqueeze", [p, axes.name], [r]) for p, r in zip(parts, rows)]
+            nodes.append(helper.make_node("Concat", rows, [name], axis=out_axes[i]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 @dataclass
@@ -209,6 +278,6 @@ def through_body(b: Builder, node: onnx.NodeProto, grads: list) -> dict:
 
 
 @register("Attention", "RotaryEmbedding", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss",
-          "CausalConvWithState", "SwiGLU", any_output=True)
+          "CausalConvWithState", "SwiGLU", "LinearAttention", any_output=True)
 def _through_body(b: Builder, node, a, grads) -> dict:
     return through_body(b, node, grads)

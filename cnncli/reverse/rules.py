@@ -41,7 +41,7 @@ NO_SIGNAL = NO_SIGNAL | frozenset((
     "NonMaxSuppression RandomNormal RandomNormalLike RandomUniform RandomUniformLike"
 ).split())
 NOT_YET = NOT_YET | frozenset((
-    "LinearAttention"
+    ""
 ).split())
 
 
