@@ -56,13 +56,9 @@ def test_deletion_and_insertion_equal_rise(ref, score_fn):
         assert cm.auc(curve) == pytest.approx(float(ref[f"{mode}_auc"]), rel=1e-4)
 
 
-SOLVERS = ["numpy", pytest.param("scipy", marks=pytest.mark.skipif(not cm._has_scipy(), reason="scipy is not installed"))]
-
-
-@pytest.mark.parametrize("solver", SOLVERS)
-def test_road_equals_pytorch_grad_cam(ref, score_fn, solver):
+def test_road_equals_pytorch_grad_cam(ref, score_fn):
     rng = Replay(ref["road_noise"], ref["road_noise_sizes"])
-    res = cm.evaluate(score_fn, ref["image"], ref["cam"], rng=rng, solver=solver)
+    res = cm.evaluate(score_fn, ref["image"], ref["cam"], rng=rng)
     assert not rng.parts  # every recorded draw used, in the same order
     for key in ("lerf", "morf"):
         got = [res[f"road_{key}_{p}"] for p in cm.PERCENTILES]
@@ -73,15 +69,14 @@ def test_road_equals_pytorch_grad_cam(ref, score_fn, solver):
     assert res["insertion_auc"] == pytest.approx(float(ref["ins_auc"]), rel=1e-4)
 
 
-@pytest.mark.parametrize("solver", SOLVERS)
-def test_imputation_solves_the_neighbour_equations(solver):
+def test_imputation_solves_the_neighbour_equations():
     """Each removed pixel ends up the weighted mean of its in-bounds neighbours (no noise), on a
-    wide image (solved transposed) and a tall one."""
+    wide image and a tall one."""
     rng = np.random.default_rng(3)
     for h, w in ((5, 11), (12, 6)):
         img = rng.standard_normal((2, h, w)).astype(np.float32)
         keep = rng.random((h, w)) > 0.6
-        out = cm.impute(img, keep, noise=0, solver=solver).astype(np.float64)
+        out = cm.impute(img, keep, noise=0).astype(np.float64)
         np.testing.assert_array_equal(out[:, keep], img[:, keep])
         for y, x in zip(*np.nonzero(~keep)):
             acc, total = 0.0, 0.0

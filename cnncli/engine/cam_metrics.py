@@ -17,11 +17,9 @@ input's resolution. Nothing here prints or reads files.
   over percentiles 10…90 is ROADMostRelevantFirstAverage / ROADLeastRelevantFirstAverage, and
   ``road_combined`` ROADCombined's (LeRF − MoRF) / 2.
 
-The imputation's sparse system is solved exactly without scipy (no dependency of cnncli): ordered
-by rows of the image it is block tridiagonal, so a block LU over the rows (dense blocks of the
-shorter side) solves it in O(H·W³): fine at 32–112 pixels, about ten times slower than scipy's
-sparse LU at 224×224 (the 18 imputations of ROAD's averages, 205 s against 21 s on a loaded
-2-core machine). Where scipy is installed, its spsolve is used, as pytorch-grad-cam does.
+The imputation's sparse system is solved with scipy's spsolve, as pytorch-grad-cam does (a
+block LU in numpy solved it exactly too, but ten times slower at 224×224: 205 s against 21 s for
+ROAD's 18 imputations on a loaded 2-core machine, so scipy is a dependency).
 """
 
 from __future__ import annotations
@@ -118,7 +116,7 @@ def _equations(keep: np.ndarray, img: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _solve_sparse(keep: np.ndarray, img: np.ndarray) -> np.ndarray:
     """The same system as pytorch-grad-cam solves it, with scipy's spsolve (SuperLU) on the sparse
-    matrix: [n_removed, C] in raster order. Only where scipy is installed (it is no dependency)."""
+    matrix: [n_removed, C] in raster order."""
     from scipy.sparse import csc_matrix
     from scipy.sparse.linalg import spsolve
 
@@ -139,61 +137,11 @@ def _solve_sparse(keep: np.ndarray, img: np.ndarray) -> np.ndarray:
     return np.asarray(spsolve(a, rhs_all[ys, xs])).reshape(n, c)
 
 
-def _solve_block_tridiagonal(keep: np.ndarray, img: np.ndarray) -> np.ndarray:
-    """The removed pixels' values (``keep`` [H, W] False), each the weighted mean of its in-bounds
-    neighbours: the equations of NoisyLinearImputer.setup_sparse_system, ``img`` [H, W, C]
-    float64. Ordered by rows, the unknowns form a block tridiagonal system (row r couples only
-    to rows r ± 1), solved by block LU over the rows. Returns [n_removed, C] in raster order."""
-    h, w, c = img.shape
-    valid, rhs_all = _equations(keep, img)
-    side = np.zeros((w, w))  # weights within a row (dx = ±1)
-    idx = np.arange(w - 1)
-    side[idx, idx + 1] = side[idx + 1, idx] = 1 / 6
-    across = np.eye(w) / 6  # weights from the row above / below (dx = 0, ±1)
-    across[idx, idx + 1] = across[idx + 1, idx] = 1 / 12
-    cols = [np.flatnonzero(~keep[r]) for r in range(h)]
-
-    def from_row_above(m: np.ndarray, above: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """across[m, above] @ values, gathered (each row has at most 3 neighbours above)."""
-        pos = np.full(w + 2, -1)
-        pos[above + 1] = np.arange(above.size)
-        out = np.zeros((m.size, values.shape[1]))
-        for dx in (-1, 0, 1):
-            p = pos[m + dx + 1]
-            ok = p >= 0
-            out[ok] += NEIGHBOURS[(-1, dx)] * values[p[ok]]
-        return out
-
-    gains, rhs = [], []
-    for r, m in enumerate(cols):
-        d = side[np.ix_(m, m)]
-        d[np.arange(m.size), np.arange(m.size)] = -valid[r, m]
-        b = rhs_all[r, m]
-        if r and m.size and cols[r - 1].size:
-            d = d - from_row_above(m, cols[r - 1], gains[-1])
-            b = b - from_row_above(m, cols[r - 1], rhs[-1])
-        up = across[np.ix_(m, cols[r + 1])] if r + 1 < h else np.zeros((m.size, 0))
-        if m.size:
-            sol = np.linalg.solve(d, np.concatenate([up, b], axis=1))
-            gains.append(sol[:, :up.shape[1]])
-            rhs.append(sol[:, up.shape[1]:])
-        else:
-            gains.append(np.zeros((0, up.shape[1])))
-            rhs.append(np.zeros((0, c)))
-    out = [rhs[h - 1]]
-    for r in range(h - 2, -1, -1):
-        out.append(rhs[r] - gains[r] @ out[-1] if cols[r + 1].size else rhs[r])
-    return np.concatenate(out[::-1], axis=0)
-
-
-def impute(image: np.ndarray, keep: np.ndarray, noise: float = ROAD_NOISE, rng=None, solver: str = "auto") -> np.ndarray:
+def impute(image: np.ndarray, keep: np.ndarray, noise: float = ROAD_NOISE, rng=None) -> np.ndarray:
     """pytorch-grad-cam's NoisyLinearImputer: the pixels where ``keep`` is False replaced by the
     linear imputation plus ``noise`` · N(0, 1) (drawn as ``rng.standard_normal((C, n_removed))``,
     float32, like its ``torch.randn_like``). With nothing kept the system is singular: NaN, as
-    scipy's spsolve gives. ``solver``: 'numpy' (block LU), 'scipy' (its sparse LU, as
-    pytorch-grad-cam; several times faster on large images) or 'auto' (scipy where installed)."""
-    if solver == "auto":
-        solver = "scipy" if _has_scipy() else "numpy"
+    scipy's spsolve gives."""
     image = np.asarray(image, dtype=np.float32)
     keep = np.asarray(keep, dtype=bool)
     c, h, w = image.shape
@@ -203,28 +151,13 @@ def impute(image: np.ndarray, keep: np.ndarray, noise: float = ROAD_NOISE, rng=N
         return image.copy()
     if not keep.any():
         solved = np.full((c, removed.size), np.nan, dtype=np.float32)
-    elif solver == "scipy":
-        solved = _solve_sparse(keep, np.moveaxis(image, 0, -1).astype(np.float64)).T.astype(np.float32)
     else:
-        transpose = w > h  # blocks of the shorter side (the weights are symmetric under transposition)
-        k = keep.T if transpose else keep
-        img = np.moveaxis(image, 0, -1).astype(np.float64)
-        values = _solve_block_tridiagonal(k, img.transpose(1, 0, 2) if transpose else img)
-        if transpose:  # back to the raster order of the untransposed image
-            f = np.flatnonzero(~k.reshape(-1))  # (i, j) of the transposed image is (j, i)
-            values = values[np.argsort(f % h * w + f // h)]
-        solved = values.T.astype(np.float32)
+        solved = _solve_sparse(keep, np.moveaxis(image, 0, -1).astype(np.float64)).T.astype(np.float32)
     if noise:
         rng = np.random.default_rng() if rng is None else rng
         solved = solved + np.float32(noise) * np.asarray(rng.standard_normal((c, removed.size)), dtype=np.float32)
     flat[:, removed] = solved
     return flat.reshape(c, h, w)
-
-
-def _has_scipy() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("scipy") is not None
 
 
 def road_keep(cam: np.ndarray, percentile: float, most_relevant_first: bool = True) -> np.ndarray:
@@ -239,9 +172,9 @@ def road_keep(cam: np.ndarray, percentile: float, most_relevant_first: bool = Tr
 
 
 def road_images(image: np.ndarray, cam: np.ndarray, percentiles=PERCENTILES, most_relevant_first: bool = True,
-                noise: float = ROAD_NOISE, rng=None, solver: str = "auto") -> np.ndarray:
+                noise: float = ROAD_NOISE, rng=None) -> np.ndarray:
     """The imputed images ROAD scores, one per percentile: [P, C, H, W]."""
-    return np.stack([impute(image, road_keep(cam, p, most_relevant_first), noise, rng, solver) for p in percentiles])
+    return np.stack([impute(image, road_keep(cam, p, most_relevant_first), noise, rng) for p in percentiles])
 
 
 # ---------------------------------------------------------------- all together
@@ -258,16 +191,16 @@ def _check(image: np.ndarray, cam: np.ndarray) -> None:
 
 
 def evaluate(score_fn: ScoreFn, image: np.ndarray, cam: np.ndarray, steps: int = 20,
-             percentiles=PERCENTILES, rng=None, seed: int = 0, solver: str = "auto") -> dict[str, float]:
+             percentiles=PERCENTILES, rng=None, seed: int = 0) -> dict[str, float]:
     """Deletion and insertion AUC, ROAD's per-percentile score changes and their averages.
 
     Keys: ``score`` (the image's own), ``deletion_auc``, ``insertion_auc``, ``road_morf`` and
     ``road_lerf`` (means over ``percentiles``; MoRF: lower is better, LeRF: higher is better),
     ``road_combined`` ((LeRF − MoRF) / 2) and ``road_morf_<p>``, ``road_lerf_<p>`` per percentile.
     ROAD's noise comes from ``rng`` (LeRF's draws first, then MoRF's, as ROADCombined), by default
-    ``np.random.default_rng(seed)``; ``solver`` is :func:`impute`'s. :func:`curves` gives the
+    ``np.random.default_rng(seed)``. :func:`curves` gives the
     curves themselves."""
-    c = curves(score_fn, image, cam, steps, percentiles, rng, seed, solver)
+    c = curves(score_fn, image, cam, steps, percentiles, rng, seed)
     out = {"score": float(c["score"]), "deletion_auc": auc(c["deletion"]), "insertion_auc": auc(c["insertion"])}
     for key in ("morf", "lerf"):
         out[f"road_{key}"] = float(np.mean(c[f"road_{key}"].astype(np.float32)))
@@ -278,7 +211,7 @@ def evaluate(score_fn: ScoreFn, image: np.ndarray, cam: np.ndarray, steps: int =
 
 
 def curves(score_fn: ScoreFn, image: np.ndarray, cam: np.ndarray, steps: int = 20,
-           percentiles=PERCENTILES, rng=None, seed: int = 0, solver: str = "auto") -> dict[str, np.ndarray]:
+           percentiles=PERCENTILES, rng=None, seed: int = 0) -> dict[str, np.ndarray]:
     """The curves behind :func:`evaluate`: ``deletion`` and ``insertion`` (scores after 0…n steps),
     ``road_morf`` and ``road_lerf`` (score change at each percentile; float32 as
     pytorch-grad-cam's), ``score`` (the image's own)."""
@@ -289,8 +222,8 @@ def curves(score_fn: ScoreFn, image: np.ndarray, cam: np.ndarray, steps: int = 2
     rng = np.random.default_rng(seed) if rng is None else rng
     dele = causal_images(image, cam, "del", steps)
     ins = causal_images(image, cam, "ins", steps)
-    lerf = road_images(image, cam, percentiles, False, ROAD_NOISE, rng, solver)  # (ROADCombined's order)
-    morf = road_images(image, cam, percentiles, True, ROAD_NOISE, rng, solver)
+    lerf = road_images(image, cam, percentiles, False, ROAD_NOISE, rng)  # (ROADCombined's order)
+    morf = road_images(image, cam, percentiles, True, ROAD_NOISE, rng)
     scores = _scores(score_fn, np.concatenate([image[None], dele, ins, lerf, morf]))
     n, p = len(dele), len(percentiles)
     base = np.float32(scores[0])
