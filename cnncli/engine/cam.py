@@ -127,7 +127,7 @@ class CamEngine:
         seeds = self.score.seeds(flat_units)
         acts = np.repeat(act, s, axis=0)
         if self.grad is not None:
-            grads = self.grad.run_reverse(seeds, _rows(fwd, s, self.grad), paired=n * s > 1)
+            grads = self.grad.run_reverse(seeds, _rows(fwd, s, self.grad), paired=n > 1)
             maps = gradient_map(self.method, acts, grads)
         elif self.method == "eigencam":
             maps = np.repeat(relu(eigencam(act)), s, axis=0)
@@ -136,7 +136,7 @@ class CamEngine:
         guided = None
         if self.guide is not None:
             gfwd = self.guide.forward(x)
-            guided = self.guide.run_reverse(seeds, _rows(gfwd, s, self.guide), paired=n * s > 1)
+            guided = self.guide.run_reverse(seeds, _rows(gfwd, s, self.guide), paired=n > 1)
             guided = guided.reshape(n, s, *guided.shape[1:])
         return CamBatch(units, scores, maps.reshape(n, s, *maps.shape[1:]), guided, self.forwards - before)
 
@@ -147,8 +147,9 @@ class CamEngine:
 
 
 def _rows(fwd: dict[str, np.ndarray], s: int, projector) -> dict[str, np.ndarray]:
-    """The forward values each reverse row reads: every image's repeated for its ``s`` scores."""
-    if s == 1:
+    """The forward values each reverse row reads: every image's repeated for its ``s`` scores
+    (one image's are shared by all its rows as they are)."""
+    if s == 1 or len(next(iter(fwd.values()))) == 1:
         return fwd
     dynamic = set(projector._dynamic_needed)
     return {k: (np.repeat(v, s, axis=0) if k in dynamic else v) for k, v in fwd.items()}
