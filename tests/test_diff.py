@@ -98,3 +98,24 @@ def test_bad_usage():
     assert "--b-input-shape" in assert_one_line_error(invoke("diff", ZFNET_PAPER, "--b-input-shape", "image=1x3"), 2)
     line = assert_one_line_error(invoke("diff", ZFNET_PAPER, REPO / "no_such.onnx"), 1)
     assert "no_such.onnx" in line
+
+
+@pytest.mark.parametrize("name, options", [("diff", "DiffOptions"), ("profile", "ProfileOptions")])
+def test_click_parameters_are_the_options_fields_with_their_defaults(name, options):
+    import dataclasses
+
+    import click
+
+    options = getattr(cnncli, options)
+    params = {p.name: p for p in cli.get_command(None, name).params}
+    for f in dataclasses.fields(options):
+        p = params[f.name]
+        if isinstance(p, click.Option) and not p.multiple and f.default is not None:
+            assert p.default == options.default(f.name), (name, f.name)
+        assert f.metadata["flag"] in p.opts + p.secondary_opts
+
+
+def test_cli_and_python_give_the_same_document():
+    res = invoke("diff", ZFNET_PAPER, "--b-input-shape", "image=2x3x224x224", "--format", "json")
+    assert res.exit_code == 0 and res.stderr == ""
+    assert json.loads(res.stdout) == cnncli.diff(ZFNET_PAPER, b_input_shapes={"image": (2, 3, 224, 224)}).to_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from cnncli.cli_options import Output, format_option, shape_options, warn as _warn
+from cnncli.cli_options import Output, default as _default, format_option, shape_options, warn as _warn
 from cnncli.commands.profile import run_options
 from cnncli.render.progress import progress_bar
 
@@ -20,7 +20,7 @@ def command() -> click.Command:
     @click.option("--b-batch", type=int, metavar="N", help="B's batch [default: --batch].")
     @click.option("--b-input-shape", "b_input_shapes", multiple=True, metavar="NAME=1x3x160x160",
                   help="Set an input's shape in B (repeatable) [default: as --input-shape].")
-    @click.option("--measure", is_flag=True, help="Run both on onnxruntime and compare each layer's measured ms.")
+    @click.option("--measure", is_flag=True, default=_default(DiffOptions, "measure"), help="Run both on onnxruntime and compare each layer's measured ms.")
     @run_options(DiffOptions, "With --measure: ")
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     @format_option

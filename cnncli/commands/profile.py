@@ -50,9 +50,9 @@ def command() -> click.Command:
     @click.option("--top", type=click.IntRange(min=1), metavar="N", help="Keep only the first N rows (after --sort).")
     @click.option("--plot", type=click.Path(dir_okay=False), metavar="FILE.png",
                   help="Save the roofline and a time-against-MACs bar chart.")
-    @click.option("--remeasure-peaks", is_flag=True, help="Measure this machine's peaks again (else read from "
+    @click.option("--remeasure-peaks", is_flag=True, default=_default(ProfileOptions, "remeasure_peaks"), help="Measure this machine's peaks again (else read from "
                                                           "the user cache folder, measured once).")
-    @click.option("--verbose", is_flag=True, help="Let onnxruntime's log lines through to stderr.")
+    @click.option("--verbose", is_flag=True, default=_default(ProfileOptions, "verbose"), help="Let onnxruntime's log lines through to stderr.")
     @click.option("--quiet", is_flag=True, help="No progress bar.")
     def profile(model, fmt, columns, wide, quiet, **params):
         """Run MODEL (a path, or - for stdin) on onnxruntime with its profiler on: each layer's median
