@@ -57,6 +57,7 @@ _COMMANDS = {
     "profile": "cnncli.commands.profile",
     "diff": "cnncli.commands.diff",
     "cam": "cnncli.commands.cam",
+    "report": "cnncli.commands.report",
 }
 
 

@@ -82,8 +82,18 @@ class ScanResult:
 def scan(session, input_name: str, target: str, paths: Iterable[str], load: Callable[[str], np.ndarray],
          channels: list[int], k: int, batch_size: int, tick: Callable[[int], None] | None = None) -> ScanResult:
     """Forward passes in batches; per image and channel the spatial argmax; the top k per channel."""
-    top = TopK(len(channels), k)
-    chans = np.asarray(channels)
+    tops, scanned, skipped = scan_tensors(session, input_name, {target: channels}, paths, load, k, batch_size, tick)
+    return ScanResult(tops[target], scanned, skipped)
+
+
+def scan_tensors(session, input_name: str, channels: dict[str, list[int]], paths: Iterable[str],
+                 load: Callable[[str], np.ndarray], k: int, batch_size: int,
+                 tick: Callable[[int], None] | None = None) -> tuple[dict[str, TopK], int, list[str]]:
+    """:func:`scan` for several tensors at once (`cnn report`: every layer from one forward pass per
+    batch): per tensor the top k of each of its ``channels[tensor]``; (tops, scanned, skipped)."""
+    tensors = list(channels)
+    tops = {t: TopK(len(channels[t]), k) for t in tensors}
+    chans = {t: np.asarray(channels[t]) for t in tensors}
     scanned, skipped, next_id = 0, [], 0
     for batch in batched(paths, batch_size):
         arrays, good = [], []
@@ -97,10 +107,11 @@ def scan(session, input_name: str, target: str, paths: Iterable[str], load: Call
             tick(len(batch))
         if not arrays:
             continue
-        act = session.run([target], {input_name: np.concatenate(arrays, axis=0)})[0]
-        maxima, locs = channel_maxima(act, chans)
+        acts = session.run(tensors, {input_name: np.concatenate(arrays, axis=0)})
         ids = np.arange(next_id, next_id + len(good))
         next_id += len(good)
-        top.offer(maxima, locs, ids, good)
+        for t, act in zip(tensors, acts):
+            maxima, locs = channel_maxima(act, chans[t])
+            tops[t].offer(maxima, locs, ids, good)
         scanned += len(good)
-    return ScanResult(top, scanned, skipped)
+    return tops, scanned, skipped
