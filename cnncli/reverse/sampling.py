@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnncli.errors import UnsupportedError
 from cnncli.reverse.builder import Builder, carries_signal, shape_of, unsupported
 from cnncli.reverse.rules import register
 
@@ -62,9 +61,7 @@ def axis_taps(b: Builder, x: str, n: int, mode: str, padding: str, bounds: tuple
     elif padding == "border":
         idx = b.op("Clip", [taps, lo, hi], "idx")
     else:  # reflection of the index about bounds (onnxruntime's GsReflect): x_min + r − |r − (|i − x_min| mod 2r)|
-        x_min, span = bounds[0], bounds[1] - bounds[0]
-        if span <= 0:
-            raise UnsupportedError("GridSample reflection over an axis of one position is not supported")
+        x_min, span = bounds[0], bounds[1] - bounds[0]  # (span > 0: _grid_sample refuses the rest)
         t = b.op("Mod", [b.op("Abs", [b.op("Sub", [taps, b.const(x_min)])]), b.const(2 * span)], "t", fmod=1)
         idx = b.op("Sub", [b.const(x_min + span), b.op("Abs", [b.op("Sub", [b.const(span), t])])], "reflected")
     return b.op("Cast", [idx], "idx64", to=7), w, dw  # 7: INT64
@@ -127,6 +124,8 @@ def _grid_sample(b: Builder, node, a, grads) -> dict:
     padding, align = a.get("padding_mode", "zeros"), int(a.get("align_corners", 0))
     if mode not in ("nearest", "linear", "cubic"):
         raise unsupported(node, f"with mode '{mode}' is not supported")
+    if padding == "reflection" and align and 1 in xs[2:]:  # (onnxruntime divides by a zero range)
+        raise unsupported(node, "reflecting about an axis of one position (align_corners=1) is not supported")
     C, P, size = xs[1], int(np.prod(ys[2:])), int(np.prod(xs[2:]))
     G = b.op("Reshape", [b.fwd(grid), b.ints([0, P, r])], "grid")
     taps, scales = [], []
