@@ -215,3 +215,20 @@ def test_input_array_must_fit_the_declared_input(tmp_path):
     np.save(data, np.zeros((1, 3, 5, 5), np.float32))
     line = assert_one_line_error(invoke("profile", MINI, "--input", data), 2)
     assert "--input" in line and "1x3x5x5" in line and "Nx3x112x112" in line
+
+
+@pytest.mark.parametrize("fixture", ["exporters/resnet_block.dynamo.onnx", "exporters/convnext_block.torchscript.onnx",
+                                     "exporters/mbconv_se.torchscript.onnx", "exporters_more/zfnet_mini.qdq.onnx"])
+@pytest.mark.parametrize("level", ["all", "extended"])
+def test_exported_models_join_whole(fixture, level):
+    """Real exports (residual blocks, a LayerNorm onnxruntime fuses from 8 nodes, squeeze-excite,
+    a QDQ-quantized net): every kernel joined, and every fused node names a row that has time."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = cnncli.profile(REPO / "tests" / "fixtures" / fixture, opt_level=level, runs=1, warmup=0)
+    rows = by_name(p)
+    assert p.totals["ms_unjoined"] == 0
+    assert all(rows[r.fused_into].ms is not None for r in p.layers if r.fused_into)
+    assert any(r.fused_into for r in p.layers)
