@@ -178,7 +178,7 @@ class ProjectionWriter:
         sheet = labelled_grid([self.thumbs[r.channel] for r in shown], [sheet_label(r) for r in shown],
                               square_cols(len(shown)), SHEET_TILE, gap=6)
         sheet = titled(sheet, f"{visible(label)} · {len(shown)} channels · {o.mode}, keep {o.keep}, norm {self.norm} "
-                              "· each tile: channel, max activation (or score)")
+                              f"· each tile: channel, {'max activation' if hasattr(shown[0], 'max_activation') else 'score'}")
         chosen = short_hash(",".join(str(r.channel) for r in shown))
         name = join(f"{self.prefix}_{o.mode}", self._tags, f"sheet-{chosen}")
         if not fits(name + ".png"):
