@@ -148,19 +148,48 @@ def assert_model_fd(model, seed=0):
         assert NC._agrees(_Run(model), R.astype(np.float64), x.astype(np.float64), v, gd, 2e-2 * np.linalg.norm(grad)), gd
 
 
-def test_spatial_transformer():
+def stn_model(mode="linear", padding="border"):
     """θ computed from the image (pooled, a Gemm) → AffineGrid → GridSample of the same image: the
-    signal reaches x through the sampled values and through the grid."""
+    signal reaches x through the sampled values and through the grid (a spatial transformer)."""
     rng = np.random.default_rng(5)
     nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["flat"]),
              helper.make_node("Gemm", ["flat", "Wt", "Bt"], ["t6"]),
              helper.make_node("Reshape", ["t6", "shape"], ["theta"]),
              helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=0),
-             helper.make_node("GridSample", ["x", "grid"], ["y"], mode="linear", padding_mode="border")]
+             helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding)]
     inits = {"Wt": f32(rng, (2, 6), -0.5, 0.5), "Bt": np.asarray([0.9, 0.1, 0.05, -0.1, 0.8, 0.02], np.float32),
              "shape": np.asarray([1, 2, 3], np.int64), "size": np.asarray([1, 2, 5, 4], np.int64)}
-    assert_model_fd(_model(nodes, inits))
+    return _model(nodes, inits)
+
+
+def dcn_model():
+    """A DCN block: offsets and mask computed by convs of the image, then DeformConv of it."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Conv", ["x", "Wo"], ["offset"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "Wm"], ["m"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["m"], ["mask"]),
+             helper.make_node("DeformConv", ["x", "W", "offset", "", "mask"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    inits = {"Wo": f32(rng, (18, 2, 3, 3), -0.5, 0.5), "Wm": f32(rng, (9, 2, 3, 3)), "W": f32(rng, (3, 2, 3, 3))}
+    return _model(nodes, inits, opset=19)
+
+
+@pytest.mark.parametrize("make", [stn_model, lambda: stn_model("cubic", "reflection"), dcn_model])
+def test_sampling_at_computed_positions(make):
+    assert_model_fd(make())
+
+
+@pytest.mark.parametrize("make", [stn_model, dcn_model])
+def test_reverse_rows_at_computed_positions(make):
+    """Channels projected together (one reverse row each, the forward batch of one shared) equal
+    each channel projected alone: the grid's and offsets' signal keeps its rows."""
+    model = make()
+    x = f32(np.random.default_rng(15), (1, 2, 6, 6))
+    together = Projector(model, analyse(model), "x", "y", "backprop").project(x, [0, 1], keep="map")
+    for c, result in enumerate(together):
+        alone = Projector(model, analyse(model), "x", "y", "backprop").project(x, [c], keep="map")[0]
+        assert np.abs(result.projection).max() > 0
+        np.testing.assert_array_equal(result.projection, alone.projection)
 
 
 # ---------------------------------------------------------------- DeformConv
@@ -180,17 +209,6 @@ def test_deform_conv(group, offset_group, strides, dilations, pads):
     for name in ("x", "offset", "mask"):
         assert_fd(case, name)
     assert NC.check_reverse_input(case, "w").status == "refused"  # as Conv: weights are not the signal's path
-
-
-def test_deformable_conv_with_computed_offsets():
-    """A DCN block: offsets and mask computed by convs of the image, then DeformConv of it."""
-    rng = np.random.default_rng(7)
-    nodes = [helper.make_node("Conv", ["x", "Wo"], ["offset"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["x", "Wm"], ["m"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Sigmoid", ["m"], ["mask"]),
-             helper.make_node("DeformConv", ["x", "W", "offset", "", "mask"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
-    inits = {"Wo": f32(rng, (18, 2, 3, 3), -0.5, 0.5), "Wm": f32(rng, (9, 2, 3, 3)), "W": f32(rng, (3, 2, 3, 3))}
-    assert_model_fd(_model(nodes, inits, opset=19))
 
 
 # ---------------------------------------------------------------- Col2Im, MaxUnpool
