@@ -194,7 +194,7 @@ def test_cases_cover_every_reverse_rule():
     used = set()
     for f in RM.CASES.values():
         used |= f().ops
-    assert set(RULES) - used == set()
+    assert set(RULES) - used - set(RM.UNRUNNABLE) == set()
 
 
 # ---------------------------------------------------------------- random geometries: the adjoint identity

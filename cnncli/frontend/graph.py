@@ -301,7 +301,12 @@ def _analyse(model: onnx.ModelProto, batch: int, input_shapes: dict[str, tuple[i
             from cnncli.frontend.symbolic import symbolic_shapes
 
             fell_back = True
-            extra = {**declared_shapes(model, inputs), **symbolic_shapes(light)}
+            symbolic, declared = symbolic_shapes(light), declared_shapes(model, inputs)
+            extra = {**declared, **symbolic}
+            for name, d in declared.items():  # a dim symbolic inference leaves unknown (Unique's length) as declared
+                s = symbolic.get(name)
+                if s is not None and len(s) == len(d):
+                    extra[name] = tuple(a if a is not None else b for a, b in zip(s, d))
             filled = _fill(shapes, extra)
             if not filled:
                 break

@@ -22,6 +22,7 @@ import onnx.inliner
 from onnx import TensorProto, helper, numpy_helper
 
 from cnncli.errors import UnsupportedError
+from cnncli.frontend.graph import attrs
 from cnncli.reverse.builder import (OPSET, Builder, dynamic_tensors, path_nodes, propagate, signal_tensors,
                                     unsupported)
 from cnncli.reverse.rules import RULES, register, value_inputs
@@ -263,6 +264,8 @@ def through_body(b: Builder, node: onnx.NodeProto, grads: list) -> dict:
     for n in nodes:
         if n.op_type not in RULES:
             raise unsupported(node, f"holds {n.op_type} in its function body, which has no reverse rule")
+    if any(n.op_type == "Transpose" and (attrs(n).get("perm") or [1])[0] != 0 for n in nodes):
+        b.one_row = True  # the body moves the batch axis (LinearAttention runs time-major): one signal per run
     need = [v for n in nodes for v in value_inputs(n) if body.value(v) is None]
     if need:
         body.values = forward_values(graph, list(dict.fromkeys(need)), signal)
