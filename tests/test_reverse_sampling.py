@@ -255,6 +255,16 @@ def test_roi_align(mode, ctm, ratio, scale):
     assert NC.check_reverse_input(case, "rois").status == "refused"  # boxes are read when the reverse graph is built
 
 
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("opset", [10, 16])
+def test_roi_align_one_box(mode, opset):
+    """One box of an image of batch one keeps the reverse rows; RoiAlign-10 samples as
+    output_half_pixel (it has no coordinate_transformation_mode), RoiAlign-16's default is half_pixel."""
+    inputs = {"x": f32(np.random.default_rng(16), (1, 2, 6, 7)), "rois": np.asarray([[0.7, 0.4, 5.2, 4.9]], np.float32),
+              "batch": np.zeros(1, np.int64)}
+    assert_fd(node_case("RoiAlign", inputs, opset, mode=mode, output_height=2, output_width=3), "x")
+
+
 @pytest.mark.parametrize("rois,scale", [([[0, 0.6, 1.2, 5.5, 4.4], [0, 3, 2, 3, 2], [0, 6, 5, 12, 9]], 1.0),
                                         ([[0, 1, 2, 9, 14], [0, -4, -4, 2, 2]], 0.5)])
 def test_max_roi_pool(rois, scale):
