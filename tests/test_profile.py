@@ -215,6 +215,12 @@ def test_input_array_must_fit_the_declared_input(tmp_path):
     np.save(data, np.zeros((1, 3, 5, 5), np.float32))
     line = assert_one_line_error(invoke("profile", MINI, "--input", data), 2)
     assert "--input" in line and "1x3x5x5" in line and "Nx3x112x112" in line
+    np.savez(tmp_path / "x.npz", picture=np.zeros((1, 3, 112, 112), np.float32))
+    line = assert_one_line_error(invoke("profile", MINI, "--input", tmp_path / "x.npz"), 2)
+    assert "no input 'picture'" in line
+    np.savez(tmp_path / "y.npz", image=np.zeros((2, 3, 112, 112), np.float32))
+    p = cnncli.profile(MINI, input=tmp_path / "y.npz", runs=1, warmup=0)  # its batch of 2 sets the shape
+    assert p.inputs[0]["shape"] == [2, 3, 112, 112] and p.layers[0].macs == 2 * cnncli.stats(MINI).layers[0].macs
 
 
 @pytest.mark.parametrize("fixture", ["exporters/resnet_block.dynamo.onnx", "exporters/convnext_block.torchscript.onnx",

@@ -116,7 +116,11 @@ def read_inputs(file: str | None, names: list[str]) -> dict[str, Any]:
             raise BadArgument("--input", f"the model has {len(names)} inputs ({', '.join(names)}): give a .npz "
                                          "of arrays named as them")
         return {names[0]: data}
-    arrays = {k: data[k] for k in data.files}
+    with data:  # an .npz: its file closed once read
+        try:
+            arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError) as exc:
+            raise CnnError(f"cannot read '{file}': {exc}") from None
     unknown = [k for k in arrays if k not in names]
     if unknown:
         raise BadArgument("--input", f"the model has no input '{unknown[0]}' (inputs: {', '.join(names)})")
