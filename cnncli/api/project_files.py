@@ -33,10 +33,11 @@ def default_title(meta: dict, channel: int) -> str:
     return f"{Path(meta['model']).name} · {label} · channel {channel} · {meta['mode']}, keep {meta['keep']}"
 
 
-def figure_of(p: "Projection", pixels, norm: str, title: str, box=None):
+def figure_of(p: "Projection", pixels, norm: str, title: str, box=None, shown=None):
+    """``shown``: the projection as p.to_uint8(norm) made it already (made here when None)."""
     from cnncli.imaging.figure import projection_figure
 
-    return projection_figure(pixels, p.to_uint8(norm), p.array, title, box)
+    return projection_figure(pixels, p.to_uint8(norm) if shown is None else shown, p.array, title, box)
 
 
 def rf_box_of(job: "ProjectionJob"):
@@ -154,7 +155,7 @@ class ProjectionWriter:
             self.thumbs[p.channel] = resize_tile(img, SHEET_TILE)
         if self.figure:
             figure = figure_of(p, self.job.image.pixels, self.norm, default_title(self.job.meta, p.channel),
-                               self.box(p))
+                               self.box(p), img)
             files["figure"] = str(save_image(figure, f"{base}_figure.png"))
         if self.save_npy:
             files["npy"] = str(save_npy(p.array[None], f"{base}.npy"))
