@@ -219,7 +219,7 @@ class _Run:
         from cnncli.runtime.sessions import make_session
 
         m, tensors = self.m, list(dict.fromkeys(t.tensor for t in self.targets))
-        self.say(f"scanning {len(self.paths)} images through {len(tensors)} layers")
+        self.say(f"scanning {len(self.paths)} image(s) through {len(tensors)} layer(s)")
         session = make_session(forward_model(m.model, tensors, {}, m.graph.types).SerializeToString(), self.provider,
                                self.o.verbose)
         load = self.loader()

@@ -26,7 +26,7 @@ def command() -> click.Command:
     @click.option("--channels", metavar="N|all", type=str, default=_default(ReportOptions, "channels"), show_default=True,
                   help="The N strongest channels of each layer.")
     @click.option("--top", type=click.IntRange(min=0), default=_default(ReportOptions, "top"), show_default=True,
-                  help="Per image, its N strongest maps of each layer, projected (0: no per-image section).")
+                  help="In each image's section, its N strongest maps of each layer, projected (0: none).")
     @click.option("--per-image", type=click.IntRange(min=0), default=_default(ReportOptions, "per_image"),
                   show_default=True, help="The first N images get a section: the image, its class maps, its --top maps.")
     @click.option("--mode", type=click.Choice(MODES), default=_default(ReportOptions, "mode"), show_default=True)
@@ -39,7 +39,7 @@ def command() -> click.Command:
         """One self-contained HTML page (DIR/index.html, open it from disk) for MODEL over IMAGES (a folder,
         a glob, a text file of paths, or - for paths on stdin): the stats table and cost plot, connectivity,
         and per conv layer its filters, its strongest channels' top-k images with their receptive-field
-        patches and each channel's deconvnet projection."""
+        patches and each channel's deconvnet projection; per image its class maps."""
         from cnncli.api import report as command
         from cnncli.render.console import info
 
