@@ -220,3 +220,12 @@ def test_click_parameters_are_the_report_options_with_their_defaults(monkeypatch
 
     monkeypatch.setitem(shape.COMMANDS, "report", ReportOptions)
     shape.test_click_parameters_are_the_options_fields_with_their_defaults("report")
+
+
+def test_counts_at_int64s_largest_take_all_there_is(tmp_path):
+    """-k, --top and --batch-size at int64's largest: as many as there are (images, channels), no crash."""
+    huge = 2**63 - 1
+    doc = report(MINI, IMAGES, "--out", tmp_path / "o", "--layers", 1, "-k", huge, "--channels", 2, "--top", huge,
+                 "--per-image", 1, "--batch-size", huge)
+    n = doc["scanned"]
+    assert doc["k"] == n and doc["layers"][0]["tiles"] == 2 * n and doc["layers"][0]["projections"] == 48

@@ -136,8 +136,16 @@ class _Run:
         paths, self.images_label, _ = listed_paths(images, stdin)
         self.paths = list(paths)
         self.batch = max(1, min(o.batch_size if m.batchable else 1, len(self.paths) or 1))
-        if self.targets:
-            check_run_memory(m, self.targets[-1].tensor, self.batch, min(self.batch, o.k), o.max_memory)
+        self.k = max(1, min(o.k, len(self.paths)))  # an image counts once per channel: -k past them adds nothing
+        check_run_memory(m, self.targets[-1].tensor, self.batch, min(self.batch, self.k), o.max_memory)
+        from cnncli.engine.memory import check_memory, topk_bytes
+
+        n = sum(t.shape[1] for t in self.targets)
+        try:
+            check_memory(topk_bytes(n, self.k, self.batch), o.max_memory, f"keeping the top {self.k} of {n} channels",
+                         "a smaller -k, or fewer --layers")
+        except CnnError as exc:
+            raise BadArgument("-k", str(exc)) from None
         self.out = Path(o.out)
         self.cam_meta: dict | None = None
 
@@ -160,18 +168,18 @@ class _Run:
         settings = [("model", m.name), ("images", f"{self.images_label} ({scanned} read, {len(skipped)} skipped)"),
                      ("input (C×H×W)", "×".join(map(str, m.shape[1:]))),
                      ("preprocessing", ", ".join(f"{k} {v}" for k, v in self.prep.describe().items())),
-                     ("projection mode", o.mode), ("top-k images per channel (-k)", str(o.k)),
+                     ("projection mode", o.mode), ("top-k images per channel (-k)", str(self.k)),
                      ("channels per layer (--channels)", str(o.channels))]
         view = PageView(title or f"cnn report: {Path(m.name).name}", intro or _INTRO, settings, stats.layers,
                         type(stats.layers[0]) if stats.layers else object, stats.totals, conn,
-                        type(conn[0]) if conn else None, plot, layer_views, images, o.k, o.mode, o.top,
+                        type(conn[0]) if conn else None, plot, layer_views, images, self.k, o.mode, o.top,
                         list(self.warnings), self._cam_note())
         index = self.out / "index.html"
         write_bytes_atomic(index, page(view).encode("utf-8"))
         files = pics.files + [str(index), str(self._stats_json(stats))]
         replace_manifest(self.out, previous, files, manifest)
         meta = {"model": m.name, "images": self.images_label, "scanned": scanned, "skipped": len(skipped),
-                "page": str(index), "k": o.k, "mode": o.mode}
+                "page": str(index), "k": self.k, "mode": o.mode}
         return Report(meta, rows, files)
 
     def _cam_note(self) -> str:
@@ -224,7 +232,7 @@ class _Run:
                                self.o.verbose)
         load = self.loader()
         every = {t.tensor: list(range(t.shape[1])) for t in self.targets}
-        tops, scanned, skipped = scan_tensors(session, m.input_name, every, self.paths, lambda p: load(p)[1], self.o.k,
+        tops, scanned, skipped = scan_tensors(session, m.input_name, every, self.paths, lambda p: load(p)[1], self.k,
                                               self.batch)
         if scanned == 0:
             from cnncli.imaging.sources import skipped_text
@@ -274,7 +282,7 @@ class _Run:
         from cnncli.render.report_html import ChannelView, LayerView, Unit
 
         o, m, L = self.o, self.m, t.layer
-        self.say(f"layer {L}: filters, top {o.k} of the strongest channels, projections")
+        self.say(f"layer {L}: filters, top {self.k} of the strongest channels, projections")
         filters, note = self.filters(L, pics)
         n = t.shape[1]
         best = top.values[:, 0]
