@@ -119,3 +119,15 @@ def test_cli_and_python_give_the_same_document():
     res = invoke("diff", ZFNET_PAPER, "--b-input-shape", "image=2x3x224x224", "--format", "json")
     assert res.exit_code == 0 and res.stderr == ""
     assert json.loads(res.stdout) == cnncli.diff(ZFNET_PAPER, b_input_shapes={"image": (2, 3, 224, 224)}).to_dict()
+
+
+def test_gelu_written_as_five_ops_against_one():
+    """TorchScript writes GELU as Div, Erf, Add, Mul, Mul; the dynamo exporter as one Gelu: the
+    Gelu pairs with the last Mul (what the next layer reads), the other four are removed, and
+    everything else matches."""
+    fixtures = REPO / "tests" / "fixtures" / "exporters"
+    d = cnncli.diff(fixtures / "convnext_block.torchscript.onnx", fixtures / "convnext_block.dynamo.onnx")
+    removed = [r.op for r in d.rows if r.status == "removed"]
+    assert removed == ["Div", "Erf", "Add", "Mul"] * 2 and d.totals["added"] == 0
+    assert [(r.op, r.op_b) for r in d.rows if r.op_b] == [("Mul", "Gelu"), ("Mul", "Gelu"),
+                                                         ("GlobalAveragePool", "ReduceMean")]

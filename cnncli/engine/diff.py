@@ -40,9 +40,11 @@ class DiffRow:
 
 def match(a: Sequence, b: Sequence) -> list[tuple[int | None, int | None]]:
     """Pairs (index in a, index in b) of rows with ``name``, ``op`` and ``output_shape``: by name
-    (names unique on both sides, same op), then by position among the rows left of each op, then
-    by place and output shape between matched neighbours; then the unmatched,
-    (i, None) or (None, j). In A's order, each row only in B after the B row before it."""
+    (names unique on both sides, same op); then by position among the rows left of each op that
+    both sides have as many of; then between matched neighbours (the same place in both graphs),
+    by position among the rows of the same op there, then in order while output shapes agree
+    (from the end where one side has more rows there); then the unmatched, (i, None) or
+    (None, j). In A's order, each row only in B after the B row before it."""
     def unique(rows):
         count: dict[str, int] = {}
         for r in rows:
@@ -55,15 +57,14 @@ def match(a: Sequence, b: Sequence) -> list[tuple[int | None, int | None]]:
         j = ub.get(name)
         if j is not None and a[i].op == b[j].op:
             pair_of_b[j] = i
-    left_a: dict[str, list[int]] = {}
     taken_a = set(pair_of_b.values())
-    for i, r in enumerate(a):
-        if i not in taken_a:
-            left_a.setdefault(r.op, []).append(i)
-    for j, r in enumerate(b):
-        if j not in pair_of_b and left_a.get(r.op):
-            pair_of_b[j] = left_a[r.op].pop(0)
-    _by_place(a, b, pair_of_b)
+    left_a = _by_op([i for i in range(len(a)) if i not in taken_a], a)
+    left_b = _by_op([j for j in range(len(b)) if j not in pair_of_b], b)
+    for op, rows_a in left_a.items():
+        if len(rows_a) == len(left_b.get(op, ())):
+            pair_of_b.update(zip(left_b[op], rows_a))
+    _in_gaps(a, b, pair_of_b, _same_op)
+    _in_gaps(a, b, pair_of_b, _same_shape)
     matched_a = {i: j for j, i in pair_of_b.items()}
     keyed: list[tuple[float, int, tuple[int | None, int | None]]] = []
     for i in range(len(a)):
@@ -78,21 +79,62 @@ def match(a: Sequence, b: Sequence) -> list[tuple[int | None, int | None]]:
     return [k[2] for k in keyed]
 
 
-def _by_place(a: Sequence, b: Sequence, pair_of_b: dict[int, int]) -> None:
-    """Pair the rows left between two consecutive matched pairs (same place in both graphs) in
-    order while their output shapes agree."""
+def _by_op(indexes: list[int], rows: Sequence) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i in indexes:
+        out.setdefault(rows[i].op, []).append(i)
+    return out
+
+
+def _same_op(a: Sequence, b: Sequence, gap_a: list[int], gap_b: list[int]) -> list[tuple[int, int]]:
+    """Within one gap: the rows of each op in order; where the counts differ, each A row with the
+    next B row of its op and output shape."""
+    ops_b = _by_op(gap_b, b)
+    pairs = []
+    for op, rows_a in _by_op(gap_a, a).items():
+        rows_b = ops_b.get(op, [])
+        if len(rows_a) == len(rows_b):
+            pairs.extend(zip(rows_a, rows_b))
+            continue
+        k = 0
+        for i in rows_a:
+            shape = getattr(a[i], "output_shape", None)
+            for m in range(k, len(rows_b)):
+                if getattr(b[rows_b[m]], "output_shape", None) == shape:
+                    pairs.append((i, rows_b[m]))
+                    k = m + 1
+                    break
+    return pairs
+
+
+def _same_shape(a: Sequence, b: Sequence, gap_a: list[int], gap_b: list[int]) -> list[tuple[int, int]]:
+    """Within one gap: in order while output shapes agree (from the end where one side has more
+    rows: several ops written as one, GELU's Div, Erf, Add, Mul, Mul and Gelu, end in the one the
+    next layer reads)."""
+    if len(gap_a) != len(gap_b):
+        gap_a, gap_b = gap_a[::-1], gap_b[::-1]
+    pairs = []
+    for i, j in zip(gap_a, gap_b):
+        if getattr(a[i], "output_shape", None) != getattr(b[j], "output_shape", None):
+            break
+        pairs.append((i, j))
+    return pairs
+
+
+def _in_gaps(a: Sequence, b: Sequence, pair_of_b: dict[int, int], pairing) -> None:
+    """Pair rows left between consecutive matched pairs (the same place in both graphs)."""
     pairs = sorted((i, j) for j, i in pair_of_b.items())
     taken_a = set(pair_of_b.values())
-    bounds = [(-1, -1), *[p for p in pairs], (len(a), len(b))]
+    bounds = [(-1, -1), *pairs, (len(a), len(b))]
+    found = []
     for (i0, j0), (i1, j1) in zip(bounds, bounds[1:]):
         if j1 <= j0:
             continue
         gap_a = [i for i in range(i0 + 1, i1) if i not in taken_a]
         gap_b = [j for j in range(j0 + 1, j1) if j not in pair_of_b]
-        for i, j in zip(gap_a, gap_b):
-            if getattr(a[i], "output_shape", None) != getattr(b[j], "output_shape", None):
-                break
-            pair_of_b[j] = i
+        found.extend(pairing(a, b, gap_a, gap_b))
+    for i, j in found:
+        pair_of_b[j] = i
 
 
 def _change(x, y):
