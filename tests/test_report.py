@@ -7,6 +7,8 @@ CLI and the Python API give the same page; a second run replaces only its own fi
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,11 +22,13 @@ from PIL import Image
 
 import cnncli
 from cnncli.cli import cli
+from cnncli.escaping import visible
 from helpers import PNG_MAGIC, REPO, assert_one_line_error, init, make_model, out, vi
 
 MINI = REPO / "sample_models" / "zfnet_mini.onnx"
 IMAGES = REPO / "sample_models" / "images"
-HOSTILE = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>&amp;"
+HOSTILE = "<script>alert('x')</script>\"'><img src=x onerror=alert(1)>&amp;\x1b[2J\u202e\x07"
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 class Page(HTMLParser):
@@ -157,6 +161,7 @@ def hostile_inputs(tmp_path: Path) -> tuple[Path, Path]:
     images = tmp_path / "imgs"
     images.mkdir()
     shutil.copy(IMAGES / "star.png", images / "<img src=x onerror=alert(1)>st'a\"r.png")
+    shutil.copy(IMAGES / "star.png", os.path.join(os.fsencode(images), b"\xff\x1b]0;x\x07.png"))  # not UTF-8
     return model, images
 
 
@@ -170,7 +175,8 @@ def test_hostile_names_reach_the_page_escaped(tmp_path):
     text = (folder / "index.html").read_text(encoding="utf-8")
     page = read_back(folder)
     assert HOSTILE not in text and "<script" not in text.lower() and "<img src=x" not in text
-    assert "conv" + HOSTILE in page.words  # shown as it is, as text
+    assert RAW.search(text) is None  # control and bidi characters, undecodable bytes: shown as escapes
+    assert "conv" + visible(HOSTILE) in page.words  # the markup shown as text, the controls as escapes
     assert all(set(a) == {"src", "width", "height", "loading", "decoding", "alt", "title"} for a in page.imgs)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from browser import WIDTH, Browser, find_browser
 from cnncli.cli import cli
+from cnncli.escaping import visible
 from helpers import REPO
 from test_report import HOSTILE, Page, hostile_inputs
 
@@ -59,6 +60,6 @@ def test_a_hostile_model_runs_no_script_in_the_page(tmp_path):
         b.load_all_images()
         assert b.evaluate("document.scripts.length") == 0
         assert b.evaluate("[...document.images].every(i => i.getAttribute('src').startsWith('img/'))")
-        assert b.evaluate("document.body.innerText").count("conv" + HOSTILE) >= 1  # shown as text
+        assert b.evaluate("document.body.innerText").count("conv" + visible(HOSTILE)) >= 1  # shown as text
         assert b.errors() == []
         assert not [e for e in b.events if e["method"] == "Page.javascriptDialogOpening"]

@@ -241,7 +241,15 @@ def _image(iv: ImageView, v: PageView) -> str:
 
 
 def page(v: PageView) -> str:
-    """The whole page, as text."""
+    """The whole page, as text: every name escaped for HTML, and line by line for people
+    (cnncli.escaping.visible: control and bidi characters, and the undecodable bytes of a file
+    name, as escapes such as ``\\e``, ``\\u202e``, ``\\udcff``; markup is HTML's to escape)."""
+    from cnncli.escaping import visible
+
+    return "\n".join(visible(line) for line in _page(v).split("\n"))
+
+
+def _page(v: PageView) -> str:
     settings = "".join(f"<dt>{e(k)}</dt><dd>{e(val)}</dd>" for k, val in v.settings)
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
