@@ -171,3 +171,13 @@ def test_evaluate_figures_are_cam_metrics_on_the_upsampled_map():
             assert getattr(row, key) == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
         assert m.metrics["deletion_auc"] == row.deletion_auc
     assert cnncli.cam(f"{small}.onnx", x, layer=2).rows[0].deletion_auc is None
+
+
+def test_heat_map_colours_are_matplotlibs_jet():
+    from matplotlib import colormaps
+
+    from cnncli.api.cam_files import heat
+
+    x = np.linspace(0, 1, 1001)[None]
+    want = np.round(colormaps["jet"](x)[..., :3] * 255)
+    assert np.abs(heat(x).astype(int) - want).max() <= 5  # (matplotlib's jet is a 256-entry table)

@@ -17,15 +17,19 @@ import numpy as np
 if TYPE_CHECKING:
     from cnncli.api.cam import CamJob, CamMap
 
-COLORMAP = "jet"  # pytorch-grad-cam's (OpenCV's COLORMAP_JET)
 IMAGE_WEIGHT = 0.5  # the overlay: half input, half heat map (pytorch-grad-cam's show_cam_on_image)
+# the jet colormap (pytorch-grad-cam's, OpenCV's COLORMAP_JET) as matplotlib defines it: (x, value)
+# breakpoints per channel, linear between them (no matplotlib import for the PNGs alone)
+JET = (((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
+       ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
+       ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)))
 
 
 def heat(upsampled: np.ndarray) -> np.ndarray:
-    """A map in [0, 1] [H, W] as uint8 RGB [H, W, 3] in the colormap."""
-    from matplotlib import colormaps
-
-    return np.round(colormaps[COLORMAP](np.clip(upsampled, 0, 1))[:, :, :3] * 255).astype(np.uint8)
+    """A map in [0, 1] [H, W] as uint8 RGB [H, W, 3] in the jet colormap."""
+    x = np.clip(np.nan_to_num(upsampled, nan=0.0), 0, 1)
+    rgb = [np.interp(x, [p for p, _ in points], [v for _, v in points]) for points in JET]
+    return np.round(np.stack(rgb, axis=-1) * 255).astype(np.uint8)
 
 
 def overlaid(pixels: np.ndarray, hot: np.ndarray) -> np.ndarray:
