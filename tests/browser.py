@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import fcntl
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
 import time
@@ -49,19 +50,19 @@ class Browser:
         self.profile = tempfile.mkdtemp(prefix="cnncli-browser-")
         to_chrome_r, self.to_chrome = os.pipe()
         self.from_chrome, from_chrome_w = os.pipe()
-
-        def fds():  # the child's fd 3 reads our commands, its fd 4 writes the replies
-            read, write = os.dup(to_chrome_r), os.dup(from_chrome_w)  # above 4: dup2 onto itself would keep CLOEXEC
-            os.dup2(read, 3)
-            os.dup2(write, 4)
-
         args = [self.executable, "--headless", "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
                 "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
                 "--hide-scrollbars", "--mute-audio", f"--window-size={WIDTH},{HEIGHT}", "about:blank"]
-        self.process = subprocess.Popen(args, preexec_fn=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, close_fds=False)
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
+        # the child's fd 3 reads our commands, its fd 4 writes the replies: posix_spawn's dup2 (thread-safe,
+        # unlike a preexec_fn) from fds above 4, so the copies are inheritable whatever numbers the pipes got
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_chrome_r, from_chrome_w)]
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+                   (os.POSIX_SPAWN_DUP2, high[0], 3), (os.POSIX_SPAWN_DUP2, high[1], 4)]
+        self.pid = os.posix_spawn(self.executable, args, os.environ, file_actions=actions)
+        for fd in (to_chrome_r, from_chrome_w, *high):
+            os.close(fd)
         target = self.call("Target.createTarget", url="about:blank")["targetId"]
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -173,11 +174,13 @@ class Browser:
             self.call("Browser.close")
         except (BrowserError, OSError):
             pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        for _ in range(100):  # up to 10 s to leave by itself, then killed
+            if os.waitpid(self.pid, os.WNOHANG)[0]:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
         for fd in (self.to_chrome, self.from_chrome):
             try:
                 os.close(fd)
