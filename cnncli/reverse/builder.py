@@ -18,7 +18,8 @@ and differentiated exactly in backprop. One small function per op, registered in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import ChainMap
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -27,7 +28,7 @@ from onnx import TensorProto, helper, numpy_helper
 from cnncli.choices import MODES
 from cnncli.errors import UnsupportedError
 from cnncli.frontend.graph import FLOAT_TYPES, Graph, attrs
-from cnncli.reverse.rules import RULES, value_inputs
+from cnncli.reverse.rules import ELEMENTWISE, RULES, value_inputs
 from cnncli.reverse.values import forward_values
 
 OPSET = 17
@@ -60,6 +61,7 @@ class Builder:
     values: dict = field(default_factory=dict)  # values of non-signal tensors computed by the forward graph
     count: int = 0
     one_row: bool = False  # set by a rule whose reverse takes one signal shaped as its whole output
+    batch_one: bool = False  # the input's batch axis is one: a tensor whose first axis is not has none
 
     def fresh(self, hint: str) -> str:
         self.count += 1
@@ -128,6 +130,49 @@ class Builder:
         if v is None:
             v = self.values.get(name)
         return None if v is None else np.asarray(v)
+
+
+@dataclass
+class View(Builder):
+    """A builder that writes into ``outer``'s reverse graph (its nodes, initializers, names and
+    forward inputs) but sees a graph of its own: a function body (functions.Body), or an
+    elementwise node's tensors given a batch axis (:func:`lifted`)."""
+
+    outer: Builder | None = None
+    lifted: frozenset = frozenset()  # forward tensors read with a leading axis of one
+
+    @classmethod
+    def of(cls, outer: Builder, graph: Graph, **kw) -> "View":
+        return cls(graph, outer.mode, nodes=outer.nodes, inits=outer.inits, needed=outer.needed, outer=outer,
+                   extra_outputs=outer.extra_outputs, extra_shapes=outer.extra_shapes, dynamic=outer.dynamic,
+                   signal=outer.signal, const_values=outer.const_values, values=outer.values, **kw)
+
+    def fresh(self, hint: str) -> str:
+        return self.outer.fresh(hint)
+
+    def fwd(self, name: str) -> str:
+        t = self.outer.fwd(name)
+        return self.op("Unsqueeze", [t, self.ints([0])], "lift") if name in self.lifted else t
+
+
+def lifted(b: Builder, node: onnx.NodeProto, outs: list) -> dict | None:
+    """An elementwise node on tensors without the batch axis (the input's batch is one, its output's
+    first axis is not: a Squeeze or a Reshape dropped the batch, [C, H, W]): the signal holds the
+    reverse rows stacked on that axis ([K·C, H, W]), which the forward tensors ([C, H, W]) do not
+    broadcast against. Its rule runs with a leading axis of one on the tensors of the output's rank
+    ([K, C, H, W] against [1, C, H, W]), and each input's signal is stacked back. None when the
+    node keeps the batch axis."""
+    ys = b.graph.shape(node.output[0])
+    if not b.batch_one or node.op_type not in ELEMENTWISE or not ys or ys[0] in (1, None):
+        return None
+    names = {n for n in (*node.input, *node.output) if n and b.graph.shape(n) is not None and len(b.graph.shape(n)) == len(ys)}
+    graph = replace(b.graph, shapes=ChainMap({n: (1, *b.graph.shape(n)) for n in names}, b.graph.shapes))
+    view = View.of(b, graph, lifted=frozenset(names))
+    outs = [None if g is None else b.op("Reshape", [g, b.ints([-1, *b.graph.shape(o)])], "lift")
+            for g, o in zip(outs, node.output)]
+    result = RULES[node.op_type](view, node, attrs(node), outs)
+    b.one_row = b.one_row or view.one_row
+    return {n: b.reshape(g, b.graph.shape(n), "unlift") if n in names else g for n, g in result.items()}
 
 
 def shape_of(b: Builder, name: str):
@@ -224,7 +269,10 @@ def propagate(b: Builder, nodes: list[onnx.NodeProto], grads: dict[str, list[str
         if node.op_type not in ("Split", "LSTM", "GRU", "RNN") and not RULES.fact(node.op_type, "any_output") \
                 and outs[0] is None:
             raise unsupported(node, "reaches the target only through a secondary output; not supported")
-        for name, g in RULES[node.op_type](b, node, attrs(node), outs).items():
+        result = lifted(b, node, outs)
+        if result is None:
+            result = RULES[node.op_type](b, node, attrs(node), outs)
+        for name, g in result.items():
             if name in b.signal:
                 grads.setdefault(name, []).append(g)
     return grads
@@ -258,7 +306,8 @@ def build_reverse(
     if target not in signal:
         raise UnsupportedError(f"tensor '{target}' does not depend on the values of {'tensor' if stop_at else 'input'} '{start}'")
     nodes = path_nodes(graph, target, signal, stop_at)
-    b = Builder(graph, mode, dynamic=dynamic, signal=signal, const_values=const_values if const_values is not None else {})
+    b = Builder(graph, mode, dynamic=dynamic, signal=signal, const_values=const_values if const_values is not None else {},
+                batch_one=(graph.shape(input_name) or (None,))[:1] == (1,))
     for node in nodes:  # check every op first: one clear error before any work
         if node.op_type not in RULES or node.domain not in ("", "ai.onnx"):
             raise UnsupportedError(

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from cnncli.errors import UnsupportedError
 from cnncli.frontend.graph import attrs
-from cnncli.reverse.builder import (OPSET, Builder, dynamic_tensors, path_nodes, propagate, signal_tensors,
+from cnncli.reverse.builder import (OPSET, Builder, View, dynamic_tensors, path_nodes, propagate, signal_tensors,
                                     unsupported)
 from cnncli.reverse.rules import RULES, register, value_inputs
 from cnncli.reverse.values import forward_values
@@ -144,18 +144,14 @@ def unroll_scans(model: onnx.ModelProto) -> None:
 
 
 @dataclass
-class Body(Builder):
+class Body(View):
     """The builder of a function body: its rules write into the enclosing builder's graph; the
     forward values they read are the node's inputs (the enclosing graph's) or recomputed."""
 
-    outer: Builder | None = None
     outer_inputs: set = field(default_factory=set)  # the node's inputs: tensors of the enclosing graph
     made: dict = field(default_factory=dict)  # body tensor -> reverse-graph tensor holding its value
     producer: dict = field(default_factory=dict)
     opset: int = OPSET
-
-    def fresh(self, hint: str) -> str:
-        return self.outer.fresh(hint)
 
     def fwd(self, name: str) -> str:
         if name in self.made:

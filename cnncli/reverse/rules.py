@@ -44,6 +44,14 @@ NOT_YET = NOT_YET | frozenset((
     ""
 ).split())
 
+# Elementwise ops (no axis attribute): on a tensor without the batch axis ([C, H, W], its rows
+# stacked [K·C, H, W] in the signal) the builder runs their rules with a leading axis of one added
+ELEMENTWISE = frozenset((
+    "Clip Relu LeakyRelu PRelu Sigmoid Tanh HardSigmoid HardSwish Erf Gelu Add Sub Sum Mul Div Mean Max Min Where "
+    "Neg CastLike Pow Mod Abs Acos Acosh Asin Asinh Atan Atanh Celu Cos Cosh Elu Exp Log Mish Reciprocal Selu Shrink "
+    "Sin Sinh Softplus Softsign Sqrt Swish Tan ThresholdedRelu"
+).split())
+
 
 def register(*op_types: str, values: tuple[int, ...] = (), **facts) -> Callable[[Rule], Rule]:
     return RULES.register(*op_types, **({"values": values} if values else {}), **facts)
