@@ -24,6 +24,7 @@ _LAZY = {
     **dict.fromkeys(("profile", "Profile", "ProfileOptions"), "cnncli.api.profile"),
     **dict.fromkeys(("diff", "Diff", "DiffOptions"), "cnncli.api.diff"),
     **dict.fromkeys(("cam", "CamMap", "CamResult", "CamOptions"), "cnncli.api.cam"),
+    **dict.fromkeys(("dream", "Dream", "DreamOptions"), "cnncli.api.dream"),
     **dict.fromkeys(("report", "Report", "ReportOptions"), "cnncli.api.report"),
     **dict.fromkeys(("CnnError", "BadArgument", "CnnWarning"), "cnncli.errors"),
 }

@@ -58,6 +58,7 @@ _COMMANDS = {
     "diff": "cnncli.commands.diff",
     "cam": "cnncli.commands.cam",
     "report": "cnncli.commands.report",
+    "dream": "cnncli.commands.dream",
 }
 
 
