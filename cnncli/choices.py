@@ -11,4 +11,5 @@ GROUPINGS = ("layer", "op")  # `cnn stats --by`
 OPT_LEVELS = ("all", "extended", "basic", "disable")  # `cnn profile --opt-level`: what onnxruntime may fuse
 CAM_METHODS = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "eigencam", "scorecam")  # `cnn cam --method`
 IG_METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")  # `cnn project --ig-method` (Captum's)
+DREAM_OBJECTIVES = ("channel", "neuron", "layer")  # `cnn dream --objective` (Lucent's channel and neuron, Lucid's deepdream)
 FORMATS = ("table", "json", "jsonl", "csv", "markdown")  # --format: the one renderer's formats

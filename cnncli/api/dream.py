@@ -14,10 +14,9 @@ from typing import Any, Callable
 
 from cnncli.api.options import ImageOptions, channel_list, choice, dims, integer, opt, path, text
 from cnncli.api.result import Hear, Result, Warnings
+from cnncli.choices import DREAM_OBJECTIVES
 from cnncli.columns import col
 from cnncli.errors import BadArgument, CnnError
-
-OBJECTIVES = ("channel", "neuron", "layer")  # (cnncli.engine.dream.OBJECTIVES; kept light here)
 
 
 def positive_float(flag_: str, value: Any) -> float:
@@ -45,7 +44,7 @@ class DreamOptions(ImageOptions):
     layer: int | None = opt(None, "--layer", integer(optional=True))
     tensor: str | None = opt(None, "--tensor", text())
     channels: str | None = opt(None, "--channel", channel_list)  # '3,5,12' or 'all' (an int or a list in Python)
-    objective: str = opt("channel", "--objective", choice(OBJECTIVES))
+    objective: str = opt("channel", "--objective", choice(DREAM_OBJECTIVES))
     steps: int = opt(512, "--steps", integer(1, maximum=1_000_000))
     size: tuple | None = opt(None, "--size", image_size)  # the optimised image; None: the model input's
     seed: int = opt(0, "--seed", integer(0, maximum=2**32 - 1))

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import click
 
+from cnncli.choices import DREAM_OBJECTIVES
 from cnncli.cli_options import Output, default as _default, format_option, image_options, warn as _warn
 from cnncli.render.progress import progress_bar
 
 
 def command() -> click.Command:
-    from cnncli.api.dream import OBJECTIVES, DreamOptions
+    from cnncli.api.dream import DreamOptions
 
     @click.command(short_help="What a unit wants to see: an image optimised to excite it (Lucent's method).")
     @click.argument("model")
     @click.option("--layer", type=int, help="The N-th Conv, numbered as `cnn stats` numbers them (its block output).")
     @click.option("--tensor", help="Any 4-D tensor of the graph, or a 2-D one such as the logits.")
     @click.option("--channel", "channels", metavar="N[,N…]|all", help="Channels to visualise, one image each, optimised together.")
-    @click.option("--objective", type=click.Choice(OBJECTIVES), default=_default(DreamOptions, "objective"), show_default=True,
+    @click.option("--objective", type=click.Choice(DREAM_OBJECTIVES), default=_default(DreamOptions, "objective"), show_default=True,
                   help="channel: the channel's mean; neuron: its centre unit; layer: the mean of the squared layer (no --channel).")
     @click.option("--steps", type=int, default=_default(DreamOptions, "steps"), show_default=True, help="Adam steps.")
     @click.option("--seed", type=int, default=_default(DreamOptions, "seed"), show_default=True,

@@ -18,12 +18,9 @@ from cnncli.engine.dream_param import FFTImage
 from cnncli.engine.dream_transforms import Chain, IDENTITY, draw
 from cnncli.engine.project import Projector
 
-OBJECTIVES = ("channel", "neuron", "layer")
-
-
 def centre(shape: tuple) -> tuple[int, ...]:
-    """lucent.optvis.objectives_util._extract_act_pos: the unit at [H//2... as Lucent indexes it:
-    row shape[3] // 2, column shape[2] // 2 (the bottom-right of the centre 2×2 for even sizes)."""
+    """The centre unit as lucent.optvis.objectives_util._extract_act_pos picks it: row shape[3] // 2,
+    column shape[2] // 2 (the bottom-right one of the centre 2×2 for even sizes); () for 2-D."""
     return (shape[3] // 2, shape[2] // 2) if len(shape) == 4 else ()
 
 
