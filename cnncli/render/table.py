@@ -4,10 +4,12 @@ On a pipe or in a file: every column (or those picked), exact numbers, one line 
 grep, diff and cut keep working; the layout is the one rich printed (a heavy-headed box).
 
 On a terminal: the columns that fit its width. The compact set of the row type by default
-(``--columns`` to pick, ``--wide`` for all), then, as long as the table is too wide: headers on
-two lines, numbers in human units (170.8M), long text shortened in the middle; and when even
-that does not fit, each row as a record of ``header value`` pairs over a few lines. A number is
-never split across lines.
+(``--columns`` to pick, ``--wide`` for all), then, as long as the table is too wide: paths moved
+under the table (never cut), headers on two lines, numbers in human units (170.8M), long text
+shortened in the middle where different texts stay different (else columns on the right left
+out, which ``terminal_table`` returns for the caller to name); and when even that does not fit,
+each row as a record of ``header value`` pairs over a few lines. A number is never split across
+lines.
 
 Every string from a model (names, paths) is printed as is: nothing is read as markup, and
 control and bidi characters are shown as escapes (``\\n``, ``\\e``, ``\\u202e``), on a pipe too
