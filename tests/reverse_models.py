@@ -590,9 +590,6 @@ CASES = {
               structural_copies, pointwise_ops, softmax_reductions, structural_gathers,
               structural_norms_products, scans, norms_swish, recurrent_crnn)
 }
-from reverse_models_llm import CASES as _LLM_CASES, UNRUNNABLE  # noqa: E402, F401  (issue 16's last ops; needs Case, Net)
-
-CASES.update(_LLM_CASES)
 
 
 # ---------------------------------------------------------------- chain models for the numpy reference

@@ -1,8 +1,8 @@
 """Reverse-test cases (reverse_models.Case) for the ops issue 16 added last: transformer blocks
 (RotaryEmbedding, Attention with grouped kv heads, past key/value, a mask, causal, softcap and
 scale; LinearAttention; CausalConvWithState), the losses, the KV-cache write and the other copies
-(TensorScatter, Scatter, Unique), and the spectral transforms (DFT, STFT). reverse_models.CASES
-takes them in; test_reverse_fd.py checks each against finite differences.
+(TensorScatter, Scatter, Unique), and the spectral transforms (DFT, STFT). test_reverse_fd.py
+checks each against finite differences, beside reverse_models.CASES.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import reverse_models as RM
+import reverse_models_llm as LLM
 from onnx import numpy_helper
 
 from cnncli.errors import ModelError
@@ -31,6 +32,7 @@ from cnncli.engine.project import Projector
 
 ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
               ort.capi.onnxruntime_pybind11_state.RuntimeException, ort.capi.onnxruntime_pybind11_state.NotImplemented)
+CASES = {**RM.CASES, **LLM.CASES}  # (issue 16's transformer, loss, copy and spectral cases in reverse_models_llm.py)
 EPSILONS = (3e-3, 1e-3, 1e-2, 3e-2)  # one-sided quotients use the first two only
 RTOL = 1e-2
 ATOL_OF_MAX = 1e-2  # absolute tolerance per position, as a fraction of max |gradient|
@@ -89,7 +91,7 @@ def _positions(grad: np.ndarray, rng) -> np.ndarray:
 
 
 def _case_params():
-    return [pytest.param(name, id=name) for name in RM.CASES]
+    return [pytest.param(name, id=name) for name in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def built():
 
     def get(name):
         if name not in cache:
-            case = RM.CASES[name]()
+            case = CASES[name]()
             cache[name] = (case, analyse(case.model))
         return cache[name]
 
@@ -192,9 +194,9 @@ def test_cases_cover_every_reverse_rule():
     from cnncli.reverse import RULES
 
     used = set()
-    for f in RM.CASES.values():
+    for f in CASES.values():
         used |= f().ops
-    assert set(RULES) - used - set(RM.UNRUNNABLE) == set()
+    assert set(RULES) - used - set(LLM.UNRUNNABLE) == set()
 
 
 # ---------------------------------------------------------------- random geometries: the adjoint identity
