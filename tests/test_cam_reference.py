@@ -78,3 +78,16 @@ def test_cnncli_cam_one_image(name):
     assert [m.unit for m in res] == d["classes"][1].tolist()
     assert all(m.map.dtype == np.float32 for m in res)
     assert relative(np.stack([m.map for m in res]), d["map_gradcam"][1]) <= RTOL
+
+
+@pytest.mark.parametrize("name", ["small_torchscript", "small_dynamo", "densenet_tiny_dynamo"])
+def test_upsampled_map_equals_what_pytorch_grad_cam_returns(name):
+    """The map min-max scaled and upsampled to the input (the PNGs' map) is what
+    ``GradCAM(model, [layer])(x, targets)`` returns (OpenCV's bilinear resize)."""
+    engine, d, _ = _engine(name, "gradcam")
+    classes = d["classes"].tolist()
+    result = engine.run(d["x"], lambda out: classes)
+    from cnncli.engine.cam import upsampled
+
+    got = upsampled(result.maps, d["x"].shape[2:])
+    assert np.abs(got - d["scaled_gradcam"]).max() <= 1e-4  # both in [0, 1]

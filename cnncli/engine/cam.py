@@ -156,10 +156,15 @@ def _rows(fwd: dict[str, np.ndarray], s: int, projector) -> dict[str, np.ndarray
 
 
 def upsampled(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Raw maps [..., h, w] upsampled (bilinear, half-pixel) to the input and scaled to [0, 1]
-    each (pytorch-grad-cam's scale_cam_image order: normalise, then resize)."""
+    """Raw maps [..., h, w] scaled to [0, 1] and upsampled (bilinear, half-pixel) to the input as
+    ``pytorch_grad_cam``'s ``cam(x, targets)`` returns them: scaled, resized, scaled again (its
+    scale_cam_image per layer, then once more after averaging the layers)."""
     flat = maps.reshape(-1, *maps.shape[-2:]).astype(np.float32)
+    return _scaled(upsample(_scaled(flat), size)).reshape(*maps.shape[:-2], *size)
+
+
+def _scaled(flat: np.ndarray) -> np.ndarray:
+    """Each map [h, w] of [R, h, w] minus its minimum, over its range (+1e-7), as scale_cam_image."""
     lo = flat.min(axis=(1, 2), keepdims=True)
     hi = flat.max(axis=(1, 2), keepdims=True)
-    norm = (flat - lo) / (np.float32(1e-7) + hi - lo)
-    return upsample(norm, size).reshape(*maps.shape[:-2], *size)
+    return (flat - lo) / (np.float32(1e-7) + hi - lo)
