@@ -91,3 +91,35 @@ def test_upsampled_map_equals_what_pytorch_grad_cam_returns(name):
 
     got = upsampled(result.maps, d["x"].shape[2:])
     assert np.abs(got - d["scaled_gradcam"]).max() <= 1e-4  # both in [0, 1]
+
+
+def test_reverse_graph_stops_at_a_layer_that_a_branch_bypasses():
+    """build_reverse(stop_at=A): the signal flows only through what depends on A; a branch from the
+    input that bypasses A (B) is read as its forward value. Seeded with ones at WAB = W ⊙ A ⊙ B,
+    A = Relu(x ⊙ s), B = x ⊙ t: the signal at A is ∂(Σ WAB)/∂A = W ⊙ B, exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from cnncli.api.sources import open_with_image
+    from cnncli.engine.project import Projector
+
+    rng = np.random.default_rng(0)
+    shape = [1, 2, 3, 4]
+    s, t, w = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    nodes = [helper.make_node("Mul", ["x", "s"], ["xs"]), helper.make_node("Relu", ["xs"], ["A"]),
+             helper.make_node("Mul", ["x", "t"], ["B"]), helper.make_node("Mul", ["A", "B"], ["AB"]),
+             helper.make_node("Mul", ["AB", "w"], ["WAB"]), helper.make_node("Add", ["WAB", "A"], ["S"]),
+             helper.make_node("ReduceSum", ["S"], ["y"], keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                              [numpy_helper.from_array(v, n) for v, n in ((s, "s"), (t, "t"), (w, "w"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = rng.standard_normal(shape).astype(np.float32)
+    m, _ = open_with_image(model, x)
+    p = Projector(m.model, m.graph, m.input_name, "WAB", "backprop", stop_at="A")
+    fwd = p.forward(x)
+    grad = p.run_reverse(np.ones((1, *shape[1:]), np.float32), fwd)
+    np.testing.assert_allclose(grad[0], (w * x * t)[0], rtol=1e-6)
+    np.testing.assert_allclose(fwd["A"], np.maximum(x * s, 0))
+    assert "B" in p.reverse.needed and "x" not in p.reverse.needed
