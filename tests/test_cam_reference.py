@@ -123,3 +123,17 @@ def test_reverse_graph_stops_at_a_layer_that_a_branch_bypasses():
     np.testing.assert_allclose(grad[0], (w * x * t)[0], rtol=1e-6)
     np.testing.assert_allclose(fwd["A"], np.maximum(x * s, 0))
     assert "B" in p.reverse.needed and "x" not in p.reverse.needed
+
+
+@pytest.mark.parametrize("name", ["small_torchscript", "small_dynamo"])
+def test_guided_gradcam_is_the_upsampled_map_times_guided_backprop(name):
+    """Guided Grad-CAM as pytorch-grad-cam's example makes it: its cam(x, targets) output times
+    its guided backprop, here through ``cnncli.cam(..., guided=True)``."""
+    import cnncli
+
+    d = _fixture(name)
+    for i in range(len(d["x"])):
+        m = cnncli.cam(str(FIXTURES / f"{name}.onnx"), d["x"][i:i + 1], layer=str(d["layer_tensor"]),
+                       classes=int(d["classes"][i, 0]), guided=True)[0]
+        want = d["scaled_gradcam"][i, 0][None] * d["guided"][i]
+        assert relative(m.guided_cam(), want) <= RTOL
