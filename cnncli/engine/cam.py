@@ -141,9 +141,13 @@ class CamEngine:
         return CamBatch(units, scores, maps.reshape(n, s, *maps.shape[1:]), guided, self.forwards - before)
 
     def _scorecam(self, x: np.ndarray, act: np.ndarray, units: list[int]) -> np.ndarray:
+        """One image's Score-CAM maps: the input masked by each channel's map, ``max_batch``
+        masked inputs at a time (never all C of them in memory at once)."""
         masks = score_masks(act, x.shape[1:])
-        out = self.score_batch(x[None] * masks[:, None])
-        return scorecam(act, self.score.values(out, units).T)
+        step = self.max_batch
+        scores = np.concatenate([self.score.values(self.score_batch(x[None] * masks[i:i + step, None]), units)
+                                 for i in range(0, len(masks), step)])
+        return scorecam(act, scores.T)
 
 
 def _rows(fwd: dict[str, np.ndarray], s: int, projector) -> dict[str, np.ndarray]:
