@@ -35,7 +35,8 @@ def resolve_layer(graph, layer: int | str | None):
         except BadArgument as exc:
             raise BadArgument("--layer", str(exc)) from None
     else:
-        target = by_layer(graph, layer if layer is not None else max(1, len(conv_nodes(graph))))
+        target = by_layer(graph, layer if layer is not None else max(1, len(conv_nodes(graph))),
+                          "name a 4-D tensor with --layer TENSOR")
     if len(target.shape) != 4 or None in target.shape:
         raise BadArgument("--layer", f"'{target.tensor}' has shape {list(target.shape)}; a CAM needs a 4-D feature map")
     return target
