@@ -2,9 +2,10 @@
 
 Attention (masks, causal, grouped kv heads, past key/value, softcap, scale), RotaryEmbedding,
 NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss (whose body holds a NegativeLogLikelihoodLoss),
-CausalConvWithState and SwiGLU. The node is expanded into onnx's own body for its attributes and
-input types (``onnx.defs``: the schema's function, or its context-dependent function, inlined by
-``onnx.inliner`` as the ``_expanded`` node tests are), the body is analysed as a model of its own
+CausalConvWithState, LinearAttention (its body's Scan unrolled: :func:`unroll_scans`) and SwiGLU.
+The node is expanded into onnx's own body for its attributes and input types (``onnx.defs``: the
+schema's function, or its context-dependent function, inlined by ``onnx.inliner`` as the
+``_expanded`` node tests are), the body is analysed as a model of its own
 (shapes, folded constants), and the signal goes back through the body's ops by their own rules,
 so every mode treats the composite as its parts (no ReLU in these bodies: no rectification). The
 intermediate values those rules read are recomputed in the reverse graph from the node's forward
@@ -100,7 +101,8 @@ def unroll_scans(model: onnx.ModelProto) -> None:
         xs = dims.get(node.input[n_state]) or [None]
         steps = xs[in_axes[0] % len(xs)] if xs else None
         if not steps:
-            raise UnsupportedError(f"a Scan in a function body runs over a sequence of unknown length ('{node.input[n_state]}')")
+            raise UnsupportedError("a Scan in a function body runs over a sequence of unknown length "
+                                   f"('{node.input[n_state]}')")
         states, per_step = list(node.input[:n_state]), [[] for _ in range(n_out)]
         for t in range(steps):
             step = f"scan{k}_t{t}/"
@@ -173,6 +175,7 @@ class Body(View):
             self.nodes.append(n)
         return self.made[name]
 
+
 _REDUCE = {"ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
            "ReduceLogSumExp", "ReduceSumSquare"}
 _HARMLESS = {"saturate", "round_mode"}  # attributes of later Cast versions, moot between float types
@@ -206,7 +209,8 @@ def at_opset17(b: Body, node: onnx.NodeProto, ins: list[str], outs: list[str]) -
         if axes is None:
             raise unsupported(node, "in a function body, with axes computed at run time, is not supported")
         extra = {"axes": [int(v) for v in axes.reshape(-1)]} if axes.size else {}
-        return [helper.make_node(op, ins[:1], outs, name=name, **{k: v for k, v in at.items() if k != "noop_with_empty_axes"}, **extra)]
+        kept = {k: v for k, v in at.items() if k != "noop_with_empty_axes"}
+        return [helper.make_node(op, ins[:1], outs, name=name, **kept, **extra)]
     if op == "Split" and "num_outputs" in at:
         shape = b.graph.shape(node.input[0])
         axis = int(at.get("axis", 0))
