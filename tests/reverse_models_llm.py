@@ -1,13 +1,16 @@
 """Reverse-test cases (reverse_models.Case) for the ops issue 16 added last: transformer blocks
 (RotaryEmbedding, Attention with grouped kv heads, past key/value, a mask, causal, softcap and
 scale; LinearAttention; CausalConvWithState), the losses, the KV-cache write and the other copies
-(TensorScatter, Scatter, Unique), and the spectral transforms (DFT, STFT). test_reverse_fd.py
-checks each against finite differences, beside reverse_models.CASES.
+(TensorScatter, Scatter, Unique), the spectral transforms (DFT, STFT), and the sampling and region
+ops (GridSample, AffineGrid, DeformConv, Col2Im, MaxUnpool, RoiAlign, MaxRoiPool; their one-node
+checks are tests/test_reverse_sampling.py). test_reverse_fd.py checks each against finite
+differences, beside reverse_models.CASES.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto, helper, numpy_helper
 from reverse_models import Case, Net
 
 # ops with a reverse rule that no case can hold, and why
@@ -70,8 +73,6 @@ def cache_copies() -> Case:
     uniq = n.op("Unique", [twice], n_out=4, axis=2)[0]                                       # [1, 6, 3]
     spec = n.op("DFT", [n.op("Unsqueeze", [uniq, n.ints([3])]), "", n.ints(1)], onesided=1)   # [1, 4, 3, 2]
     case = n.case("cache_copies", spec, [0, 3])
-    from onnx import TensorProto, helper
-
     case.model.graph.value_info.append(helper.make_tensor_value_info(uniq, TensorProto.FLOAT, [1, 6, 3]))
     return case
 
@@ -93,4 +94,70 @@ def spectrogram() -> Case:
     return n.case("spectrogram", t, [0, 6])
 
 
-CASES = {f.__name__: f for f in (attention_block, recurrent_mixers, losses, cache_copies, scatter_opset10, spectrogram)}
+def sampling_model(nodes, inits, opset=20):
+    """x [1, 2, 6, 6] through ``nodes`` to y; ``inits`` (name → array) stored."""
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _uniform(rng, shape, lo=-1.0, hi=1.0):
+    return rng.uniform(lo, hi, shape).astype(np.float32)
+
+
+def stn_model(mode="linear", padding="border"):
+    """θ computed from the image (pooled, a Gemm) → AffineGrid → GridSample of the same image: the
+    signal reaches x through the sampled values and through the grid (a spatial transformer)."""
+    rng = np.random.default_rng(5)
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "Wt", "Bt"], ["t6"]),
+             helper.make_node("Reshape", ["t6", "shape"], ["theta"]),
+             helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=0),
+             helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding)]
+    inits = {"Wt": _uniform(rng, (2, 6), -0.5, 0.5), "Bt": np.asarray([0.9, 0.1, 0.05, -0.1, 0.8, 0.02], np.float32),
+             "shape": np.asarray([1, 2, 3], np.int64), "size": np.asarray([1, 2, 5, 4], np.int64)}
+    return sampling_model(nodes, inits)
+
+
+def dcn_model():
+    """A DCN block: offsets and mask computed by convs of the image, then DeformConv of it."""
+    rng = np.random.default_rng(7)
+    nodes = [helper.make_node("Conv", ["x", "Wo"], ["offset"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "Wm"], ["m"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["m"], ["mask"]),
+             helper.make_node("DeformConv", ["x", "W", "offset", "", "mask"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    inits = {"Wo": _uniform(rng, (18, 2, 3, 3), -0.5, 0.5), "Wm": _uniform(rng, (9, 2, 3, 3)), "W": _uniform(rng, (3, 2, 3, 3))}
+    return sampling_model(nodes, inits, opset=19)
+
+
+def spatial_transformer() -> Case:
+    """stn_model (bilinear, border): AffineGrid and GridSample, the signal through the grid too."""
+    return Case("spatial_transformer", stn_model(), "y", (1, 2, 6, 6), [0, 1])
+
+
+def deformable_conv() -> Case:
+    """dcn_model: DeformConv with offsets and mask computed from the image."""
+    return Case("deformable_conv", dcn_model(), "y", (1, 2, 6, 6), [0, 2])
+
+
+def regions() -> Case:
+    """x [1, 2, 6, 6] → MaxPool 2x2 with indices → MaxUnpool of the pooled values times a weight,
+    plus x·w → RoiAlign (avg, one box) and MaxRoiPool (one box) of it, 4x4 each; beside them
+    Col2Im of x read as 2x2 blocks of a 4x4 image; the three concatenated: [1, 6, 4, 4] (opset 18)."""
+    n = Net((1, 2, 6, 6), seed=57, opset=18)
+    pooled, idx = n.op("MaxPool", ["x"], n_out=2, kernel_shape=[2, 2], strides=[2, 2])
+    un = n.op("MaxUnpool", [n.op("Mul", [pooled, n.randn((2, 1, 1), 1.0)]), idx], kernel_shape=[2, 2], strides=[2, 2])
+    s = n.op("Add", [un, n.op("Mul", ["x", n.randn((2, 1, 1), 0.5)])])
+    align = n.op("RoiAlign", [s, n.const([[0.7, 0.4, 5.2, 4.9]]), n.ints([0])], mode="avg", output_height=4,
+                 output_width=4, sampling_ratio=2)
+    roipool = n.op("MaxRoiPool", [s, n.const([[0, 0.6, 1.2, 5.5, 4.4]])], pooled_shape=[4, 4])
+    folded = n.op("Col2Im", [n.op("Reshape", ["x", n.ints([1, 8, 9])]), n.ints([4, 4]), n.ints([2, 2])])
+    return n.case("regions", n.op("Concat", [align, roipool, folded], axis=1), [0, 3, 5])
+
+
+CASES = {f.__name__: f for f in (attention_block, recurrent_mixers, losses, cache_copies, scatter_opset10, spectrogram,
+                                 spatial_transformer, deformable_conv, regions)}

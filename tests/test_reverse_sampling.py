@@ -19,6 +19,8 @@ import pytest
 from click.testing import CliRunner
 from node_cases import Case, retyped
 from onnx import TensorProto, helper, numpy_helper
+from reverse_models_llm import dcn_model, stn_model
+from reverse_models_llm import sampling_model as _model
 
 from cnncli.cli import cli
 from cnncli.engine.project import Projector
@@ -111,15 +113,6 @@ def test_affine_grid(size, align):
     assert_fd(node_case("AffineGrid", inputs, 20, align_corners=align), "theta")
 
 
-def _model(nodes, inits, opset=20):
-    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
-
-
 class _Run:
     """The forward model as node_coverage's finite differences read it (float32: onnxruntime has
     no double Conv kernel; tolerance the node-test check's float32 one, 2e-2 of the gradient)."""
@@ -146,32 +139,6 @@ def assert_model_fd(model, seed=0):
         v /= np.linalg.norm(v)
         gd = float(np.sum(grad * v))
         assert NC._agrees(_Run(model), R.astype(np.float64), x.astype(np.float64), v, gd, 2e-2 * np.linalg.norm(grad)), gd
-
-
-def stn_model(mode="linear", padding="border"):
-    """θ computed from the image (pooled, a Gemm) → AffineGrid → GridSample of the same image: the
-    signal reaches x through the sampled values and through the grid (a spatial transformer)."""
-    rng = np.random.default_rng(5)
-    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
-             helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "Wt", "Bt"], ["t6"]),
-             helper.make_node("Reshape", ["t6", "shape"], ["theta"]),
-             helper.make_node("AffineGrid", ["theta", "size"], ["grid"], align_corners=0),
-             helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode, padding_mode=padding)]
-    inits = {"Wt": f32(rng, (2, 6), -0.5, 0.5), "Bt": np.asarray([0.9, 0.1, 0.05, -0.1, 0.8, 0.02], np.float32),
-             "shape": np.asarray([1, 2, 3], np.int64), "size": np.asarray([1, 2, 5, 4], np.int64)}
-    return _model(nodes, inits)
-
-
-def dcn_model():
-    """A DCN block: offsets and mask computed by convs of the image, then DeformConv of it."""
-    rng = np.random.default_rng(7)
-    nodes = [helper.make_node("Conv", ["x", "Wo"], ["offset"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Conv", ["x", "Wm"], ["m"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-             helper.make_node("Sigmoid", ["m"], ["mask"]),
-             helper.make_node("DeformConv", ["x", "W", "offset", "", "mask"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
-    inits = {"Wo": f32(rng, (18, 2, 3, 3), -0.5, 0.5), "Wm": f32(rng, (9, 2, 3, 3)), "W": f32(rng, (3, 2, 3, 3))}
-    return _model(nodes, inits, opset=19)
 
 
 @pytest.mark.parametrize("make", [stn_model, lambda: stn_model("cubic", "reflection"), dcn_model])
