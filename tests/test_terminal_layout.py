@@ -83,7 +83,8 @@ def test_a_note_names_the_hidden_columns(monkeypatch):
 
 
 def test_project_paths_are_never_cut(tmp_path, monkeypatch):
-    res = cnncli.project(str(MINI), str(STAR), layer=2, channels=[3, 9, 11], save_npy=True, out=str(tmp_path))
+    out = tmp_path / "two  spaces"  # a path the old two-space join of a row's files would split
+    res = cnncli.project(str(MINI), str(STAR), layer=2, channels=[3, 9, 11], save_npy=True, out=str(out))
     lines, _ = on_terminal(res.document(), 80, monkeypatch)
     text = "\n".join(lines)
     assert len(res.files) == 3 * 3 + 1

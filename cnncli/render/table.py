@@ -313,13 +313,15 @@ def summary_block(totals: dict[str, Any], limit: int, prep: Callable[[str], str]
     return lines
 
 
-def paths_below(g: Grid, paths: list[int]) -> list[str]:
-    """The paths of the columns ``paths`` (kind "files"), one a line and whole, each after its
-    row's first cell: what a terminal too narrow for them gets under the table."""
+def paths_below(doc: Document, g: Grid, names: list[str], prep: Callable[[str], str]) -> list[str]:
+    """The paths of the fields ``names`` (kind "files": a dict of paths), one a line and whole,
+    each after its row's first cell: what a terminal too narrow for them gets under the table."""
     lines = []
-    for row in g.rows:
-        for j in paths:
-            lines.extend(f"{g.heads[0]} {row[0]}: {p}" for p in row[j].split("  ") if p)
+    for r, row in zip(doc.rows, g.rows):
+        for name in names:
+            value = getattr(r, name)
+            paths = value.values() if isinstance(value, dict) else [value]
+            lines.extend(f"{g.heads[0]} {row[0]}: {prep(str(p))}" for p in paths if p)
     return lines
 
 
@@ -349,7 +351,8 @@ def terminal_table(doc: Document, picked: list[int], write: Write, limit: int, e
         if attempt == "paths below":
             if not paths or len(paths) == len(g.heads):
                 break
-            below, g = paths_below(g, paths), g.without(set(paths))
+            names = [column_names(doc.row_type)[picked[j]] for j in paths]
+            below, g = paths_below(doc, g, names, prep), g.without(set(paths))
         for rows in (g.rows, g.units):
             widths = fit_widths(g, rows, limit)
             if widths is not None:
