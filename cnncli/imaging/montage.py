@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 LABEL_SIZE = 12  # pixels: a tile's label
+MIN_LABEL_SIZE = 9  # a label too long for its tile is drawn smaller, down to this, before it is cut
 TITLE_SIZE = 16  # pixels: a picture's title
 INK = (20, 20, 20)
 
@@ -50,12 +51,16 @@ def labelled_grid(tiles: Sequence[np.ndarray], labels: Sequence[str] | None, col
         return out
     canvas = Image.fromarray(out)
     draw = ImageDraw.Draw(canvas)
-    f = font(label_size)
     ink = _ink_for(bg)
     for i, text in enumerate(labels):
         r, c = divmod(i, cols)
         x = c * (tile + gap) + tile / 2
-        draw.text((x, r * (cell_h + gap) + 1), fit_text(draw, text, f, tile), font=f, fill=ink, anchor="ma")
+        for size in range(label_size, MIN_LABEL_SIZE - 1, -1):  # a smaller font before a cut label
+            f = font(size)
+            if draw.textlength(text, font=f) <= tile:
+                break
+        draw.text((x, r * (cell_h + gap) + 1 + label_size - size), fit_text(draw, text, f, tile), font=f, fill=ink,
+                  anchor="ma")
     return np.asarray(canvas)
 
 
