@@ -189,3 +189,30 @@ def test_bad_usage_exits_2(args, flag, tmp_path):
 def test_unreadable_model_exits_1(tmp_path):
     r = _cli(tmp_path / "missing.onnx", "--layer", 1, "--channel", 0, "--out", tmp_path / "o")
     assert r.exit_code == 1 and r.stderr.startswith("Error: ") and len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("batch", ["N", 1])
+def test_a_grey_model_and_a_fixed_batch(batch):
+    """One input channel: no colour decorrelation, grey pictures; a batch fixed at 1: one channel a
+    run, the same images as batched."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 1, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"])], "grey",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 1, 16, 16])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    ticks = []
+    from cnncli.api.dream import DreamOptions, run
+
+    d = run(model, DreamOptions(layer=1, channels=[0, 2], steps=10), progress=lambda n, total=None: ticks.append(total))
+    assert d.images.shape == (2, 1, 16, 16) and d.meta["preprocess"]["preset"] == "unit"
+    assert ticks[0] == (20 if batch == 1 else 10) and len(ticks) == 21 - (0 if batch == 1 else 10)
+    pixels = d.to_uint8(1)
+    assert pixels.shape == (16, 16, 3) and (pixels[..., 0] == pixels[..., 2]).all()
+    assert all(r.objective_end > r.objective_start for r in d.rows)
+    batched = cnncli.dream(onnx.load_from_string(model.SerializeToString()), layer=1, channels=[0, 2], steps=10, batch_size=1)
+    np.testing.assert_allclose(batched.images, d.images, atol=1e-4)
