@@ -159,5 +159,20 @@ def regions() -> Case:
     return n.case("regions", n.op("Concat", [align, roipool, folded], axis=1), [0, 3, 5])
 
 
+def computed_scales() -> Case:
+    """DequantizeLinear with its scale on the signal's path: a per-channel scale (with zero points)
+    and a per-tensor one, each computed from the pooled input (Reshape drops the batch axis), the
+    integer codes stored; plus x·w so every input position matters (opset 21)."""
+    n = Net((1, 3, 4, 4), seed=58, opset=21)
+    pooled = n.op("GlobalAveragePool", ["x"])                                                     # [1, 3, 1, 1]
+    per_channel = n.op("Sigmoid", [n.op("Reshape", [pooled, n.ints([3])])])                       # [3]
+    per_tensor = n.op("Exp", [n.op("Reshape", [n.op("ReduceMean", [pooled], keepdims=1), n.ints([])])])  # []
+    codes = n.const(n.rng.integers(-100, 100, (1, 3, 4, 4)), np.int8)
+    a = n.op("DequantizeLinear", [codes, per_channel, n.const([3, -5, 0], np.int8)], axis=1)
+    b = n.op("DequantizeLinear", [codes, per_tensor])
+    t = n.op("Add", [n.op("Mul", [a, b]), n.op("Mul", ["x", n.randn((3, 1, 1), 1.0)])])
+    return n.case("computed_scales", t, [0, 2])
+
+
 CASES = {f.__name__: f for f in (attention_block, recurrent_mixers, losses, cache_copies, scatter_opset10, spectrogram,
-                                 spatial_transformer, deformable_conv, regions)}
+                                 spatial_transformer, deformable_conv, regions, computed_scales)}

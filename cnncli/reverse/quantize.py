@@ -6,7 +6,9 @@
                                                                    the range, 0 where it clips
 
 The scale is per tensor, or per axis (a 1-D scale along ``axis``); blocked scales (opset 21
-``block_size``) are refused.
+``block_size``) are refused. A DequantizeLinear scale on the signal's path (onnx marks it
+differentiable; a float input whose scale a model computes) gets dscale = Σ R·(q − zero_point)
+over the axes it is broadcast along.
 
 onnxruntime's dynamic quantization (DynamicQuantizeLinear → ConvInteger/MatMulInteger → Cast →
 Mul by the scales) gets the same straight-through estimator: DynamicQuantizeLinear is a
@@ -26,22 +28,40 @@ from cnncli.reverse.linear import matmul_adjoint
 from cnncli.reverse.rules import register
 
 
-def _scale(b: Builder, node, a) -> str:
+def _scale_shape(b: Builder, node, a) -> list[int]:
+    """The scale as it broadcasts against x: [] (per tensor) or [1, …, C, …, 1] (along ``axis``)."""
     if int(a.get("block_size", 0)):
         raise unsupported(node, "with blocked scales (block_size) is not supported")
-    if carries_signal(b, node.input[1]):
-        raise unsupported(node, "with a scale computed from the input is not supported")
     xs, ss = shape_of(b, node.input[0]), shape_of(b, node.input[1])
-    scale = b.op("Cast", [b.fwd(node.input[1])], "scale", to=1)  # float16/bfloat16 scales as float32
     if len(ss) == 0 or (len(ss) == 1 and ss[0] == 1):
-        return scale
+        return []
     axis = int(a.get("axis", 1)) % len(xs)
-    return b.op("Reshape", [scale, b.ints([1] * axis + [-1] + [1] * (len(xs) - axis - 1))], "scale_axis")
+    return [1] * axis + [-1] + [1] * (len(xs) - axis - 1)
+
+
+def _scale(b: Builder, node, a, signal_ok: bool = False) -> str:
+    if carries_signal(b, node.input[1]) and not signal_ok:
+        raise unsupported(node, "with a scale computed from the input is not supported")
+    shape = _scale_shape(b, node, a)
+    scale = b.op("Cast", [b.fwd(node.input[1])], "scale", to=1)  # float16/bfloat16 scales as float32
+    return b.op("Reshape", [scale, b.ints(shape)], "scale_axis") if shape else scale
 
 
 @register("DequantizeLinear")
 def _dequantize(b: Builder, node, a, grads) -> dict:
-    return {node.input[0]: b.op("Mul", [grads[0], _scale(b, node, a)], "dq_T")}
+    out = {node.input[0]: b.op("Mul", [grads[0], _scale(b, node, a, signal_ok=True)], "dq_T")}
+    if carries_signal(b, node.input[1]):  # y = (q − zp)·scale: dscale = R·(q − zp), summed to the scale's shape
+        xs, ys, shape = shape_of(b, node.input[0]), shape_of(b, node.output[0]), _scale_shape(b, node, a)
+        axis = int(a.get("axis", 1)) % len(xs)
+        if shape and axis == 0:
+            raise unsupported(node, "with a scale along axis 0 (the batch) on the signal's path is not supported")
+        g = b.op("Mul", [grads[0], _less_zero_point(b, node, 0, 2, axis)], "dscale")
+        if shape:  # [K, C, 1, …] → the scale's rows stacked, [K·C]
+            g = b.op("Reshape", [b.reduce_to(g, ys, [1 if d == 1 else n for d, n in zip(shape, ys)]), b.ints([-1])], "dscale")
+        else:
+            g = b.reduce_to(g, ys, shape_of(b, node.input[1]))
+        out[node.input[1]] = g
+    return out
 
 
 _RANGES = {TensorProto.INT8: (-128, 127), TensorProto.UINT8: (0, 255), TensorProto.INT16: (-32768, 32767),
