@@ -19,6 +19,7 @@ The draws come from a ``numpy.random.RandomState`` in Lucent's order, so Lucent 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -57,21 +58,18 @@ IDENTITY = Draw((0, 0), 1.0, 0.0, (0, 0))
 
 def separable(x: np.ndarray, mh: np.ndarray, mw: np.ndarray) -> np.ndarray:
     """``mh @ x @ mw.T`` on each plane of x [..., H, W] (both products as BLAS right-multiplications)."""
-    t = x @ mw.T.astype(x.dtype)
-    t = np.ascontiguousarray(np.swapaxes(t, -1, -2)) @ mh.T.astype(x.dtype)
+    t = x @ mw.T.astype(x.dtype, copy=False)
+    t = np.ascontiguousarray(np.swapaxes(t, -1, -2)) @ mh.T.astype(x.dtype, copy=False)
     return np.ascontiguousarray(np.swapaxes(t, -1, -2))
 
 
-def embed(n: int, before: int, after: int) -> np.ndarray:
-    """[before + n + after, n]: zero padding along one axis."""
-    return np.eye(before + n + after, n, -before)
-
-
+@functools.lru_cache(maxsize=512)
 def resize_axis(n_in: int, n_out: int) -> np.ndarray:
     """[n_out, n_in]: a bilinear resize along one axis with align_corners=True (torch.nn.Upsample)."""
-    return resize_matrix(n_in, n_out, "linear", "align_corners", "floor").astype(np.float64)
+    return _frozen(resize_matrix(n_in, n_out, "linear", "align_corners", "floor").astype(np.float64))
 
 
+@functools.lru_cache(maxsize=512)
 def shift_axis(n: int, d: float) -> np.ndarray:
     """[n, n]: kornia's translate by ``d`` pixels along one axis (align_corners=False, zeros
     outside): output j samples the input at j - d·n/(n - 1), linearly."""
@@ -82,6 +80,27 @@ def shift_axis(n: int, d: float) -> np.ndarray:
     for k, wk in ((x0, 1 - (src - x0)), (x0 + 1, src - x0)):
         inside = (k >= 0) & (k < n)
         m[np.arange(n)[inside], k[inside].astype(int)] += wk[inside]
+    return _frozen(m)
+
+
+@functools.lru_cache(maxsize=512)
+def first_axis(n: int, scale: float, d: float, before: int, after: int) -> np.ndarray:
+    """One axis of the pad's image (size n + 2·PAD) to the random scale's output: the first jitter
+    by ``d``, the resize to ceil(scale·size), zero padding ``before`` and ``after``."""
+    n1 = n + 2 * PAD
+    m = resize_axis(n1, int(np.ceil(scale * n1))) @ shift_axis(n1, d)
+    return _frozen(np.pad(m, ((before, after), (0, 0))))
+
+
+@functools.lru_cache(maxsize=512)
+def last_axis(n: int, out: int, d: float) -> np.ndarray:
+    """One axis of the rotation's output to the model input: the second jitter, the final resize."""
+    return _frozen(resize_axis(n, out) @ shift_axis(n, d))
+
+
+def _frozen(m: np.ndarray) -> np.ndarray:
+    """A cached matrix, read-only so no caller can change what the next one gets."""
+    m.setflags(write=False)
     return m
 
 
@@ -94,7 +113,7 @@ class Separable:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         y = separable(x, self.mh, self.mw)
-        return y if self.const is None else y + self.const.astype(x.dtype)
+        return y if self.const is None else y + self.const.astype(x.dtype, copy=False)
 
     def transpose(self, g: np.ndarray) -> np.ndarray:
         return separable(g, self.mh.T, self.mw.T)
@@ -135,7 +154,7 @@ class Warp:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         flat = x.reshape(-1, self.h * self.w)
-        wt = self.weight.astype(x.dtype)
+        wt = self.weight.astype(x.dtype, copy=False)
         y = sum(flat[:, self.index[k]] * wt[k] for k in range(4))
         return y.reshape(x.shape)
 
@@ -167,20 +186,20 @@ class Chain:
         if not standard:
             self.ops = [Separable(resize_axis(h, out[0]), resize_axis(w, out[1]))]
             return
-        eh, ew = embed(h, PAD, PAD), embed(w, PAD, PAD)
-        h1, w1 = eh.shape[0], ew.shape[0]
-        border = PAD_VALUE * (1.0 - np.outer(eh.sum(axis=1), ew.sum(axis=1)))
+        h1, w1 = h + 2 * PAD, w + 2 * PAD
         sh, sw = int(np.ceil(d.scale * h1)), int(np.ceil(d.scale * w1))
         pad_x, pad_y = max(0, int(np.ceil((w1 - sw) / 2))), max(0, int(np.ceil((h1 - sh) / 2)))
         # F.pad(x, [pad_y, pad_x] * 2): width pad_y left, pad_x right; height pad_y top, pad_x bottom
-        ah = embed(sh, pad_y, pad_x) @ resize_axis(h1, sh) @ shift_axis(h1, d.jitter1[1])
-        aw = embed(sw, pad_y, pad_x) @ resize_axis(w1, sw) @ shift_axis(w1, d.jitter1[0])
+        ah = first_axis(h, d.scale, d.jitter1[1], pad_y, pad_x)
+        aw = first_axis(w, d.scale, d.jitter1[0], pad_y, pad_x)
+        inner_h, inner_w = ah[:, PAD:PAD + h], aw[:, PAD:PAD + w]
+        # the pad's grey border (all grey, less the inside) through the same matrices: rank two
+        border = PAD_VALUE * (np.outer(ah.sum(axis=1), aw.sum(axis=1)) - np.outer(inner_h.sum(axis=1), inner_w.sum(axis=1)))
         h2, w2 = ah.shape[0], aw.shape[0]
-        self.ops = [Separable(ah @ eh, aw @ ew, ah @ border @ aw.T)]
+        self.ops = [Separable(inner_h, inner_w, border)]
         if d.angle != 0:  # (kornia's warp at 0° samples every pixel at itself)
             self.ops.append(rotation(h2, w2, d.angle))
-        self.ops.append(Separable(resize_axis(h2, out[0]) @ shift_axis(h2, d.jitter2[1]),
-                                  resize_axis(w2, out[1]) @ shift_axis(w2, d.jitter2[0])))
+        self.ops.append(Separable(last_axis(h2, out[0], d.jitter2[1]), last_axis(w2, out[1], d.jitter2[0])))
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         for op in self.ops:
