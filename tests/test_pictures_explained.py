@@ -213,3 +213,33 @@ def test_reverse_batch_from_the_memory_estimate(monkeypatch):
     assert job.projector.max_batch == 3
     job = prepare(str(MINI), str(STAR), ProjectOptions(layer=5, channels="all", batch_size=2))
     assert job.projector.max_batch == 2  # --batch-size given: as given
+
+
+def test_progress_moves_with_each_small_batch(monkeypatch, tmp_path):
+    """--channel all without --batch-size: the reverse runs take the batch the memory estimate
+    chose (here 3 rows: the memory available made small), and the progress ticks channel by
+    channel as each run's projections are written, not 64 at once."""
+    from cnncli.api.project import ProjectOptions, run
+    from cnncli.engine import memory
+    from cnncli.engine.model_input import open_for_images
+    from cnncli.engine.project import Projector
+    from cnncli.engine.targets import by_layer
+    from cnncli.api.sources import load
+
+    m = open_for_images(load(str(MINI)), None, None)
+    t = by_layer(m.graph, 5).tensor
+    fixed, row = memory.run_estimate(m.graph, m.input_name, t, 1, 1), memory.reverse_row_bytes(m.graph, m.input_name, t)
+    monkeypatch.setattr(memory, "available_memory", lambda: fixed + 2 * row)
+    runs, real = [], Projector.run_reverse
+
+    def counted(self, seeds, fwd, paired=False):
+        runs.append(len(seeds))
+        return real(self, seeds, fwd, paired)
+
+    monkeypatch.setattr(Projector, "run_reverse", counted)
+    ticks = []
+    res = run(str(MINI), str(STAR), ProjectOptions(layer=5, channels="all", figure=False, out=str(tmp_path)),
+              progress=lambda n, total=None: ticks.append((n, total)), arrays=False)
+    assert len(res.rows) == 128
+    assert runs == [3] * 42 + [2]
+    assert ticks[0] == (0, 128) and ticks[1:] == [(1, None)] * 128
