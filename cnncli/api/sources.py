@@ -143,7 +143,10 @@ def open_with_image(model: Any, image: Any, size=None, input_name: str | None = 
     if array is None and not isinstance(image, (str, os.PathLike)):
         _check_picture(image)
     if array is not None:
-        return open_for_images(load(model), input_name=input_name, array=(array[0], array[1].shape)), array
+        m = open_for_images(load(model), input_name=input_name, array=(array[0], array[1].shape))
+        if array[1].ndim == len(m.shape) - 1:  # a [C, H, W] array for a model input without a batch axis
+            array = (array[0], array[1][None])
+        return m, array
     return open_for_images(load(model), size, input_name, arrays=True), None
 
 

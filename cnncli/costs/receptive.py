@@ -87,6 +87,7 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
     for spec in graph.inputs:
         if len(spec.shape) >= 3:
             fields[spec.name] = tuple(AxisRF(1, 1, 0) for _ in spec.shape[2:])
+    starts = set(fields)
     get = fields.get
     nodes = graph.nodes
     for index, ni in enumerate(graph.info):
@@ -100,6 +101,10 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
             rf = _through_window(first, nodes[index], ni, graph, windows, index)
         elif first is not None and op in PASS_OPS:
             rf = first
+        elif first is not None and op in ("Squeeze", "Unsqueeze") and _batch_axis(nodes[index], graph):
+            rf = first
+            if op == "Unsqueeze" and inputs[0] in starts:  # a [C, H, W] input: its spatial axes are the last two
+                rf = tuple(AxisRF(1, 1, 0) for _ in (graph.shape(out) or ())[2:])
         elif op in MERGE_OPS and any(ins := [get(i) for i in inputs]):
             out_shape = graph.shape(out)
             rf = _merge(
@@ -118,6 +123,19 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
             for t in targets:
                 fields[t] = rf
     return fields
+
+
+def _batch_axis(node, graph: Graph) -> bool:
+    """A Squeeze or Unsqueeze of axis 0 alone (a [C, H, W] input given or stripped of its batch
+    axis): the spatial axes, the last ones, are untouched."""
+    from cnncli.frontend.graph import attrs
+
+    if len(node.input) > 1:
+        ref = graph.consts.get(node.input[1])
+        axes = None if ref is None or ref.value is None else [int(a) for a in ref.value.reshape(-1)]
+    else:
+        axes = attrs(node).get("axes")
+    return axes == [0]
 
 
 def _same_grid(a, b) -> bool:

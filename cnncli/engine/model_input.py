@@ -61,15 +61,24 @@ def open_for_images(loaded, size: tuple[int, int] | None = None, input_name: str
     model = loaded.model
     name = choose_input([i.name for i in real_inputs(model.graph)], input_name)
     declared = declared_shape(model, name)
+    batchless = unbatched(declared, None if array is None else tuple(array[1]))
+    if array is not None and not batchless and len(declared) == 3 and declared[0] not in (None, 1):
+        want = _dims(declared)  # an input without a batch axis, and an array that does not fit it
+        raise CnnError(f"'{array[0]}' has shape {_dims(tuple(array[1]))}; the model input is {want}, "
+                       f"without a batch axis: give an array of {want} or 1x{want}")
+    if batchless:  # [C, H, W]: the model is given a batch axis that a Squeeze drops first
+        model = with_batch_axis(model, name)
+        declared = (1, *declared)
     if array is not None:
         from cnncli.imaging.preprocess import check_input_shape
 
-        check_input_shape(array[0], tuple(array[1]), declared)
-        shape = tuple(array[1])
+        actual = (1, *array[1]) if batchless and len(array[1]) == len(declared) - 1 else tuple(array[1])
+        check_input_shape(array[0], actual, declared)
+        shape = actual
     else:
         use_array = "; pass a .npy array shaped like it instead" if arrays else ""
         if len(declared) != 4:
-            raise CnnError(f"input '{name}' is not an image tensor [N, C, H, W]{use_array}")
+            raise CnnError(f"input '{name}' is not an image tensor [N, C, H, W] or [C, H, W]{use_array}")
         channels, h, w = declared[1], declared[2], declared[3]
         if channels not in IMAGE_CHANNELS and declared[3] in IMAGE_CHANNELS:
             raise CnnError(
@@ -96,12 +105,62 @@ def open_for_images(loaded, size: tuple[int, int] | None = None, input_name: str
         if size is not None and array is None:
             raise BadArgument("--size", str(exc)) from None
         raise CnnError(f"the model does not fit its own input shape: {exc}") from None
-    batchable = bool(declared) and declared[0] is None
+    batchable = bool(declared) and declared[0] is None and not batchless
     labels = {p.key: p.value for p in model.metadata_props}
     return RunnableModel(loaded.name, model, graph, name, shape, batchable, labels)
 
 
 IMAGE_CHANNELS = (1, 3, 4)
+
+
+def unbatched(declared: tuple, array: tuple | None) -> bool:
+    """Whether an input declared ``declared`` has no batch axis: [C, H, W] with C 1, 3 or 4 for an
+    image; for an array (its shape ``array``), a rank-3 input whose first dim is not 1 that the
+    array matches as it is or with a leading axis of one (a [1, H, W] input reads the same
+    either way, so it keeps its first axis as the batch)."""
+    if len(declared) != 3 or declared[0] is None or declared[0] == 1:
+        return False
+    if array is None:
+        return declared[0] in IMAGE_CHANNELS
+    core = array[1:] if len(array) == 4 and array[0] == 1 else array
+    return len(core) == 3 and all(d is None or d == a for d, a in zip(declared, core))
+
+
+def with_batch_axis(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """A copy of ``model`` whose input ``name`` ([C, H, W]) takes [1, C, H, W] and drops the axis
+    at once (a Squeeze into the name its nodes read), so images and arrays go in, and projections
+    come back, as for any image model. The model given is left as it is."""
+    from onnx import helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {n for node in out.graph.node for n in (*node.input, *node.output)}
+    inner = next(f"{name}_unbatched{i or ''}" for i in range(len(taken) + 1) if f"{name}_unbatched{i or ''}" not in taken)
+    _rename_reads(out.graph, name, inner)
+    vi = next(v for v in out.graph.input if v.name == name)
+    vi.type.tensor_type.shape.dim.insert(0, onnx.TensorShapeProto.Dimension(dim_value=1))
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if opset >= 13:
+        axes = helper.make_tensor(f"{inner}_axes", onnx.TensorProto.INT64, [1], [0])
+        out.graph.initializer.append(axes)
+        squeeze = helper.make_node("Squeeze", [name, axes.name], [inner], name=f"{inner}_squeeze")
+    else:
+        squeeze = helper.make_node("Squeeze", [name], [inner], name=f"{inner}_squeeze", axes=[0])
+    out.graph.node.insert(0, squeeze)
+    return out
+
+
+def _rename_reads(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Every read of ``old`` in ``graph`` and the subgraphs that see it (If/Loop/Scan bodies) reads ``new``."""
+    for node in graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+        for attr in node.attribute:
+            for sub in (*([attr.g] if attr.HasField("g") else []), *attr.graphs):
+                if not any(v.name == old for v in sub.input):  # a body input of that name hides the outer one
+                    _rename_reads(sub, old, new)
+    for o in graph.output:
+        if o.name == old:
+            o.name = new
 
 
 def _dims(shape: tuple) -> str:
