@@ -1,6 +1,7 @@
 """A model whose image input has no batch axis ([C, H, W]: a Conv after an Unsqueeze) runs in
-`cnn project` (an image or a .npy, [C, H, W] or [1, C, H, W]), `cnn features` and `cnn top`
-exactly as its twin with a batch axis does (issue 16).
+`cnn project` and `cnn features` (an image or a .npy, [C, H, W] or [1, C, H, W]) and `cnn top`
+(images) exactly as its twin with a batch axis does (issue 16); `cnn stats` gives the same
+receptive fields.
 
 The twin is the same model with input [1, C, H, W] and no Unsqueeze: every projection, activation
 and top row of the batchless model must equal the twin's.
@@ -103,9 +104,11 @@ def test_cnn_project_refuses_a_wrong_array_with_the_model_shape(files, tmp_path)
     assert "3x9x10" in result.output and "1x3x10x10" in result.output and "batch 1" not in result.output
 
 
-def test_features_equals_the_batched_twin(files, tmp_path):
-    got = cnncli.features(files / "flat.onnx", files / "imgs" / "i2.png", layer=2)
-    want = cnncli.features(files / "twin.onnx", files / "imgs" / "i2.png", layer=2)
+@pytest.mark.parametrize("image,twin_image", [("imgs/i2.png", "imgs/i2.png"), ("x.npy", "x4.npy")])
+def test_features_equals_the_batched_twin(files, tmp_path, image, twin_image):
+    """A picture, and a .npy (used as it is, as `cnn project` uses one)."""
+    got = cnncli.features(files / "flat.onnx", files / image, layer=2)
+    want = cnncli.features(files / "twin.onnx", files / twin_image, layer=2)
     np.testing.assert_array_equal(got.activations, want.activations)
     assert got.rows == want.rows and np.abs(got.activations).max() > 0
     doc = json.loads(run_cli("features", files / "flat.onnx", files / "imgs" / "i2.png", "--layer", "1",

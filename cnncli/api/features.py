@@ -87,10 +87,9 @@ class Features(Result):
 
 def run(model: Any, image: str, options: FeaturesOptions, *, on_warning: Hear | None = None) -> Features:
     """Layer ``options.layer``'s maps of ``model`` on ``image`` (a path); the montage under ``out``."""
-    from cnncli.api.sources import image_identity, load, model_identity
+    from cnncli.api.sources import image_identity, model_identity, open_with_image
     from cnncli.atomic import check_writable_dir, ensure_dir
     from cnncli.engine.model_input import check_feedable, check_run_memory, image_loader, model_preprocess
-    from cnncli.engine.model_input import open_for_images
     from cnncli.engine.project import forward_model
     from cnncli.engine.targets import by_layer
     from cnncli.frontend.damage import damage_explained
@@ -105,14 +104,14 @@ def run(model: Any, image: str, options: FeaturesOptions, *, on_warning: Hear | 
         if o.out is not None:
             check_writable_dir(Path(o.out))
         provider = resolve_provider(o.provider)
-        m = open_for_images(load(model), o.size, o.input_name)
+        m, array = open_with_image(model, image, o.size, o.input_name)  # (array: a .npy used as it is)
         target = by_layer(m.graph, o.layer)
         check_feedable(m, target.tensor, "cnn features")
         check_run_memory(m, target.tensor, limit=o.max_memory)
         prep = model_preprocess(m, o.preset, o.mean, o.std, o.bgr)
         ids = (model_identity(model, m), image_identity(image), repr(prep.describe()), f"{m.shape[2]}x{m.shape[3]}")
         name = f"{stem_of(m.name, 'model')}_{identified(stem_of(image, 'image'), *ids)}_layer{o.layer}_features.png"
-        _, x = image_loader(m, prep)(image)
+        x = array[1] if array is not None else image_loader(m, prep)(image)[1]
         session = make_session(forward_model(m.model, [target.tensor], {}, m.graph.types).SerializeToString(), provider,
                                o.verbose)
         act = session.run([target.tensor], {m.input_name: x})[0][0]
