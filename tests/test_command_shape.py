@@ -8,6 +8,8 @@ are the options' own; ``print(result)`` is the table.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 import json
 import shutil
 from pathlib import Path
@@ -17,8 +19,10 @@ import pytest
 from click.testing import CliRunner
 
 import cnncli
-from cnncli.api import connectivity, demo, features, filters, project, stats, top
-from cnncli.cli import cli
+from cnncli.api import demo, stats
+from cnncli.api.options import Options
+from cnncli.api.result import Result
+from cnncli.cli import _COMMANDS, cli
 from helpers import REPO, ZFNET_PAPER
 
 MINI = REPO / "sample_models" / "zfnet_mini.onnx"
@@ -153,9 +157,15 @@ def test_api_writes_nothing_unless_asked(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-COMMANDS = {"stats": stats.StatsOptions, "connectivity": connectivity.ConnectivityOptions,
-            "project": project.ProjectOptions, "top": top.TopOptions, "features": features.FeaturesOptions,
-            "filters": filters.FiltersOptions, "demo": demo.DemoOptions}
+def options_class(name: str) -> type:
+    """The one options dataclass that cnncli.api.<name> defines."""
+    module = importlib.import_module(f"cnncli.api.{name}")
+    [cls] = [v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, Options) and v.__module__ == module.__name__]
+    return cls
+
+
+COMMANDS = {name: options_class(name) for name in _COMMANDS}  # every command the CLI has, the next one included
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -168,6 +178,24 @@ def test_click_parameters_are_the_options_fields_with_their_defaults(name):
         if isinstance(p, click.Option) and not p.multiple and f.default is not None or "cli_default" in f.metadata:
             assert p.default == options.default(f.name), (name, f.name)
         assert f.metadata["flag"] in p.opts + p.secondary_opts or f.metadata["flag"] == f.name.upper()
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_options_are_frozen_keyword_only_and_run_has_the_one_signature(name):
+    """run(<inputs>, options, *, on_warning=None[, progress=None, …]) returning a Result (document(),
+    warnings, files); the options frozen and keyword-only; the function exported from cnncli."""
+    options = COMMANDS[name]
+    assert options.__dataclass_params__.frozen and all(f.kw_only for f in dataclasses.fields(options)), name
+    module = importlib.import_module(f"cnncli.api.{name}")
+    params = list(inspect.signature(module.run).parameters.values())
+    positional = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    keywords = {p.name: p for p in params if p.kind is p.KEYWORD_ONLY}
+    assert positional[-1].name == "options", (name, params)
+    assert "on_warning" in keywords and all(p.default is not p.empty for p in keywords.values()), (name, params)
+    assert all(keywords[k].default is None for k in ("on_warning", "progress") if k in keywords), (name, params)
+    returned = inspect.signature(module.run).return_annotation
+    assert issubclass(getattr(module, returned) if isinstance(returned, str) else returned, Result), name
+    assert name == "demo" or getattr(cnncli, name) is getattr(module, name), name  # the demo is the CLI's own
 
 
 @pytest.mark.parametrize("call, param", [

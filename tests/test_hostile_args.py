@@ -21,12 +21,13 @@ from PIL import Image
 
 import cnncli
 from cnncli.api.options import Options
-from cnncli.cli import cli
+from cnncli.cli import _COMMANDS, cli
 from cnncli.errors import BadArgument
 from helpers import assert_one_line_error
 
-COMMANDS = ("stats", "connectivity", "project", "top", "features", "filters", "demo")
-NEEDED = {"project": {"layer": 1}, "top": {"layer": 1}, "features": {"layer": 1}, "filters": {"layer": 1}}
+COMMANDS = tuple(_COMMANDS)  # every command the CLI has, the next one included
+NEEDED = {"project": {"layer": 1}, "top": {"layer": 1}, "features": {"layer": 1}, "filters": {"layer": 1},
+          "dream": {"layer": 1}}
 HUGE = 99999999999999999999  # past int64
 
 
@@ -61,7 +62,16 @@ BY_KIND = {
     "input_shapes": [["x"], ["=1x3"], {"x": "1x3x0x2"}, {"x": (1, HUGE)}, {"x": [1.5]}, {3: "1x2"}, ["x=1x3x1e400x2"],
                      f"x=1x3x{HUGE}x2", [f"x=1x3x{HUGE}x2"], 3],
     "channel_list": [1.5, [1.5], [True], [[1]], {1.5}, True, b"\x01", {"a": 1}],
+    "fraction": [0, -0.1, "0", 10.5, "11", HUGE, 10**400, "nan", "inf", "-inf", "1e400", True, [0.5], "", "x", b"1"],
+    "providers_list": ["", ",", "nope", "cpu,nope", "auto", ["cpu", 3], [b"cpu"], b"cpu", {"cpu"}, {"cpu": 1}, 3,
+                       True, [], ()],
+    "layer_spec": [0, -1, "0", "-1", "+0", 1.5, True, False, HUGE, "9" * 30, [1], b"1", "\u00b2", np.float64(1)],
+    "count_or_all": [0, "0", "-1", "x", "", "alll", 1.5, "1.5", True, HUGE, str(HUGE), None, [1], b"1"],
+    "image_size": [7, "7", "4097", (8, 5000), "1x2x3", (0, 8), "8x0", 1.5, True, "", "x", (1.5, 2), HUGE, -8, "-8",
+                   f"{HUGE}x8", [8, True]],
+    "positive_float": [0, -1, -0.5, "1", "0.5", True, None, 10**400, [0.1], np.float64(-1), float("-inf")],
 }
+BY_KIND["_b_input_shapes"] = BY_KIND["input_shapes"]
 
 
 def kind_of(check) -> str:
@@ -100,13 +110,28 @@ API_CASES = [
     ("stats", {"batch": 2**64}), ("stats", {"top": 2**70}), ("stats", {"batch": float("nan")}),
     ("connectivity", {"units": 2**64, "input": "8x8", "kernel": "3x3"}),
     ("features", {"layer": "2"}), ("filters", {"layer": 2.0}), ("filters", {"layer": 2**64}),
+    ("project", {"layer": 1, "mode": "backprop", "tensor": "logits", "smooth": 2**64}),
+    ("project", {"layer": 1, "mode": "backprop", "smooth": 4, "noise": float("nan")}),
+    ("project", {"layer": 1, "mode": "backprop", "integrated": HUGE}),
+    ("project", {"layer": 1, "mode": "backprop", "integrated": 4, "baseline": 3}),
+    ("project", {"layer": 1, "mode": "backprop", "integrated": 4, "ig_method": "nope"}),
+    ("cam", {"layer": HUGE}), ("cam", {"layer": 1.5}), ("cam", {"top": 2**64}), ("cam", {"classes": [1.5]}),
+    ("cam", {"channel": -1}), ("cam", {"batch_size": float("nan")}), ("cam", {"method": ["gradcam"]}),
+    ("dream", {"layer": 1, "steps": 2**64}), ("dream", {"layer": 1, "lr": float("nan")}),
+    ("dream", {"layer": 1, "size": HUGE}), ("dream", {"layer": 1, "seed": "1"}), ("dream", {"layer": 1, "channels": [True]}),
+    ("profile", {"runs": 2**64}), ("profile", {"warmup": float("inf")}), ("profile", {"batch": HUGE}),
+    ("profile", {"compare_providers": 3}), ("profile", {"input": b"x.npy"}),
+    ("diff", {"b_batch": HUGE}), ("diff", {"runs": "3"}), ("diff", {"b_input_shapes": {"image": (1, HUGE)}}),
+    ("report", {"k": HUGE}), ("report", {"channels": float("nan")}), ("report", {"per_image": -1}),
+    ("report", {"layers": [1.5]}), ("report", {"out": None}),
 ]
 
 
 def test_python_api_wrong_values_raise_bad_argument_before_any_work():
     for call, kwargs in API_CASES:
         args = {"project": (MODEL, IMAGE), "top": (MODEL, MODEL.parent / "images"), "features": (MODEL, IMAGE),
-                "stats": (MODEL,), "connectivity": (), "filters": (MODEL,)}[call]
+                "stats": (MODEL,), "connectivity": (), "filters": (MODEL,), "cam": (MODEL, IMAGE), "dream": (MODEL,),
+                "profile": (MODEL,), "diff": (MODEL, MODEL), "report": (MODEL, MODEL.parent / "images")}[call]
         with pytest.raises(BadArgument):
             getattr(cnncli, call)(*args, **kwargs)
 
@@ -129,18 +154,58 @@ CLI_CASES = [
     ["project", MODEL, IMAGE, "--layer", 1, "--std", "1e-320"],
     ["filters", MODEL, "--layer", -HUGE],
     ["demo", "--top", HUGE],
+    ["project", MODEL, IMAGE, "--layer", 1, "--tensor", "logits", "--mode", "backprop", "--smooth", HUGE],
+    ["project", MODEL, IMAGE, "--layer", 1, "--mode", "backprop", "--smooth", 4, "--noise", "nan"],
+    ["project", MODEL, IMAGE, "--layer", 1, "--mode", "backprop", "--smooth", 4, "--noise", "1e400"],
+    ["project", MODEL, IMAGE, "--layer", 1, "--mode", "backprop", "--integrated", HUGE],
+    ["project", MODEL, IMAGE, "--layer", 1, "--mode", "backprop", "--integrated", 4, "--seed", HUGE],
+    ["cam", MODEL, IMAGE, "--layer", HUGE],
+    ["cam", MODEL, IMAGE, "--layer", "-" + str(HUGE)],
+    ["cam", MODEL, IMAGE, "--top", HUGE],
+    ["cam", MODEL, IMAGE, "--class", HUGE],
+    ["cam", MODEL, IMAGE, "--tensor", "logits", "--channel", HUGE],
+    ["cam", MODEL, IMAGE, "--batch-size", HUGE],
+    ["cam", MODEL, IMAGE, "--max-memory", "9" * 400 + "T"],
+    ["dream", MODEL, "--layer", HUGE, "--channel", 0],
+    ["dream", MODEL, "--layer", 1, "--channel", HUGE],
+    ["dream", MODEL, "--layer", 1, "--channel", 0, "--steps", HUGE],
+    ["dream", MODEL, "--layer", 1, "--channel", 0, "--lr", "nan"],
+    ["dream", MODEL, "--layer", 1, "--channel", 0, "--lr", "1e400"],
+    ["dream", MODEL, "--layer", 1, "--channel", 0, "--size", HUGE],
+    ["dream", MODEL, "--layer", 1, "--channel", 0, "--seed", HUGE],
+    ["dream", MODEL, "--layer", 1, "--channel", 0, "--batch-size", HUGE],
+    ["profile", MODEL, "--runs", HUGE],
+    ["profile", MODEL, "--warmup", HUGE],
+    ["profile", MODEL, "--batch", HUGE],
+    ["profile", MODEL, "--top", HUGE],
+    ["profile", MODEL, "--input-shape", f"input=1x3x{HUGE}x2"],
+    ["diff", MODEL, MODEL, "--b-batch", HUGE],
+    ["diff", MODEL, "--batch", HUGE],
+    ["diff", MODEL, "--b-input-shape", f"input=1x3x{HUGE}x2"],
+    ["diff", MODEL, MODEL, "--measure", "--runs", HUGE],
+    ["report", MODEL, MODEL.parent / "images", "-k", HUGE],
+    ["report", MODEL, MODEL.parent / "images", "--channels", HUGE],
+    ["report", MODEL, MODEL.parent / "images", "--layers", HUGE],
+    ["report", MODEL, MODEL.parent / "images", "--per-image", HUGE],
+    ["report", MODEL, MODEL.parent / "images", "--batch-size", HUGE],
 ]
 
 
 def test_command_line_values_past_int64_or_memory_are_one_line_usage_errors(tmp_path, monkeypatch):
+    import sys
+
+    import cnncli.engine.project  # noqa: F401  (takes make_session by name at import: patched there too)
     import cnncli.runtime.sessions
 
     def no_session(*a, **kw):
         raise AssertionError("the work started")
 
-    monkeypatch.setattr(cnncli.runtime.sessions, "make_session", no_session)
+    real = cnncli.runtime.sessions.make_session
+    for module in [m for name, m in sys.modules.items() if name.startswith("cnncli.")]:
+        if getattr(module, "make_session", None) is real:
+            monkeypatch.setattr(module, "make_session", no_session)
     for args in CLI_CASES:
-        out = [] if args[0] == "stats" else ["--out", tmp_path / "o"]
+        out = [] if args[0] in ("stats", "diff") else ["--plot", tmp_path / "o"] if args[0] == "profile" else ["--out", tmp_path / "o"]
         r = CliRunner().invoke(cli, [str(a) for a in [*args, *out]])
         msg = assert_one_line_error(r, 2)
         assert len(msg) < 400, msg
