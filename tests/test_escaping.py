@@ -109,6 +109,8 @@ def test_visible_escapes_controls_and_bidi_controls():
 @pytest.mark.parametrize("command", [
     ["stats"], ["connectivity"], ["filters", "--layer", 1, "--out", "OUT"], ["features", "IMG", "--layer", 1, "--out", "OUT"],
     ["project", "IMG", "--layer", 1, "--out", "OUT"], ["top", "IMGS", "--layer", 1, "--out", "OUT"],
+    ["cam", "IMG", "--out", "OUT"], ["dream", "--layer", 1, "--channel", 0, "--out", "OUT"], ["profile"], ["diff"],
+    ["report", "IMGS", "--out", "OUT"],
 ])
 def test_error_naming_a_tensor_or_a_model_path_is_escaped(files, command, tmp_path):
     """A damaged model whose node reads an undefined tensor named with escapes, and a missing model
@@ -177,6 +179,13 @@ def test_tables_escape_and_data_formats_stay_exact_on_a_pipe(files, model, tmp_p
         ["stats", path], ["connectivity", path], ["filters", path, "--layer", 1, "--out", tmp_path],
         ["features", path, STAR, "--layer", 1, "--out", tmp_path],
         ["project", path, files["npy"], "--layer", 1, "--channel", 0, "--out", tmp_path, "--quiet"],
+        ["project", path, files["npy"], "--tensor", "y", "--channel", 0, "--mode", "backprop", "--integrated", 2,
+         "--out", tmp_path, "--quiet"],
+        ["cam", path, files["npy"], "--layer", "t" + HOSTILE, "--tensor", "y", "--channel", 0, "--out", tmp_path, "--quiet"],
+        ["dream", path, "--tensor", "t" + HOSTILE, "--channel", 0, "--steps", 2, "--size", 16, "--out", tmp_path, "--quiet"],
+        ["profile", path, "--runs", 1, "--warmup", 0, "--quiet"], ["profile", path, "--runs", 1, "--warmup", 0, "--by", "op"],
+        ["diff", path, path, "--quiet"],
+        ["report", path, files["images"], "--layers", 1, "--per-image", 1, "--out", tmp_path / "report", "--quiet"],
     ]
     for args in commands:
         for fmt in ("table", "markdown"):
@@ -186,7 +195,8 @@ def test_tables_escape_and_data_formats_stay_exact_on_a_pipe(files, model, tmp_p
         r = run(*args, "--format", "json")
         assert r.exit_code == 0 and r.stdout.isascii(), (args, r.stderr)
         assert_clean(r.stdout, r.stderr)
-        assert json.loads(r.stdout)["model"] == str(path), args
+        doc = json.loads(r.stdout)
+        assert (doc["model"] if "model" in doc else doc["b"]["model"]) == str(path), args  # (diff: A and B)
     exact = run("stats", path, "--format", "csv").stdout_bytes.decode()  # (Result.stdout folds \r\n)
     rows = list(csv.DictReader(io.StringIO(exact, newline="")))
     assert rows[0]["name"] == "conv" + HOSTILE
@@ -235,6 +245,22 @@ def test_newline_in_model_path_or_tensor_name_does_not_crash_figures(files, tmp_
     r = run("stats", tmp_path / "d.onnx", "--plot", tmp_path / "p.png", "--format", "json")
     assert r.exit_code == 0, (r.stderr, r.exception)
     assert r.stderr == "" and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_cam_figure_title_escapes_the_image_name_and_is_not_mathtext(files, tmp_path):
+    """`cnn cam`'s figure title names the image file: a name with ``$…$`` once crashed it with
+    matplotlib's mathtext traceback, and raw controls in it reached stderr in matplotlib's own
+    "Glyph missing" warnings."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    shutil.copy(STAR, images / f"star{HOSTILE}.png")  # (HOSTILE holds one $: mathtext needs two)
+    shutil.copy(STAR, images / "$\\nosuchsymbol^{$.png")
+    r = run("cam", files["named"], images, "--layer", 1, "--tensor", "y", "--channel", 0, "--out", tmp_path / "o",
+            "--quiet", "--format", "json")
+    assert r.exit_code == 0, (r.stderr, r.exception)
+    assert r.stderr == ""
+    results = json.loads(r.stdout)["results"]
+    assert len(results) == 2 and all(os.path.getsize(m["files"]["figure"]) > 0 for m in results)
 
 
 # ----------------------------------------------------------------------------- a real terminal

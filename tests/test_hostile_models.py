@@ -149,6 +149,25 @@ def test_external_location_outside_refused_anywhere(attack, kind, location):
         assert "outside the model's folder" in msg and location in msg
 
 
+RUNS = {  # every command that runs a model, as a new user would call it on m.onnx and img.png
+    "cam": ("img.png", "--layer", 1, "--out", "o"), "dream": ("--layer", 1, "--channel", 0, "--steps", 1, "--out", "o"),
+    "profile": ("--runs", 1, "--plot", "o.png"), "diff": ("--measure", "--runs", 1), "report": ("img.png", "--out", "o"),
+    "project --smooth": ("img.png", "--tensor", "y", "--channel", 0, "--mode", "backprop", "--smooth", 2, "--out", "o"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(RUNS))
+@pytest.mark.parametrize("kind", ["ConstantOfShape value", "sparse_initializer values", "If branch Constant"])
+@pytest.mark.parametrize("location", [SECRET, "../../cwd/" + SECRET])
+def test_new_commands_read_no_external_tensor_from_the_current_folder_or_outside(attack, command, kind, location):
+    """cam, dream, profile, diff --measure, report and project's attributions refuse as project does."""
+    folder, _ = attack
+    path = _write(folder, _hostile(kind, location))
+    msg = assert_one_line_error(_cnn(command.split()[0], path, *RUNS[command]), 1)
+    assert location in msg and ("missing" in msg if location == SECRET else "outside the model's folder" in msg)
+    assert not os.path.exists("o") and not os.path.exists("o.png")
+
+
 @pytest.mark.parametrize("kind", ["If branch Constant", "Loop body initializer", "sparse_initializer values"])
 def test_symlink_in_a_subgraph_or_sparse_tensor_refused(attack, kind):
     folder, cwd = attack

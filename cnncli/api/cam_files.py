@@ -48,6 +48,8 @@ def figure(item: "CamMap", title: str, guided: np.ndarray | None = None) -> np.n
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from cnncli.escaping import visible
+
     pixels = item.pixels
     hot = heat(item.upsampled())
     panels = [("input", pixels), ("map", hot), ("overlay", overlaid(pixels, hot))]
@@ -55,7 +57,7 @@ def figure(item: "CamMap", title: str, guided: np.ndarray | None = None) -> np.n
         panels.append(("guided Grad-CAM", guided))
     fig = Figure(figsize=(2.6 * len(panels), 3.0), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(visible(title), fontsize=9, parse_math=False)  # (file and class names: no raw controls, no mathtext)
     for ax, (name, img) in zip(fig.subplots(1, len(panels)), panels):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(name, fontsize=9)

@@ -224,6 +224,8 @@ def run(model: Any, options: ProfileOptions, *, on_warning: Hear | None = None,
         if options.plot:
             check_writable_dir(Path(options.plot).parent or Path("."), "plot")
         loaded = load(model)
+        if loaded.missing_external:  # it runs the model: one error, not "analysing from shapes alone" first
+            load_external_weights(loaded)
         given = read_inputs(options.input, [i.name for i in real_inputs(loaded.model.graph)])
         shapes = dict(options.input_shapes)
         _check_given(loaded.model, given, options.input)
