@@ -89,6 +89,15 @@ class CnnGroup(click.Group):
                 return super().invoke(ctx)
         except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 (128 + SIGINT); atomic writes left nothing half-written
             _interrupted()
+        except ImportError as exc:  # a signal while a C extension initialises (onnxruntime) comes back as its ImportError
+            from cnncli.render.process import Terminated
+
+            signalled = exc.__cause__ or exc.__context__
+            if isinstance(signalled, KeyboardInterrupt):
+                _interrupted()
+            if not isinstance(signalled, Terminated):
+                raise
+            raise signalled from None  # main() ends the run: one line, 128 + the signal
         except MemoryError:
             raise click.ClickException("not enough memory for this run") from None
         except BadArgument as exc:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,78 @@ def test_sigterm_and_sighup_end_like_ctrl_c(tmp_path, signum, code, line, comman
     for f in left:
         with Image.open(f) as im:
             im.load()
+
+
+def _interrupt_when(cmd: list[str], ready, signum: int, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``cmd``, send ``signum`` once ``ready()`` holds (the run is under way)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(**env))
+    while proc.poll() is None and not ready():
+        time.sleep(0.002)
+    assert proc.poll() is None, f"finished before the signal: {proc.stderr.read()}"
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def _ours(folder: Path) -> list[Path]:
+    """What the run left in ``folder`` (onnxruntime's own session-id file .ses aside)."""
+    return [f for f in folder.rglob("*") if f.name != ".ses"]
+
+
+@pytest.mark.parametrize("command", ["dream", "report", "profile"])
+@pytest.mark.parametrize("signum, code, line", [(signal.SIGTERM, 143, "Terminated."), (signal.SIGINT, 130, "Interrupted.")])
+def test_new_commands_end_on_a_signal_with_one_line_and_no_temporary_file(tmp_path, command, signum, code, line):
+    """`cnn dream` and `cnn report` stopped once their first files are written, `cnn profile` once
+    its profiling run has begun: 128 + the signal, the one line, nothing on stdout, no temporary
+    file in --out or in TMPDIR, and what is in --out whole."""
+    out_dir, tmp = tmp_path / "out", tmp_path / "tmp"
+    tmp.mkdir()
+    args = {"dream": ["dream", MINI, "--layer", 2, "--channel", "all", "--batch-size", 1, "--steps", 20, "--out", out_dir],
+            "report": ["report", MINI, IMAGES, "--out", out_dir],
+            "profile": ["profile", MINI, "--runs", 10**5, "--plot", out_dir / "plot.png"]}[command]
+    if command == "profile":
+        def ready():  # its trace folder is there
+            return any(f.name.startswith("cnncli-profile") for f in tmp.iterdir())
+    else:
+        def ready():
+            return out_dir.exists() and any(f.is_file() and not f.name.startswith(".") for f in out_dir.rglob("*"))
+    done = _interrupt_when([*CNN, *map(str, args)], ready, signum, {"TMPDIR": str(tmp)})
+    assert (done.returncode, done.stdout) == (code, ""), done.stderr
+    assert done.stderr.splitlines()[-1:] == [line] and "Error" not in done.stderr, done.stderr
+    assert _ours(tmp) == []
+    left = [f for f in _ours(out_dir) if f.is_file()] if out_dir.exists() else []
+    assert all(not f.name.startswith(".") for f in left), left
+    assert command != "profile" or left == []
+    for f in left:
+        if f.suffix == ".png":
+            with Image.open(f) as im:
+                im.load()
+        elif f.suffix == ".json":
+            json.loads(f.read_text())
+
+
+def test_a_signal_while_onnxruntime_initialises_is_an_interrupt_not_an_import_error(monkeypatch):
+    """A signal during `import onnxruntime` (its C extension's init) comes back as an ImportError
+    caused by it: Ctrl-C then said 'Interrupted.' no more, but printed a traceback and exited 1."""
+    from click.testing import CliRunner
+
+    import cnncli.runtime.sessions
+    from cnncli.cli import cli
+    from cnncli.render.process import Terminated
+
+    for signalled in (KeyboardInterrupt(), Terminated(signal.SIGTERM)):
+        def import_failed(signalled=signalled):
+            raise ImportError("initialization failed") from signalled
+
+        monkeypatch.setattr(cnncli.runtime.sessions, "available_providers", import_failed)
+        if isinstance(signalled, KeyboardInterrupt):
+            r = CliRunner().invoke(cli, ["profile", str(MINI), "--runs", "1"])
+            assert (r.exit_code, r.stderr) == (130, "Interrupted.\n"), (r.stderr, r.exception)
+        else:  # main() ends the run on Terminated, as for any other place the signal comes
+            with pytest.raises(Terminated):
+                CliRunner().invoke(cli, ["profile", str(MINI), "--runs", "1"])
+    monkeypatch.setattr(cnncli.runtime.sessions, "available_providers", lambda: (_ for _ in ()).throw(ImportError("no")))
+    assert isinstance(CliRunner().invoke(cli, ["profile", str(MINI), "--runs", "1"]).exception, ImportError)
 
 
 # ----------------------------------------------------------------------------- standard streams
