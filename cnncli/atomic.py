@@ -33,6 +33,24 @@ def check_writable_dir(directory: Path, what: str = "output folder") -> None:
     os.unlink(tmp)
 
 
+def check_not_an_input(target: Path | str, inputs, flag: str) -> None:
+    """Refuse (BadArgument naming ``flag``) an output ``target`` that is one of the run's input
+    files, however it is spelled or linked: writing it would replace the input. ``inputs``: what
+    the run reads (paths; '-', bytes, arrays and models in memory are skipped)."""
+    from cnncli.errors import BadArgument
+
+    for source in inputs:
+        source = getattr(source, "source", source)  # a model already loaded: the file it came from
+        if isinstance(source, (str, os.PathLike)) and os.fspath(source) != "-":
+            try:
+                same = os.path.samefile(target, source)
+            except (OSError, ValueError):  # either is not there (yet)
+                same = False
+            if same:
+                raise BadArgument(flag, f"'{os.fspath(target)}' is '{os.fspath(source)}', an input of this run: "
+                                        "writing it would replace it")
+
+
 def can_write_folder(folder: Path | str) -> bool:
     """Whether ``folder`` is, or could be made, a folder this process can write in (nothing is
     created: a folder under a file, or under a read-only one, cannot)."""

@@ -264,3 +264,61 @@ def test_demo_refuses_a_picture_folder_that_links_elsewhere(tmp_path):
     assert r.exit_code == 1 and "symbolic link" in r.stderr, r.stderr
     assert sorted(p.name for p in outside.iterdir()) == ["star_input.png"]
     assert (outside / "star_input.png").read_bytes() == b"the user's"
+
+
+# ----------------------------------------------------------------------------- the new commands (issues 17-19)
+
+
+@pytest.mark.parametrize("names", ALIKE[:3], ids=["same-stem", "same-name", "cjk"])
+def test_cam_keeps_inputs_with_alike_names_apart(model, tmp_path, names):
+    a, b = (picture(tmp_path / "in" / n, seed) for seed, n in enumerate(names))
+    out = tmp_path / "out"
+    args = ["--layer", 1, "--tensor", "r1", "--channel", 0, "--out", out, "--save-npy", "--quiet"]
+    two_runs_keep_apart(lambda: invoke("cam", model, a, *args), lambda: invoke("cam", model, b, *args))
+
+
+def test_dream_of_models_with_one_stem_keeps_their_files_apart(tmp_path):
+    models = []
+    for seed, folder in enumerate(("a", "b")):
+        (tmp_path / folder).mkdir()
+        models.append(tmp_path / folder / "net.onnx")
+        onnx.save(tiny_model(seed), str(models[-1]))
+    args = ["--layer", 1, "--channel", "0,1", "--steps", 2, "--size", 16, "--out", tmp_path / "out", "--quiet"]
+    two_runs_keep_apart(lambda: invoke("dream", models[0], *args), lambda: invoke("dream", models[1], *args))
+
+
+@pytest.mark.parametrize("command", ["profile", "stats"])
+def test_plot_never_replaces_the_model(tmp_path, command):
+    """A model file named .png, given again as --plot (as it is, or through a link): refused
+    before the run, the model left as it was."""
+    model = tmp_path / "m.png"
+    onnx.save(tiny_model(), str(model))
+    before = model.read_bytes()
+    (tmp_path / "link.png").symlink_to(model)
+    extra = ["--runs", "1", "--warmup", "0"] if command == "profile" else []
+    for plot in (model, tmp_path / "link.png", tmp_path / "." / "m.png"):
+        r = CliRunner().invoke(cli, [command, str(model), *extra, "--plot", str(plot)])
+        assert r.exit_code == 2 and r.stderr.count("\n") == 1 and "'--plot'" in r.stderr, (r.stderr, r.exception)
+        assert model.read_bytes() == before
+
+
+def test_report_never_replaces_a_page_it_did_not_write(model, tmp_path):
+    """--out holding the user's own index.html or stats.json (no earlier report listed them):
+    refused before any picture is written; a folder a report made is written again."""
+    images = tmp_path / "in"
+    picture(images / "a.png", 0)
+    args = ["report", str(model), str(images), "--out", str(tmp_path / "out"), "--per-image", "1", "--quiet"]
+    for name in ("index.html", "stats.json"):
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / name).write_text("the user's")
+        r = CliRunner().invoke(cli, args)
+        errors = [line for line in r.stderr.splitlines() if line.startswith("Error: ")]  # (after the model's warnings)
+        assert r.exit_code == 1 and errors == r.stderr.splitlines()[-1:] and name in errors[0], (r.stderr, r.exception)
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "the user's"
+        (out / name).unlink()
+        out.rmdir()
+    for _ in range(2):  # its own page, written twice
+        r = CliRunner().invoke(cli, args)
+        assert r.exit_code == 0, (r.stderr, r.exception)
+    assert "the user's" not in (tmp_path / "out" / "index.html").read_text()

@@ -209,7 +209,7 @@ def run(model: Any, options: ProfileOptions, *, on_warning: Hear | None = None,
     from pathlib import Path
 
     from cnncli.api.sources import analysed, inputs_of, load
-    from cnncli.atomic import check_writable_dir
+    from cnncli.atomic import check_not_an_input, check_writable_dir
     from cnncli.costs.stats import compute_stats, sort_rows
     from cnncli.engine import profile as engine
     from cnncli.engine.peaks import machine_peaks
@@ -223,6 +223,7 @@ def run(model: Any, options: ProfileOptions, *, on_warning: Hear | None = None,
     with damage_explained(), warnings.capturing():
         if options.plot:
             check_writable_dir(Path(options.plot).parent or Path("."), "plot")
+            check_not_an_input(options.plot, (model, options.input), "--plot")
         loaded = load(model)
         if loaded.missing_external:  # it runs the model: one error, not "analysing from shapes alone" first
             load_external_weights(loaded)

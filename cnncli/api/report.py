@@ -150,11 +150,12 @@ class _Run:
         self.cam_meta: dict | None = None
 
     def write(self, manifest: str, title: str | None, intro: str | None) -> Report:
-        from cnncli.api.report_files import read_manifest, replace_manifest
+        from cnncli.api.report_files import check_own_pages, read_manifest, replace_manifest
         from cnncli.atomic import write_bytes_atomic
         from cnncli.render.report_html import PageView, page
 
         previous = read_manifest(self.out, manifest)
+        check_own_pages(self.out, previous)
         pics = Pictures(self.out)
         stats, conn, plot = self.costs(pics)
         tops, scanned, skipped = self.scan()

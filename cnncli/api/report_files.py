@@ -44,6 +44,16 @@ def read_manifest(out: Path, manifest: str = MANIFEST) -> list[str]:
     return names
 
 
+def check_own_pages(out: Path, previous: list[str]) -> None:
+    """Refuse, before any picture, a folder whose index.html or stats.json no earlier run listed:
+    the user's own page, which this run would replace."""
+    from cnncli.errors import CnnError
+
+    for name in ("index.html", "stats.json"):
+        if os.path.lexists(out / name) and name not in previous:
+            raise CnnError(f"'{out / name}' was not written by an earlier run: give --out a folder of its own")
+
+
 def remove_own_file(out: Path, name: str) -> bool:
     """Remove ``out/name`` when it is one of a report's own names (``index.html``, ``stats.json``,
     ``img/*.png``) and a regular file reached without leaving the folder: no absolute path, no

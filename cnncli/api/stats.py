@@ -106,7 +106,7 @@ def run(model: Any, options: StatsOptions, *, on_warning: Hear | None = None) ->
     from pathlib import Path
 
     from cnncli.api.sources import analysed, inputs_of
-    from cnncli.atomic import check_writable_dir
+    from cnncli.atomic import check_not_an_input, check_writable_dir
     from cnncli.costs.stats import by_op, compute_stats, sort_rows
     from cnncli.frontend.damage import damage_explained
 
@@ -114,6 +114,7 @@ def run(model: Any, options: StatsOptions, *, on_warning: Hear | None = None) ->
     with damage_explained(), warnings.capturing():  # a crash on a damaged model file: its one-line error
         if options.plot:
             check_writable_dir(Path(options.plot).parent or Path("."), "plot")
+            check_not_an_input(options.plot, (model,), "--plot")
         loaded, graph = analysed(model, options, warnings)
         result = compute_stats(graph)
         warnings.add(result.warning())
