@@ -454,7 +454,7 @@ def test_channels_last_model(tmp_path, command):
     src = image.parent if command == "top" else image
     line = assert_one_line_error(invoke(command, model, src, "--layer", 1, "--out", tmp_path / "o"), 1)
     assert "channels-last" in line and "1x32x32x3" in line
-    assert ("npy" in line) == (command == "project")  # only project takes a .npy
+    assert ("npy" in line) == (command in ("project", "features"))  # top takes pictures only
 
 
 def two_input_model() -> onnx.ModelProto:
