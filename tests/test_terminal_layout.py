@@ -106,3 +106,20 @@ def test_project_paths_whole_in_a_real_terminal(tmp_path):
     for p in written:
         assert f" {p}" in text, p  # copyable: the whole path on one line
     assert Path(str(written[0])).is_file()
+
+
+def test_cam_table_keeps_image_paths_whole_and_lists_the_maps_below(tmp_path, monkeypatch):
+    """cnn cam at 80 columns: the input image paths (a long folder) are never cut, the map files
+    are listed whole under the table, one a line without the image path before them, and the
+    --evaluate columns that hold nothing are not reported as hidden."""
+    monkeypatch.chdir(tmp_path)
+    image = Path("a_rather_long_folder_name_for_the_pictures", "of_the_shapes", "star.png")
+    image.parent.mkdir(parents=True)
+    image.write_bytes(STAR.read_bytes())
+    result = cnncli.cam(str(MINI), str(image), top=2, out="o")
+    lines, notes = on_terminal(result.document(), 80, monkeypatch)
+    assert all(width(line) <= 80 for line in lines)
+    assert sum(str(image) in line for line in lines) == 3  # the title's and each row's, whole
+    files = [p for r in result.document().rows for p in r.files.values()]
+    assert len(files) == 4 and all(f in lines for f in files)  # each whole, on a line of its own
+    assert not any("auc" in n or "road" in n for n in notes)

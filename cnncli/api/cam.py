@@ -60,9 +60,9 @@ def _row_type():
     class is made by hand: the JSON key is the issue's ``class``)."""
     ns = {"__annotations__": {}, "__doc__": "One map: the image, the class (or channel) scored, its label, the score y, "
                                             "the files and (with --evaluate) the map's deletion/insertion AUC and ROAD figures."}
-    for name, kind, value in (("image", str, col("image", compact=True)), ("class", int, col("class", "int", compact=True)),
+    for name, kind, value in (("image", str, col("image", "path", compact=True)), ("class", int, col("class", "int", compact=True)),
                               ("label", str, col("label", compact=True)), ("score", float, col("score", compact=True)),
-                              ("files", dict, col("files", "files")),
+                              ("files", dict, col("files", "files", compact=True)),
                               *((key, float, col(key.replace("_", " "))) for key in METRICS)):
         ns["__annotations__"][name], ns[name] = kind, value
     cls = dataclass(frozen=True, init=False, repr=False, eq=False)(type("CamRow", (), ns))

@@ -120,8 +120,8 @@ def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: 
             picked = [i for i, name in enumerate(column_names(doc.row_type)) if name in wanted]
         left_out = table.terminal_table(doc, picked, stream.write, table.terminal_width(stream), encoding,
                                         bold=table.use_color(stream))
-        heads = headers(doc.row_type)
-        hidden = [heads[i] for i in every if i not in picked] + left_out
+        heads, names = headers(doc.row_type), column_names(doc.row_type)
+        hidden = [heads[i] for i in every if i not in picked and not _empty(doc, names[i])] + left_out
         if hidden:
             import textwrap
 
@@ -131,3 +131,8 @@ def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: 
                     "(--wide shows every column, --columns picks them)")
             for line in textwrap.wrap(text, max(20, table.terminal_width(stream)), break_on_hyphens=False):
                 note(line)
+
+
+def _empty(doc: Document, name: str) -> bool:
+    """Whether no row has a value in column ``name`` (a column that is not shown loses nothing)."""
+    return all(getattr(row, name, None) in (None, "", (), [], {}) for row in doc.rows)

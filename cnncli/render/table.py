@@ -29,7 +29,7 @@ from cnncli.render.text import encodable, human, is_unicode, shorten_distinct, s
 
 Write = Callable[[str], Any]
 
-_SHRINKABLE = ("text", "entries")  # kinds whose cells may be shortened in the middle (never paths: "files")
+_SHRINKABLE = ("text", "entries")  # kinds whose cells may be shortened in the middle (never paths: "files", "path")
 _MIN_SHRUNK = 8  # cells shortened to no fewer cells than this
 
 
@@ -315,13 +315,14 @@ def summary_block(totals: dict[str, Any], limit: int, prep: Callable[[str], str]
 
 def paths_below(doc: Document, g: Grid, names: list[str], prep: Callable[[str], str]) -> list[str]:
     """The paths of the fields ``names`` (kind "files": a dict of paths), one a line and whole,
-    each after its row's first cell: what a terminal too narrow for them gets under the table."""
-    lines = []
+    each after its row's first cell (unless that is a path too, which would only make the line
+    wrap): what a terminal too narrow for them gets under the table."""
+    lines, named = [], g.kinds[0] not in ("path", "files")
     for r, row in zip(doc.rows, g.rows):
         for name in names:
             value = getattr(r, name)
             paths = value.values() if isinstance(value, dict) else [value]
-            lines.extend(f"{g.heads[0]} {row[0]}: {prep(str(p))}" for p in paths if p)
+            lines.extend(f"{g.heads[0]} {row[0]}: {prep(str(p))}" if named else prep(str(p)) for p in paths if p)
     return lines
 
 
