@@ -191,7 +191,8 @@ CLI_CASES = [
 ]
 
 
-def test_command_line_values_past_int64_or_memory_are_one_line_usage_errors(tmp_path, monkeypatch):
+def no_work(monkeypatch) -> None:
+    """Sessions refused wherever make_session was imported by name: a run that starts the work fails."""
     import sys
 
     import cnncli.engine.project  # noqa: F401  (takes make_session by name at import: patched there too)
@@ -204,12 +205,26 @@ def test_command_line_values_past_int64_or_memory_are_one_line_usage_errors(tmp_
     for module in [m for name, m in sys.modules.items() if name.startswith("cnncli.")]:
         if getattr(module, "make_session", None) is real:
             monkeypatch.setattr(module, "make_session", no_session)
+
+
+def test_command_line_values_past_int64_or_memory_are_one_line_usage_errors(tmp_path, monkeypatch):
+    no_work(monkeypatch)
     for args in CLI_CASES:
         out = [] if args[0] in ("stats", "diff") else ["--plot", tmp_path / "o"] if args[0] == "profile" else ["--out", tmp_path / "o"]
         r = CliRunner().invoke(cli, [str(a) for a in [*args, *out]])
         msg = assert_one_line_error(r, 2)
         assert len(msg) < 400, msg
         assert not (tmp_path / "o").exists()
+
+
+def test_dream_counts_the_images_it_optimises_in_its_memory_check(monkeypatch):
+    """--size 2048 for four channels: gigabytes of FFT parameters, Adam state and transformed
+    images, which the memory check once left out (it counted the model's 112x112 input only)."""
+    no_work(monkeypatch)
+    r = CliRunner().invoke(cli, ["dream", str(MODEL), "--layer", "1", "--channel", "0,1,2,3", "--size", "2048",
+                                 "--max-memory", "500M", "--steps", "1"])
+    msg = assert_one_line_error(r, 1)
+    assert "--max-memory" in msg and "2048x2048" in msg, msg
 
 
 def test_python_api_wrong_inputs_raise_bad_argument():

@@ -173,7 +173,8 @@ def run(model: Any, options: DreamOptions, *, on_warning: Hear | None = None,
     from cnncli.api.sources import model_identity
     from cnncli.atomic import check_writable_dir
     from cnncli.engine.dream import Dreamer
-    from cnncli.engine.model_input import check_feedable, check_run_memory, model_preprocess
+    from cnncli.engine.memory import check_memory, run_estimate
+    from cnncli.engine.model_input import check_feedable, model_preprocess
     from cnncli.engine.targets import by_layer, by_tensor, parse_channels
     from cnncli.frontend.damage import damage_explained
     from cnncli.runtime.sessions import resolve_provider
@@ -192,9 +193,14 @@ def run(model: Any, options: DreamOptions, *, on_warning: Hear | None = None,
         check_feedable(m, target.tensor, "cnn dream")
         batch = o.batch_size if m.batchable else 1  # (a model whose batch is fixed at 1: one channel a run)
         rows_per_run = min(batch, len(channels))
-        check_run_memory(m, target.tensor, rows_per_run, rows_per_run, o.max_memory)
-        prep = model_preprocess(m, o.preset, o.mean, o.std, o.bgr)
         size = o.size or (m.shape[2], m.shape[3])
+        # the optimised images too (measured: ~512 bytes a pixel each for their spectrum, Adam state and
+        # transformed copies; the transforms' cached float64 per-axis matrices ~128 bytes per side²)
+        images = rows_per_run * size[0] * size[1] * 512 + 128 * (size[0] ** 2 + size[1] ** 2)
+        check_memory(run_estimate(m.graph, m.input_name, target.tensor, rows_per_run, rows_per_run) + images, o.max_memory,
+                     f"this run ({rows_per_run} image(s) of {size[0]}x{size[1]} optimised, activations up to "
+                     f"'{target.tensor}')", "a smaller --size or --batch-size")
+        prep = model_preprocess(m, o.preset, o.mean, o.std, o.bgr)
         dreamer = Dreamer(m.model, m.graph, m.input_name, target.tensor, m.shape, prep, provider, o.verbose)
         meta = {"model": m.name, "tensor": target.tensor, "layer": target.layer, "objective": o.objective,
                 "steps": o.steps, "size": list(size), "seed": o.seed, "lr": o.lr, "provider": provider,
