@@ -39,6 +39,17 @@ def test_head_closing_the_pipe_is_a_normal_end(fmt):
     assert proc.stdout.strip()
 
 
+@pytest.mark.parametrize("args", [["profile", "--runs", "1", "--warmup", "0", "--format", "csv"],
+                                  ["diff", "--input-shape", "data_0=1x3x96x96", "--format", "jsonl"]])
+def test_head_closing_the_pipe_is_a_normal_end_for_profile_and_diff(args):
+    """The new commands with hundreds of rows under `| head -1` (pipefail): exit 0, stderr quiet."""
+    cmd = f"{' '.join(CNN)} {args[0]} '{DENSENET}' --quiet {' '.join(args[1:])} | head -1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=REPO, capture_output=True, env=env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"Error" not in proc.stderr and b"Traceback" not in proc.stderr, proc.stderr.decode()
+    assert proc.stdout.count(b"\n") == 1 and proc.stdout.strip()
+
+
 @pytest.mark.parametrize("fmt", ["table", "json", "csv"])
 def test_full_disk_is_a_one_line_error(fmt):
     with open("/dev/full", "w") as full:
