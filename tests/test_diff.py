@@ -131,3 +131,15 @@ def test_gelu_written_as_five_ops_against_one():
     assert removed == ["Div", "Erf", "Add", "Mul"] * 2 and d.totals["added"] == 0
     assert [(r.op, r.op_b) for r in d.rows if r.op_b] == [("Mul", "Gelu"), ("Mul", "Gelu"),
                                                          ("GlobalAveragePool", "ReduceMean")]
+
+
+def test_a_fixed_batch_warning_names_the_b_option_that_set_it():
+    import onnx
+
+    model = onnx.load(REPO / "sample_models" / "zfnet_mini.onnx")
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1  # a fixed batch of 1
+    with pytest.warns(cnncli.CnnWarning) as caught:
+        cnncli.diff(model, b_batch=2)
+    texts = [str(w.message) for w in caught]
+    assert any(t.startswith("B: --b-batch 2 is ignored") for t in texts), texts
+    assert not any("--batch 2" in t for t in texts)
