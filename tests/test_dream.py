@@ -191,6 +191,13 @@ def test_unreadable_model_exits_1(tmp_path):
     assert r.exit_code == 1 and r.stderr.startswith("Error: ") and len(r.stderr.splitlines()) == 1
 
 
+def test_a_diverging_learning_rate_is_an_error_and_writes_no_picture(tmp_path):
+    r = _cli(MODEL, "--layer", 2, "--channel", 1, "--steps", 4, "--size", "32x32", "--lr", "1e308",
+             "--out", tmp_path / "o")
+    assert r.exit_code == 1 and "diverged" in r.stderr and "--lr" in r.stderr.splitlines()[-1]
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
+
+
 @pytest.mark.parametrize("batch", ["N", 1])
 def test_a_grey_model_and_a_fixed_batch(batch):
     """One input channel: no colour decorrelation, grey pictures; a batch fixed at 1: one channel a

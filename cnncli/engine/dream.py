@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from cnncli.errors import CnnError
+
 from cnncli.engine.dream_param import FFTImage
 from cnncli.engine.dream_transforms import Chain, IDENTITY, draw
 from cnncli.engine.project import Projector
@@ -175,6 +177,9 @@ class Dreamer:
             values, g_img = self._value_and_grad(img, chain, channels, kind)
             history[step] = values
             spectrum = adam.step(spectrum, -param.backward(img, g_img))  # Adam minimises -objective
+            if not np.isfinite(spectrum).all():  # a huge --lr: say so rather than write a NaN picture
+                raise CnnError(f"the optimisation diverged at step {step + 1} (values no longer finite): "
+                               f"try a smaller --lr than {lr:g}")
             if tick:
                 tick(1)
         images = param.image(spectrum)
