@@ -210,7 +210,7 @@ def run(model: Any, options: ProfileOptions, *, on_warning: Hear | None = None,
 
     from cnncli.api.sources import analysed, inputs_of, load
     from cnncli.atomic import check_not_an_input, check_writable_dir
-    from cnncli.costs.stats import compute_stats, sort_rows
+    from cnncli.costs.stats import compute_stats, sorted_top
     from cnncli.engine import profile as engine
     from cnncli.engine.peaks import machine_peaks
     from cnncli.engine.profile_join import join_kernels
@@ -269,10 +269,7 @@ def run(model: Any, options: ProfileOptions, *, on_warning: Hear | None = None,
             totals["providers"] = per_provider
         rows = (engine.by_op(layers, {p: v["gmacs_per_s"] / v["gbytes_per_s"] for p, v in peaks.items()})
                 if options.by == "op" else layers)
-        if options.sort:
-            rows = sort_rows(rows, row_type(options.by), options.sort)
-        if options.top:
-            rows = rows[:options.top]
+        rows = sorted_top(rows, row_type(options.by), options.sort, options.top)
         files = []
         if options.plot:
             from cnncli.render.plot import save_png

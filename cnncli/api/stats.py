@@ -107,7 +107,7 @@ def run(model: Any, options: StatsOptions, *, on_warning: Hear | None = None) ->
 
     from cnncli.api.sources import analysed, inputs_of
     from cnncli.atomic import check_not_an_input, check_writable_dir
-    from cnncli.costs.stats import by_op, compute_stats, sort_rows
+    from cnncli.costs.stats import by_op, compute_stats, sorted_top
     from cnncli.frontend.damage import damage_explained
 
     warnings = Warnings(on_warning)
@@ -119,10 +119,7 @@ def run(model: Any, options: StatsOptions, *, on_warning: Hear | None = None) ->
         result = compute_stats(graph)
         warnings.add(result.warning())
         rows = by_op(result.layers) if options.by == "op" else result.layers
-        if options.sort:
-            rows = sort_rows(rows, row_type(options.by), options.sort)
-        if options.top:
-            rows = rows[:options.top]
+        rows = sorted_top(rows, row_type(options.by), options.sort, options.top)
         files = []
         if options.plot:
             from cnncli.render.plot import save_png, stats_figure

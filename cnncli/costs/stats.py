@@ -324,3 +324,11 @@ def sort_rows(rows: list, row_type: type, column: str) -> list:
     if isinstance(sample, (int, float)):
         return sorted(rows, key=lambda r: (value(r) is None, -(value(r) or 0)))
     return sorted(rows, key=lambda r: (value(r) is None, str(value(r))))
+
+
+def sorted_top(rows: list, row_type: type, column: str | None, top: int | None) -> list:
+    """``rows`` sorted by ``column`` (:func:`sort_rows`) when one is given, then the first ``top``
+    (``--sort`` and ``--top`` of stats and profile)."""
+    if column:
+        rows = sort_rows(rows, row_type, column)
+    return rows[:top] if top else rows
