@@ -349,6 +349,47 @@ def test_json_never_contains_nan(capsys):
     assert err.count("Warning:") == 1 and "not finite" in err
 
 
+def test_json_rows_written_as_json_dumps_writes_them():
+    """The JSON writers' encoder, made once (with a row's own __dict__ where that is exactly its
+    fields), writes each row as json.dumps of its fields would: a frozen row, one with an
+    attribute beyond its fields, a mutable one, nested rows, numpy values; NaN as null."""
+    import dataclasses
+
+    import numpy as np
+
+    from cnncli.render.formats import NotFinite
+
+    @dataclasses.dataclass(frozen=True)
+    class Frozen:
+        b: int
+        a: object = None
+
+    @dataclasses.dataclass(frozen=True)
+    class Extra:
+        a: int
+
+        def __post_init__(self):
+            object.__setattr__(self, "z", 1)  # not a field: never written
+
+    @dataclasses.dataclass
+    class Mutable:
+        y: object
+        x: int = 0
+
+    mutable = Mutable([1, 2])
+    del mutable.y
+    mutable.y = "last in its __dict__"
+    rows = [Frozen(2, [1, None, "é\n"]), Frozen(3, Frozen(4)), Extra(5), mutable, Frozen(6, np.int64(7)),
+            Frozen(8, np.array([1.5, 2.0]))]
+    want = [json.dumps(r) for r in (
+        {"b": 2, "a": [1, None, "é\n"]}, {"b": 3, "a": {"b": 4, "a": None}}, {"a": 5}, {"y": "last in its __dict__", "x": 0},
+        {"b": 6, "a": 7}, {"b": 8, "a": [1.5, 2.0]})]
+    bad = NotFinite()
+    assert list(bad.dumps_all(rows)) == want and bad.count == 0
+    assert list(bad.dumps_all([Frozen(1, float("nan")), Frozen(2, 0.5)])) == ['{"b": 1, "a": null}', '{"b": 2, "a": 0.5}']
+    assert bad.count == 1
+
+
 # ----------------------------------------------------------------------------- sorting and columns
 
 

@@ -12,7 +12,8 @@ import dataclasses
 import json
 import math
 import re
-from typing import Any, Callable
+from itertools import repeat
+from typing import Any, Callable, Iterable, Sequence
 
 from cnncli.render.document import Document, cells, columns, headers, numeric, summary_lines, to_json_value
 from cnncli.escaping import ESCAPED_CLASS, visible
@@ -20,22 +21,51 @@ from cnncli.escaping import ESCAPED_CLASS, visible
 Write = Callable[[str], Any]
 
 _field_names: dict[type, tuple[str, ...]] = {}
+_by_dict: set[type] = set()  # frozen dataclasses whose instance __dict__ holds exactly their fields, in order
 
 
 def _fields_of(obj: Any) -> dict[str, Any]:
     """``default`` hook of the JSON encoder: a dataclass row as an object of its fields (and a
-    numpy scalar or array as its Python value)."""
-    if not dataclasses.is_dataclass(obj):
-        if hasattr(obj, "dtype") and hasattr(obj, "tolist"):
-            return obj.tolist()
-        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-    names = _field_names.get(type(obj))
+    numpy scalar or array as its Python value). A frozen row's own ``__dict__`` is that object
+    when it holds the fields and nothing else (its generated ``__init__`` set them in order)."""
+    kind = type(obj)
+    if kind in _by_dict:
+        own = obj.__dict__
+        if len(own) == len(_field_names[kind]):
+            return own
+    names = _field_names.get(kind)
     if names is None:
-        names = _field_names[type(obj)] = tuple(f.name for f in dataclasses.fields(obj))
+        if not dataclasses.is_dataclass(obj):
+            if hasattr(obj, "dtype") and hasattr(obj, "tolist"):
+                return obj.tolist()
+            raise TypeError(f"Object of type {kind.__name__} is not JSON serializable")
+        names = _field_names[kind] = tuple(f.name for f in dataclasses.fields(obj))
+        own = getattr(obj, "__dict__", None)
+        params = getattr(kind, "__dataclass_params__", None)  # None for a dataclass's class itself
+        if params is not None and params.frozen and own is not None and tuple(own) == names:
+            _by_dict.add(kind)
     return {n: getattr(obj, n) for n in names}
 
 
+def _c_encoder() -> Callable[[Any, int], Any] | None:
+    """The standard library's C encoder as ``json.dumps(obj, default=_fields_of,
+    allow_nan=False)`` makes it, made once here rather than once a call (that set-up was most of
+    the cost of a row): the arguments ``JSONEncoder.iterencode`` passes it (Python 3.10-3.13),
+    with no circular check (rows hold no cycles). ``encode(obj, 0)`` gives the text's chunks.
+    None where there is no C encoder (json.dumps itself is used then)."""
+    make = json.encoder.c_make_encoder
+    try:
+        return make(None, _fields_of, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, False)
+    except TypeError:  # no C encoder (None), or another signature
+        return None
+
+
+_encode = _c_encoder()
+
+
 def _dumps(obj: Any) -> str:
+    if _encode is not None:
+        return "".join(_encode(obj, 0))
     return json.dumps(obj, default=_fields_of, allow_nan=False)
 
 
@@ -68,12 +98,21 @@ class NotFinite:
             self.count += 1
             return _dumps(finite(obj))
 
+    def dumps_all(self, objs: Sequence[Any]) -> Iterable[str]:
+        """``dumps`` of each of ``objs``, all in C while none holds a NaN or infinity."""
+        if _encode is not None:
+            try:
+                return list(map("".join, map(_encode, objs, repeat(0))))
+            except ValueError:
+                pass
+        return map(self.dumps, objs)
+
 
 def json_document(doc: Document, write: Write, bad: NotFinite) -> None:
     """One object: the meta keys, the rows (one compact object a line), then the totals."""
     dumps = bad.dumps
     items = [f"  {dumps(k)}: {dumps(v)}" for k, v in doc.meta.items()]
-    rows = ",\n    ".join(map(dumps, doc.rows))
+    rows = ",\n    ".join(bad.dumps_all(doc.rows))
     items.append(f"  {dumps(doc.rows_key)}: [" + (f"\n    {rows}\n  ]" if rows else "]"))
     if doc.totals is not None:
         items.append(f'  "totals": {dumps(doc.totals)}')
@@ -81,9 +120,8 @@ def json_document(doc: Document, write: Write, bad: NotFinite) -> None:
 
 
 def jsonl(doc: Document, write: Write, bad: NotFinite) -> None:
-    dumps = bad.dumps
-    for r in doc.rows:
-        write(dumps(r) + "\n")
+    for line in bad.dumps_all(doc.rows):
+        write(line + "\n")
 
 
 class _Sink:
