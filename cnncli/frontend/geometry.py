@@ -65,6 +65,9 @@ def window(node: onnx.NodeProto, in_shape: Shape | None, kernel: tuple[int, ...]
 def _check_window(node: onnx.NodeProto, k, s, d, pads, group: int) -> None:
     """Window attributes no runtime takes (a stride or dilation of 0 divides by zero in SAME
     padding): the model is damaged."""
+    if min(k, default=1) >= 1 and min(s, default=1) >= 1 and min(d, default=1) >= 1 and min(pads, default=0) >= 0 \
+            and group >= 1:  # the common case, without a generator per attribute
+        return
     for what, values, least in (("kernel", k, 1), ("strides", s, 1), ("dilations", d, 1), ("pads", pads, 0),
                                 ("group", (group,), 1)):
         if any(v < least for v in values):

@@ -48,6 +48,7 @@ def _cell(value: Any, kind: str, human: bool) -> str:
 
 _cell_specs: dict[type, tuple[tuple[str, str, bool], ...]] = {}
 _shape_texts: dict[tuple, str] = {}  # (kind, *dims) -> its cell text
+_int_texts: dict[int, str] = {}  # count -> its text with thousands separators
 
 
 def cells(row: Any, human: bool) -> list[str]:
@@ -66,7 +67,15 @@ def cells(row: Any, human: bool) -> list[str]:
         elif t is str:
             out.append(value)
         elif t is int:
-            out.append(f"{value:,}" if human and kind == "int" else str(value))
+            if human and kind == "int":  # the same few counts recur down a deep net: each one's text once
+                text = _int_texts.get(value)
+                if text is None:
+                    text = f"{value:,}"
+                    if len(_int_texts) < 65536:
+                        _int_texts[value] = text
+                out.append(text)
+            else:
+                out.append(str(value))
         elif (t is list or t is tuple) and (kind == "shape" or kind == "dims"):
             key = (kind, *value)  # the same few shapes recur down a deep net: each one's text once
             text = _shape_texts.get(key)
