@@ -53,10 +53,14 @@ def _c_encoder() -> Callable[[Any, int], Any] | None:
     the cost of a row): the arguments ``JSONEncoder.iterencode`` passes it (Python 3.10-3.13),
     with no circular check (rows hold no cycles). ``encode(obj, 0)`` gives the text's chunks.
     None where there is no C encoder (json.dumps itself is used then)."""
-    make = json.encoder.c_make_encoder
+    make = getattr(json.encoder, "c_make_encoder", None)
     try:
-        return make(None, _fields_of, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, False)
-    except TypeError:  # no C encoder (None), or another signature
+        encode = make(None, _fields_of, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, False)
+        sample = {"a": [1, 2.5, None, True, "é\n"], "b": {"c": -0.0}}  # a Python whose encoder reads
+        if "".join(encode(sample, 0)) != json.dumps(sample, allow_nan=False):  # its arguments otherwise
+            return None
+        return encode
+    except (TypeError, ValueError):  # no C encoder (None), or another signature
         return None
 
 
