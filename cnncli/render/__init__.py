@@ -135,4 +135,7 @@ def _render(doc: Document, fmt: str, stream: TextIO, picked: list[int], chosen: 
 
 def _empty(doc: Document, name: str) -> bool:
     """Whether no row has a value in column ``name`` (a column that is not shown loses nothing)."""
-    return all(getattr(row, name, None) in (None, "", (), [], {}) for row in doc.rows)
+    def blank(v: Any) -> bool:
+        return v is None or (isinstance(v, (str, tuple, list, dict)) and not v)
+
+    return all(blank(getattr(row, name, None)) for row in doc.rows)
