@@ -14,11 +14,10 @@ from typing import Callable
 
 import numpy as np
 
-from cnncli.errors import CnnError
-
 from cnncli.engine.dream_param import FFTImage
 from cnncli.engine.dream_transforms import Chain, IDENTITY, draw
 from cnncli.engine.project import Projector
+from cnncli.errors import CnnError
 
 def centre(shape: tuple) -> tuple[int, ...]:
     """The centre unit as lucent.optvis.objectives_util._extract_act_pos picks it: row shape[3] // 2,
