@@ -70,10 +70,9 @@ def _side(model: Any, batch: int, shapes: dict, options: DiffOptions, warnings: 
           progress: Callable | None):
     """(described model, rows, totals) of one side: stats rows, or profile rows with --measure."""
     def hear(text: str) -> None:
-        if label == "B" and options.b_batch is not None:  # B's batch came from --b-batch: say so
-            text = text.replace("--batch ", "--b-batch ")
-        if label == "B" and options.b_input_shapes is not None:
-            text = text.replace("--input-shape ", "--b-input-shape ")
+        if label == "B" and (options.b_batch is not None or options.b_input_shapes is not None):
+            # B's shape came from the --b- options: name them, and the one that would change it
+            text = text.replace("--batch ", "--b-batch ").replace("--input-shape ", "--b-input-shape ")
         warnings.add(f"{label}: {text}")
 
     if options.measure:
