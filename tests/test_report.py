@@ -220,14 +220,6 @@ def test_progress_goes_to_stderr_and_stdout_is_the_table(tmp_path):
     assert "index.html" in r.stdout and "scanning" not in r.stdout
 
 
-def test_click_parameters_are_the_report_options_with_their_defaults(monkeypatch):
-    import test_command_shape as shape
-    from cnncli.api.report import ReportOptions
-
-    monkeypatch.setitem(shape.COMMANDS, "report", ReportOptions)
-    shape.test_click_parameters_are_the_options_fields_with_their_defaults("report")
-
-
 def test_counts_at_int64s_largest_take_all_there_is(tmp_path):
     """-k, --top and --batch-size at int64's largest: as many as there are (images, channels), no crash."""
     huge = 2**63 - 1
