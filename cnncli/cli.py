@@ -12,7 +12,6 @@ warning as it comes, and renders the result's document with the one renderer.
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 

@@ -97,7 +97,6 @@ def test_reverse_graph_stops_at_a_layer_that_a_branch_bypasses():
     """build_reverse(stop_at=A): the signal flows only through what depends on A; a branch from the
     input that bypasses A (B) is read as its forward value. Seeded with ones at WAB = W ⊙ A ⊙ B,
     A = Relu(x ⊙ s), B = x ⊙ t: the signal at A is ∂(Σ WAB)/∂A = W ⊙ B, exactly."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from cnncli.api.sources import open_with_image

@@ -10,7 +10,6 @@ import re
 import sys
 from pathlib import Path
 
-import onnx
 from onnx import helper
 
 import cnncli
