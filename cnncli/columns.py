@@ -17,7 +17,8 @@ def col(header: str, kind: str = "text", *, compact: bool = False, **extra: Any)
 
     ``compact=True`` puts the column in the set a terminal shows by default (a row type that
     marks none shows all of its columns); ``unknown=True`` marks a column whose None means
-    "could not be computed" (shown as ?).
+    "could not be computed" (shown as ?); ``unit`` and ``doc`` say what the values measure, for
+    the pages that explain their columns (``cnn report``).
     """
     return field(metadata={"header": header, "kind": kind, "compact": compact, **extra})
 
@@ -71,3 +72,17 @@ def kinds(row_type: type) -> list[str]:
 
 def numeric(row_type: type) -> list[bool]:
     return [f.metadata.get("kind") == "int" for f in columns(row_type)]
+
+
+def described(row_type: type, names: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(field, header with its unit, what it means)`` for the ``names`` the row type has, in
+    that order: a page's table and its legend, from the row's own column metadata."""
+    by_name = {f.name: f for f in columns(row_type)}
+    out = []
+    for name in names:
+        f = by_name.get(name)
+        if f is None:
+            continue
+        head, unit = str(f.metadata.get("header", name)), f.metadata.get("unit")
+        out.append((name, f"{head} ({unit})" if unit else head, str(f.metadata.get("doc", ""))))
+    return out

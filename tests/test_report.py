@@ -123,12 +123,29 @@ def test_every_number_is_labelled(mini):
     folder, _ = mini
     words = read_back(folder).words
     for label in ("MACs", "multiply-accumulates per image", "params (learned scalars)", "CPR (MACs/weight)",
-                  "RF (px)", "activation (bytes)", "output (N×C×H×W)", "full (weights)", "local/shared (×)",
+                  "RF (px)", "act bytes", "bytes of the layer's output for one image", "output (N×C×H×W)",
+                  "full (weights)", "local/shared (×)", "weights with one unshared window per output unit",
                   "Totals", "best activation", "act ", "at [", "receptive field", "score", "filters, weights",
                   "top-k images per channel (-k)", "channels per layer (--channels)"):
         assert label in words, label
     totals = cnncli.stats(MINI).totals
     assert f"{totals['macs']:,}" in words and f"{totals['params']:,}" in words
+
+
+def test_the_pages_columns_are_the_rows_own():
+    """The page's tables take their headers, units and meanings from the row dataclasses (one
+    source of columns): every column it shows exists there and says what it means."""
+    from cnncli.columns import described
+    from cnncli.costs.connectivity import ConnectivityRow
+    from cnncli.costs.stats import LayerRow
+    from cnncli.render.report_html import CONN_COLUMNS, STATS_COLUMNS
+
+    for row_type, names in ((LayerRow, STATS_COLUMNS), (ConnectivityRow, CONN_COLUMNS)):
+        got = described(row_type, names)
+        assert [name for name, _, _ in got] == list(names)
+        assert all(meaning for _, _, meaning in got)
+    heads = {name: head for name, head, _ in described(LayerRow, STATS_COLUMNS)}
+    assert heads["rf"] == "RF (px)" and heads["name"] == "name"
 
 
 def test_cli_and_python_give_the_same_page(tmp_path):

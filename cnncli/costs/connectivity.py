@@ -16,15 +16,20 @@ from cnncli.columns import col
 
 @dataclass(frozen=True)
 class ConnectivityRow:
-    index: int | None = col("#", "int", compact=True)
-    name: str = col("name", compact=True)
+    index: int | None = col("#", "int", compact=True, doc="conv number")
+    name: str = col("name", compact=True, doc="node name in the model")
     input_shape: list | None = col("input", "shape")
-    output_shape: list | None = col("output", "shape")
-    shared: int | None = col("shared", "int", unknown=True, compact=True)  # weights of the conv (bias excluded)
-    local: int | None = col("local", "int", unknown=True, compact=True)  # one unshared window per output unit
-    full: int | None = col("full", "int", unknown=True, compact=True)  # every input to every output unit
-    full_over_local: float | int | None = col("full/local", "int", unknown=True, compact=True)
-    local_over_shared: float | int | None = col("local/shared", "int", unknown=True, compact=True)
+    output_shape: list | None = col("output", "shape", unit="N×C×H×W", doc="output tensor shape")
+    shared: int | None = col("shared", "int", unknown=True, compact=True, unit="weights",
+                             doc="weights of the conv as it is (one kernel per output channel, bias excluded)")
+    local: int | None = col("local", "int", unknown=True, compact=True, unit="weights",
+                            doc="weights with one unshared window per output unit")
+    full: int | None = col("full", "int", unknown=True, compact=True, unit="weights",
+                           doc="weights if every input pixel fed every output unit")
+    full_over_local: float | int | None = col("full/local", "int", unknown=True, compact=True, unit="×",
+                                              doc="how many times fewer weights local windows need than full connection")
+    local_over_shared: float | int | None = col("local/shared", "int", unknown=True, compact=True, unit="×",
+                                                doc="how many times fewer weights sharing needs than local windows")
 
 
 def _ratio(a: int | None, b: int | None) -> int | float | None:

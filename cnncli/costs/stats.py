@@ -22,23 +22,27 @@ from cnncli.costs.receptive import receptive_fields
 
 @dataclass(frozen=True)
 class LayerRow:
-    index: int | None = col("#", "int", compact=True)  # 1-based number of each Conv, as `cnn project --layer` takes
-    name: str = col("name", compact=True)
-    op: str = col("op", compact=True)
+    index: int | None = col("#", "int", compact=True, doc="conv number (what --layer N takes)")  # 1-based number of each Conv, as `cnn project --layer` takes
+    name: str = col("name", compact=True, doc="node name in the model")
+    op: str = col("op", compact=True, doc="ONNX operator")
     input_shape: list | None = col("input", "shape")
-    output_shape: list | None = col("output", "shape", compact=True)
+    output_shape: list | None = col("output", "shape", compact=True, unit="N×C×H×W",
+                                    doc="output tensor shape: batch, channels, height, width")
     kernel: list | None = col("kernel", "shape")
     stride: list | None = col("stride", "shape")
     pads: list | None = col("pads", "dims")
     dilation: list | None = col("dilation", "shape")
     groups: int | None = col("groups", "int")
-    macs: int | None = col("MACs", "int", unknown=True, compact=True)
+    macs: int | None = col("MACs", "int", unknown=True, compact=True,
+                           doc="multiply-accumulates per image (1 MAC = 2 FLOPs)")
     flops_other: int | None = col("other FLOPs", "int", unknown=True)
-    params: int | None = col("params", "int", compact=True)
+    params: int | None = col("params", "int", compact=True, doc="learned scalars (weights and biases)")
     buffers: int | None = col("buffers", "int")
-    cpr: int | float | None = col("CPR", "int", compact=True)
-    act_bytes: int | None = col("act bytes", "int")
-    rf: list | None = col("RF", "shape", compact=True)
+    cpr: int | float | None = col("CPR", "int", compact=True, unit="MACs/weight",
+                                  doc="MACs per weight: how often each weight is used, output H×W for a conv")
+    act_bytes: int | None = col("act bytes", "int", doc="bytes of the layer's output for one image")
+    rf: list | None = col("RF", "shape", compact=True, unit="px",
+                         doc="receptive field: input pixels one output unit sees (height × width)")
     rf_stride: list | None = col("RF stride", "shape")
 
 

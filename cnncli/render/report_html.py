@@ -10,27 +10,9 @@ from typing import Sequence
 
 from cnncli.render.html import table_html
 
-# the stats columns the page shows: (field, header with its unit, what it means)
-STATS_COLUMNS = (
-    ("index", "#", "conv number (what --layer N takes)"),
-    ("name", "layer", "node name in the model"),
-    ("op", "op", "ONNX operator"),
-    ("output_shape", "output (N×C×H×W)", "output tensor shape: batch, channels, height, width"),
-    ("macs", "MACs", "multiply-accumulates per image (1 MAC = 2 FLOPs)"),
-    ("params", "params", "learned scalars (weights and biases)"),
-    ("cpr", "CPR (MACs/weight)", "MACs per weight: how often each weight is used, output H×W for a conv"),
-    ("act_bytes", "activation (bytes)", "bytes of the layer's output for one image"),
-    ("rf", "RF (px)", "receptive field: input pixels one output unit sees (height × width)"),
-)
-CONN_COLUMNS = (
-    ("index", "#", "conv number"),
-    ("name", "layer", "node name in the model"),
-    ("output_shape", "output (N×C×H×W)", "output tensor shape"),
-    ("full", "full (weights)", "weights if every input pixel fed every output unit"),
-    ("local", "local (weights)", "weights with one unshared window per output unit"),
-    ("shared", "shared (weights)", "weights of the conv as it is (one kernel per output channel, bias excluded)"),
-    ("local_over_shared", "local/shared (×)", "how many times fewer weights sharing needs than local windows"),
-)
+# the columns the page shows; headers, units and meanings are the rows' own (cnncli.columns.col)
+STATS_COLUMNS = ("index", "name", "op", "output_shape", "macs", "params", "cpr", "act_bytes", "rf")
+CONN_COLUMNS = ("index", "name", "output_shape", "full", "local", "shared", "local_over_shared")
 
 
 @dataclass
@@ -157,11 +139,10 @@ def _legend(columns: Sequence[tuple[str, str, str]]) -> str:
     return "<dl class='legend'>" + "".join(f"<dt>{e(h)}</dt><dd>{e(m)}</dd>" for _, h, m in columns) + "</dl>"
 
 
-def _table(rows: list, row_type: type, columns: Sequence[tuple[str, str, str]]) -> str:
-    from cnncli.columns import column_names
+def _table(rows: list, row_type: type, names: Sequence[str]) -> str:
+    from cnncli.columns import described
 
-    have = column_names(row_type)
-    picked = [c for c in columns if c[0] in have]
+    picked = described(row_type, names)
     table = table_html(rows, row_type, [c[0] for c in picked], [c[1] for c in picked])
     return table.replace("<table>", "<table class='data'>", 1) + _legend(picked)
 
