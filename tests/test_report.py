@@ -237,6 +237,22 @@ def test_progress_goes_to_stderr_and_stdout_is_the_table(tmp_path):
     assert "index.html" in r.stdout and "scanning" not in r.stdout
 
 
+def test_the_scan_is_ticked_image_by_image(tmp_path):
+    """``tick`` (the command's progress bar) hears the image count first, then every image once,
+    an unreadable one included (the scan went past it)."""
+    from cnncli.api.report import ReportOptions, run
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(IMAGES, folder)
+    (folder / "broken.png").write_bytes(b"not a png")
+    n = sum(1 for p in folder.iterdir() if p.is_file())
+    calls = []
+    run(str(MINI), str(folder), ReportOptions(out=str(tmp_path / "o"), layers=[1], k=1, channels=1, batch_size=3),
+        tick=lambda k, total=None: calls.append((k, total)), on_warning=lambda w: None)
+    assert calls[0] == (0, n)
+    assert all(t is None and 0 < k <= 3 for k, t in calls[1:]) and sum(k for k, _ in calls[1:]) == n
+
+
 def test_counts_at_int64s_largest_take_all_there_is(tmp_path):
     """-k, --top and --batch-size at int64's largest: as many as there are (images, channels), no crash."""
     huge = 2**63 - 1

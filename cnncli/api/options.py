@@ -284,6 +284,18 @@ def input_shapes(flag_: str, value: Any) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def count_or_all(flag_: str, value: Any) -> int | str:
+    """A whole number of at least 1, or 'all'."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise BadArgument(flag_, f"'{value}' is not a number or 'all'") from None
+    return integer(1)(flag_, value)
+
+
 def channel_list(flag_: str, value: Any) -> str | None:
     """An int, a list of ints, '3,5,12' or 'all' → the text form the engines parse ('3,5,12', 'all')."""
     if value is None or isinstance(value, str):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cnncli.api.options import ImageOptions, channel_list, choice, integer, opt, path
+from cnncli.api.options import ImageOptions, channel_list, choice, count_or_all, integer, opt, path
 from cnncli.api.report_files import MANIFEST, Pictures, chosen_layers
 from cnncli.api.result import Hear, Result, Warnings
 from cnncli.choices import MODES
@@ -26,18 +26,6 @@ from cnncli.errors import BadArgument, CnnError
 NORM = "percentile"  # how the page's projections are scaled (a deep layer's are faint with 'grey')
 TILE = 64  # displayed width of a top-k tile, CSS px (the crops are the receptive field's own size)
 SHOWN = 128  # displayed width of a whole image or projection, CSS px
-
-
-def count_or_all(flag_: str, value: Any) -> int | str:
-    """A whole number of at least 1, or 'all'."""
-    if isinstance(value, str) and value.strip().lower() == "all":
-        return "all"
-    if isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise BadArgument(flag_, f"'{value}' is not a number or 'all'") from None
-    return integer(1)(flag_, value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,9 +72,10 @@ class Report(Result):
 
 def run(model: Any, images: Any, options: ReportOptions, *, stdin=None, progress: Callable[[str], None] | None = None,
         on_warning: Hear | None = None, manifest: str = MANIFEST, title: str | None = None,
-        intro: str | None = None) -> Report:
+        intro: str | None = None, tick: Callable[..., None] | None = None) -> Report:
     """Write the report of ``model`` over ``images`` (a folder, a glob, a list file, '-' for paths
-    on ``stdin``, or a list of paths) into ``options.out``; ``progress(text)`` hears each step.
+    on ``stdin``, or a list of paths) into ``options.out``; ``progress(text)`` hears each step and
+    ``tick(n, total=...)`` the scan (once n=0 with the image count, then n=images read).
     ``title``/``intro`` (HTML, its own names escaped) replace the page's head (`cnn demo`)."""
     from cnncli.atomic import check_writable_dir
     from cnncli.frontend.damage import damage_explained
@@ -99,7 +88,8 @@ def run(model: Any, images: Any, options: ReportOptions, *, stdin=None, progress
         if (out / "img").is_symlink():  # its pictures would replace files wherever the link leads
             raise CnnError(f"'{out / 'img'}' is a symbolic link: the report writes its pictures only into a folder "
                            "of its own")
-        result = _Run(model, images, o, stdin, progress or (lambda _: None), warnings).write(manifest, title, intro)
+        result = _Run(model, images, o, stdin, progress or (lambda _: None), warnings, tick).write(manifest, title,
+                                                                                            intro)
     result.warnings = list(warnings)
     return result
 
@@ -107,14 +97,15 @@ def run(model: Any, images: Any, options: ReportOptions, *, stdin=None, progress
 class _Run:
     """One report: everything is checked and opened in ``__init__``, before any file is written."""
 
-    def __init__(self, model, images, o: ReportOptions, stdin, say: Callable[[str], None], warnings: Warnings):
+    def __init__(self, model, images, o: ReportOptions, stdin, say: Callable[[str], None], warnings: Warnings,
+                 tick: Callable[..., None] | None = None):
         from cnncli.api.sources import load
         from cnncli.api.top_files import listed_paths
         from cnncli.engine.model_input import check_run_memory, model_preprocess, open_for_images
         from cnncli.engine.targets import by_layer, conv_nodes
         from cnncli.runtime.sessions import resolve_provider
 
-        self.o, self.say, self.warnings = o, say, warnings
+        self.o, self.say, self.warnings, self.tick = o, say, warnings, tick
         self.provider = resolve_provider(o.provider)
         self.loaded = load(model)
         self.m = m = open_for_images(self.loaded, o.size, o.input_name)
@@ -233,8 +224,10 @@ class _Run:
                                self.o.verbose)
         load = self.loader()
         every = {t.tensor: list(range(t.shape[1])) for t in self.targets}
+        if self.tick:
+            self.tick(0, total=len(self.paths))
         tops, scanned, skipped = scan_tensors(session, m.input_name, every, self.paths, lambda p: load(p)[1], self.k,
-                                              self.batch)
+                                              self.batch, self.tick)
         if scanned == 0:
             from cnncli.imaging.sources import skipped_text
 

@@ -9,6 +9,7 @@ import click
 
 from cnncli.choices import MODES
 from cnncli.cli_options import Output, default as _default, format_option, image_options, warn as _warn
+from cnncli.render.progress import progress_bar
 
 
 def command() -> click.Command:
@@ -45,6 +46,8 @@ def command() -> click.Command:
 
         out = Output(fmt, columns, wide, command.ReportRow)
         options = ReportOptions.from_cli(params)
-        out.write(command.run(model, images, options, stdin=sys.stdin if images == "-" else None,
-                              progress=None if quiet else info, on_warning=_warn))
+        with progress_bar(quiet, "scanning images", min_total=options.batch_size) as tick:
+            result = command.run(model, images, options, stdin=sys.stdin if images == "-" else None,
+                                 progress=None if quiet else info, on_warning=_warn, tick=tick)
+        out.write(result)
     return report

@@ -6,7 +6,8 @@ from __future__ import annotations
 class progress_bar:
     """A transient progress bar on stderr (nothing when quiet or not a terminal); yields a
     tick(n, total=None) function. With ``min_total`` the bar starts only when a tick announces a
-    total above it, so a run of a handful of items stays silent."""
+    total above it, so a run of a handful of items stays silent; a bar whose total is reached
+    goes, so the messages of the steps after it stand alone."""
 
     def __init__(self, quiet: bool, label: str, min_total: int | None = None):
         self.quiet, self.label, self.min_total, self.bar, self.task = quiet, label, min_total, None, None
@@ -41,6 +42,9 @@ class progress_bar:
                 return
             self._start(total)
         self.bar.advance(self.task, n)
+        task = self.bar.tasks[0]
+        if task.total is not None and task.completed >= task.total:  # its work done: the bar goes
+            self.bar.stop()
 
     def __exit__(self, *exc):
         if self.bar is not None:
