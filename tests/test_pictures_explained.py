@@ -145,7 +145,7 @@ def test_project_csv_has_one_value_per_field(tmp_path):
 def top_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("top")
     args = ["top", MINI, IMAGES, "--layer", 3, "--channels", 6, "-k", 4, "--quiet", "--out", out]
-    return {fmt: invoke(*args, "--format", fmt).stdout for fmt in ("json", "csv", "table")}
+    return {fmt: invoke(*args, "--format", fmt).stdout for fmt in ("json", "csv", "table", "markdown")}
 
 
 def test_top_overview_is_compact_with_legible_titles(top_run):
@@ -168,6 +168,24 @@ def test_top_overview_path_in_every_format(top_run):
     rows = list(csv.DictReader(io.StringIO(top_run["csv"])))
     assert {r["overview"] for r in rows} == {overview}
     assert f"overview: {overview}" in top_run["table"].splitlines()
+    assert f"- overview: {overview}" in top_run["markdown"].splitlines()
+
+
+def test_markdown_cells_of_several_values_hold_one_a_line(top_run, tmp_path):
+    """Markdown: `cnn top`'s ranked images and `cnn project`'s files one a line (``<br>``) in their
+    cell, never run together with spaces (a path may hold spaces itself)."""
+    doc = json.loads(top_run["json"])
+    lines = [ln for ln in top_run["markdown"].splitlines() if ln.startswith("| ") and ln[2:3].isdigit()]
+    assert len(lines) == len(doc["channels"])
+    for line, row in zip(lines, doc["channels"]):
+        ranked = line.split(" | ")[2]
+        assert ranked.split("<br>") == [f"{Path(e['image']).name}@{e['location'][0]},{e['location'][1]}"
+                                        for e in row["entries"]]
+    out = tmp_path / "with space"
+    md = invoke("project", MINI, STAR, "--layer", 2, "--channel", 3, "--out", out, "--format", "markdown").stdout
+    row = [ln for ln in md.splitlines() if ln.startswith("| 3 ")][0]
+    files = row.rstrip(" |").split(" | ")[-1].split("<br>")
+    assert len(files) == 2 and all(Path(f).is_file() and Path(f).parent == out for f in files)
 
 
 def test_top_csv_has_one_field_per_rank(top_run):

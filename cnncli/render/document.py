@@ -24,6 +24,17 @@ class Document:
     files: dict[str, str] | None = None  # the run's files that belong to no one row (an overview, a contact sheet)
 
 
+def cell_parts(value: Any, kind: str) -> list[str] | None:
+    """The values of a cell that holds several (a row's files, `cnn top`'s ranked images), each
+    as its own text; None for any other cell. Tables join them with two spaces, Markdown one a
+    line, CSV one a field."""
+    if kind == "entries" and isinstance(value, (list, tuple)):
+        return [f"{Path(e.image).name}@{','.join(map(str, e.location))}" for e in value]
+    if kind == "files" and isinstance(value, dict):
+        return [str(v) for v in value.values()]
+    return None
+
+
 def _cell(value: Any, kind: str, human: bool) -> str:
     if value is None:
         return "?" if kind == "unknown" else ""
@@ -37,12 +48,13 @@ def _cell(value: Any, kind: str, human: bool) -> str:
         return f"{value:,}"
     if isinstance(value, float):
         return f"{value:,.4g}" if human else repr(value)
-    if kind == "entries" and isinstance(value, (list, tuple)):
-        return "  ".join(f"{Path(e.image).name}@{','.join(map(str, e.location))}" for e in value)
+    parts = cell_parts(value, kind)
+    if parts is not None:
+        return "  ".join(parts)
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     if isinstance(value, dict):
-        return "  ".join(str(v) for v in value.values()) if kind == "files" else json.dumps(value)
+        return json.dumps(value)
     return str(value)
 
 

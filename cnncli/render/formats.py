@@ -15,7 +15,8 @@ import re
 from itertools import repeat
 from typing import Any, Callable, Iterable, Sequence
 
-from cnncli.render.document import Document, cells, columns, headers, numeric, summary_lines, to_json_value
+from cnncli.render.document import (Document, cell_parts, cells, columns, headers, numeric, summary_lines,
+                                    to_json_value)
 from cnncli.escaping import ESCAPED_CLASS, visible
 
 Write = Callable[[str], Any]
@@ -213,15 +214,26 @@ def markdown(doc: Document, write: Write, picked: list[int]) -> None:
     out.append("| " + " | ".join(md_escape(heads[i]) for i in picked) + " |\n")
     out.append("|" + "|".join("---:" if nums[i] else "---" for i in picked) + "|\n")
     full = len(picked) == len(heads)
+    fields = columns(doc.row_type)
+    several = [(j, fields[i].name, fields[i].metadata.get("kind")) for j, i in enumerate(picked)
+               if fields[i].metadata.get("kind") in ("files", "entries")]  # one value a line in its cell
     for r in doc.rows:
         cs = cells(r, human=True)
         if not full:
             cs = [cs[i] for i in picked]
         line = "\x00".join(cs)
-        if _MD_PLAIN(line) and line.count("\x00") == len(cs) - 1:  # nothing to escape: the common case
+        if not several and _MD_PLAIN(line) and line.count("\x00") == len(cs) - 1:  # nothing to escape: the common case
             out.append("| " + line.replace("\x00", " | ") + " |\n")
-        else:
-            out.append("| " + " | ".join(map(md_escape, cs)) + " |\n")
+            continue
+        cs = list(map(md_escape, cs))
+        for j, name, kind in several:
+            parts = cell_parts(getattr(r, name), kind)
+            if parts is not None:
+                cs[j] = "<br>".join(map(md_escape, parts))
+        out.append("| " + " | ".join(cs) + " |\n")
+    files = {k: v for k, v in (doc.files or {}).items() if v}  # the run's own files (an overview), as in a table
+    if files:
+        out.append("\n" + "".join(f"- {md_escape(k)}: {md_escape(v)}\n" for k, v in files.items()))
     if doc.totals:
         out.append("\n| total | value |\n|---|---:|\n")
         for k, v in summary_lines(doc.totals):
