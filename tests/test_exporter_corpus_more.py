@@ -3,9 +3,10 @@
 Made by hand, each in its exporter's own venv (CI needs none of them), with the reference each
 exporter's own side gives (tests/fixtures/make_more_*.py):
 
-* Keras MobileNetV2 (alpha 0.35, 96x96, random weights) through tf2onnx, NHWC input: MACs by
-  Keras layer arithmetic, params from count_params() less what tf2onnx folds (see the json's
-  "how"), backprop references by tf.GradientTape;
+* Keras MobileNetV2 and MobileNetV3-Small (alpha 0.35, 96x96, random weights: hard swish,
+  squeeze-excite) through tf2onnx, NHWC input: MACs by Keras layer arithmetic, params from
+  count_params() less what tf2onnx folds (see the json's "how"), references by tf.GradientTape
+  (deconvnet and guided with every ReLU's backward replaced, the ReLU6 in hard swish included);
 * an Ultralytics YOLO built from its YAML (width-reduced) and exported by ultralytics: its own
   conv/linear count (hooks over nn.Conv2d/nn.Linear of the fused model), backprop references by
   torch autograd on the fused model;
