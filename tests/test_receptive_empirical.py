@@ -224,3 +224,56 @@ def test_zfnet_paper_sizes():
         for axis in rf[target]:
             assert (axis.size, axis.jump, axis.start) == want, f"conv{layer}"
         assert rf[f"conv{layer}"] == rf[target]  # the conv's own output and its block output agree
+
+
+def channels_last_model() -> onnx.ModelProto:
+    """A Keras-shaped input as tf2onnx writes it: x [1, 32, 32, 3] (NHWC) → Pad in NHWC (top 2,
+    left 1, bottom 1, right 2) → Transpose to NCHW → conv 3x3 s2 → relu → Transpose back to NHWC
+    → Add of a per-channel constant → Pad in NHWC (1 all round) → Transpose to NCHW → conv 3x3.
+
+    By hand, per axis (size, jump, start) y | x: the pad (1, 1, −2) | (1, 1, −1); c1 (3, 2, −2) |
+    (3, 2, −1); the second pad moves the start by one jump: (3, 2, −4) | (3, 2, −3); c2 adds
+    2 jumps to the size: (7, 2, −4) | (7, 2, −3)."""
+    rng = np.random.default_rng(3)
+    i64 = lambda name, v: numpy_helper.from_array(np.asarray(v, dtype=np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Pad", ["x", "pads1"], ["p1"]),
+        helper.make_node("Transpose", ["p1"], ["t1"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t1", "W1", "B1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Transpose", ["r1"], ["h1"], perm=[0, 2, 3, 1]),
+        helper.make_node("Add", ["h1", "shift"], ["a1"]),
+        helper.make_node("Pad", ["a1", "pads2"], ["p2"]),
+        helper.make_node("Transpose", ["p2"], ["t2"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t2", "W2", "B2"], ["c2"], kernel_shape=[3, 3]),
+    ]
+    inits = [i64("pads1", [0, 2, 1, 0, 0, 1, 2, 0]), i64("pads2", [0, 1, 1, 0, 0, 1, 1, 0]),
+             _f32("W1", rng.normal(0, 0.3, (6, 3, 3, 3))), _f32("B1", rng.normal(0, 0.1, 6)),
+             _f32("shift", rng.normal(0, 0.1, (1, 1, 1, 6))),
+             _f32("W2", rng.normal(0, 0.3, (4, 6, 3, 3))), _f32("B2", rng.normal(0, 0.1, 4))]
+    return _model(nodes, [1, 32, 32, 3], ["c1", "c2"], inits)
+
+
+def test_channels_last_stretches_are_followed():
+    """Through an NHWC input, NHWC Pads and Adds and the Transposes between the layouts: the
+    boxes by hand, and empirically (pixels outside a unit's box never move it, its box does)."""
+    model = channels_last_model()
+    graph = analyse(model, batch=1)
+    rf = receptive_fields(graph)
+    assert rf["c1"] == (AxisRF(3, 2, -2), AxisRF(3, 2, -1))
+    assert rf["c2"] == (AxisRF(7, 2, -4), AxisRF(7, 2, -3))
+    assert not {"x", "p1", "h1", "a1", "p2"} & set(rf)  # channels-last tensors: followed, not returned
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(7)
+    for tensor, (y, xx) in (("c1", (0, 0)), ("c1", (8, 5)), ("c2", (0, 16)), ("c2", (9, 4))):
+        (y0, y1), (x0, x1) = rf[tensor][0].box(y, 32), rf[tensor][1].box(xx, 32)
+        inside = np.zeros((32, 32), bool)
+        inside[y0:y1, x0:x1] = True
+        base = rng.uniform(0, 1, (1, 32, 32, 3)).astype(np.float32)
+        v0 = session.run([tensor], {"x": base})[0][0, :, y, xx]
+        x = base.copy()
+        x[0, ~inside] = rng.uniform(-5, 5, (int((~inside).sum()), 3)).astype(np.float32)
+        np.testing.assert_allclose(session.run([tensor], {"x": x})[0][0, :, y, xx], v0, rtol=1e-5, atol=1e-5)
+        x = base.copy()
+        x[0, inside] = rng.uniform(-5, 5, (int(inside.sum()), 3)).astype(np.float32)
+        assert np.abs(session.run([tensor], {"x": x})[0][0, :, y, xx] - v0).max() > 1e-3

@@ -4,6 +4,11 @@ stride (jump) and offset of the input window that one position sees, per spatial
 A unit at position i of an axis sees input pixels ``start + i*jump`` to
 ``start + i*jump + size - 1`` (before clipping at the image border). Sizes are not clipped,
 as in the literature (ZF net conv5: 139 pixels on a 224 image).
+
+Tensors are channels-first ([N, C, H, W]: the spatial axes from the third on) except where the
+walk follows a channels-last stretch ([N, H, W, C], a Keras model's input as tf2onnx writes it,
+up to the Transpose that turns it channels-first): its tensors are followed through the same
+pass-through, elementwise and Pad nodes, and only its channels-first tensors are returned.
 """
 
 from __future__ import annotations
@@ -84,9 +89,10 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
     node's input shape, and for Conv the kernel of its weight), by the node's index.
     """
     fields: dict[str, RF] = {}
+    last: dict[str, RF] = {}  # the channels-last tensors, [N, H, W, C]
     for spec in graph.inputs:
         if len(spec.shape) >= 3:
-            fields[spec.name] = tuple(AxisRF(1, 1, 0) for _ in spec.shape[2:])
+            (last if channels_last(spec.shape) else fields)[spec.name] = tuple(AxisRF(1, 1, 0) for _ in spec.shape[2:])
     starts = set(fields)
     get = fields.get
     nodes = graph.nodes
@@ -97,6 +103,12 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
             continue
         first = get(inputs[0])
         op = ni.op
+        if last and (first is None or op == "Transpose"):
+            turned = _channels_last_step(nodes[index], ni, graph, first, last)
+            if turned is not None:
+                where, rf = turned
+                (fields if where == "first" else last)[out] = rf
+            continue
         if first is not None and op in WINDOW_OPS:
             rf = _through_window(first, nodes[index], ni, graph, windows, index)
         elif first is not None and op in PASS_OPS:
@@ -123,6 +135,50 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
             for t in targets:
                 fields[t] = rf
     return fields
+
+
+def channels_last(shape) -> bool:
+    """A 4-D image shape [N, H, W, C] (C of 1, 3 or 4 last, and not second): how a Keras model's
+    input looks."""
+    return len(shape) == 4 and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4)
+
+
+def _channels_last_step(node, ni: NodeInfo, graph: Graph, first: RF | None,
+                        last: dict[str, RF]) -> tuple[str, RF] | None:
+    """A node on a channels-last stretch: ("first", rf) where a Transpose turns it channels-first,
+    ("last", rf) where it stays channels-last (or a Transpose turns a channels-first tensor
+    channels-last); None where the walk loses it."""
+    from cnncli.frontend.graph import attrs
+
+    op, inputs = ni.op, ni.inputs
+    rf = last.get(inputs[0])
+    if op == "Transpose":
+        x = graph.shape(inputs[0])
+        if x is None:
+            return None
+        n = len(x)
+        perm = tuple(attrs(node).get("perm") or range(n - 1, -1, -1))
+        if rf is not None and perm == (0, n - 1, *range(1, n - 1)):
+            return "first", rf
+        if first is not None and perm == (0, *range(2, n), 1):
+            return "last", first
+        return None
+    if rf is not None and op in PASS_OPS:
+        return "last", rf
+    if op in MERGE_OPS:
+        out = graph.shape(ni.outputs[0])
+        grid = [last[i] for i in inputs if i in last and _same_grid_last(graph.shape(i), out)]
+        return ("last", _merge(grid)) if grid else None
+    if rf is not None and op == "Pad":
+        x = graph.shape(inputs[0])
+        begins = _pad_begins(node, graph, len(x)) if x else None
+        if begins is not None and begins[0] == 0 and begins[-1] == 0:
+            return "last", tuple(AxisRF(a.size, a.jump, a.start - p * a.jump) for a, p in zip(rf, begins[1:-1]))
+    return None
+
+
+def _same_grid_last(a, b) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and a[1:-1] == b[1:-1]
 
 
 def _batch_axis(node, graph: Graph) -> bool:
