@@ -140,3 +140,31 @@ def test_deconvnet_and_guided_equal_their_reference(stem, name, mode, tmp_path):
     _, p = _project(stem, name, mode, tmp_path)
     want = np.load(FIXTURES / want).astype(np.float64)
     np.testing.assert_allclose(p, want, rtol=0, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_image_goes_into_a_keras_model_channels_first(mode, tmp_path):
+    """A photo into the tf2onnx MobileNetV3 (NHWC input): its projection, channels-first, equals
+    the projection of the same pixels given as an NHWC array (the path the tests above check
+    against TensorFlow), transposed; the unit found is the same."""
+    from PIL import Image
+
+    stem = "mobilenetv3s_035"
+    t = _target(stem, "deep")
+    pixels = np.random.default_rng(5).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    np.save(tmp_path / "photo.npy", pixels[None].astype(np.float32))
+    runs = {}
+    for src in ("photo.png", "photo.npy"):
+        result = CliRunner().invoke(cli, ["project", str(FIXTURES / REFS[stem]["onnx"]), str(tmp_path / src),
+                                          "--tensor", t["tensor"], "--channel", str(t["channel"]), "--mode", mode,
+                                          "--preset", "raw", "--out", str(tmp_path / src[-3:]), "--save-npy",
+                                          "--format", "json", "--quiet"])
+        assert result.exit_code == 0, (result.stderr, result.exception)
+        (row,) = json.loads(result.stdout)["results"]
+        runs[src] = row, np.load(row["files"]["npy"])
+    (img_row, img), (npy_row, arr) = runs["photo.png"], runs["photo.npy"]
+    assert img.shape == (1, 3, 96, 96) and arr.shape == (1, 96, 96, 3)
+    assert img_row["max_activation"] == pytest.approx(npy_row["max_activation"], rel=1e-6)
+    assert img_row["location"] == npy_row["location"]
+    np.testing.assert_allclose(img, arr.transpose(0, 3, 1, 2), rtol=0, atol=1e-6 * np.abs(arr).max())

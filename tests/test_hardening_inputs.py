@@ -445,16 +445,31 @@ def test_python_api_rejects_non_finite_mean():
         make_preprocess(3, None, mean=[float("nan")])
 
 
-@pytest.mark.parametrize("command", ["features", "project", "top"])
-def test_channels_last_model(tmp_path, command):
-    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
-             helper.make_node("Conv", ["t", "W"], ["y"], name="conv")]
-    model = save(make_model(nodes, [vi("x", [1, 32, 32, 3])], [out()], [init("W", [4, 3, 3, 3])]), tmp_path / "nhwc.onnx")
-    image = write_images(tmp_path / "images", 1)[0]
-    src = image.parent if command == "top" else image
-    line = assert_one_line_error(invoke(command, model, src, "--layer", 1, "--out", tmp_path / "o"), 1)
-    assert "channels-last" in line and "1x32x32x3" in line
-    assert ("npy" in line) == (command in ("project", "features"))  # top takes pictures only
+def test_a_channels_last_model_takes_images_as_its_channels_first_twin(tmp_path):
+    """A Keras-shaped input [1, H, W, 3] (tf2onnx's Transpose to channels-first after it) takes
+    images: `cnn features`, `cnn project` and `cnn top` give what the same conv with a
+    channels-first input gives, projections channels-first; its receptive fields are found."""
+    w = init("W", [4, 3, 3, 3], value=np.linspace(-1, 1, 108))
+    nhwc = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["t", "W"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"])]
+    nchw = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["y"])]
+    models = {"nhwc": save(make_model(nhwc, [vi("x", [1, 32, 32, 3])], [out()], [w]), tmp_path / "nhwc.onnx"),
+              "nchw": save(make_model(nchw, [vi("x", [1, 3, 32, 32])], [out()], [w]), tmp_path / "nchw.onnx")}
+    images = write_images(tmp_path / "images", 3, size=32)
+    got = {}
+    for kind, model in models.items():
+        o = tmp_path / kind
+        feats = json.loads(invoke("features", model, images[0], "--layer", 1, "--out", o / "f", "--format", "json").stdout)
+        proj = json.loads(invoke("project", model, images[0], "--layer", 1, "--channel", "0,3", "--save-npy",
+                                 "--out", o / "p", "--format", "json").stdout)
+        top = json.loads(invoke("top", model, images[0].parent, "--layer", 1, "--channels", "all", "-k", 2,
+                                "--out", o / "t", "--format", "json").stdout)
+        got[kind] = (feats["channels"], [np.load(r["files"]["npy"]) for r in proj["results"]],
+                     [(r["channel"], r["best"], [(e["image"], e["location"], e["box"]) for e in r["entries"]])
+                      for r in top["channels"]])
+    (f1, p1, t1), (f2, p2, t2) = got["nhwc"], got["nchw"]
+    assert f1 == f2 and t1 == t2
+    assert all(a.shape == (1, 3, 32, 32) and np.array_equal(a, b) for a, b in zip(p1, p2))
 
 
 def two_input_model() -> onnx.ModelProto:

@@ -103,7 +103,7 @@ def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]
             continue
         first = get(inputs[0])
         op = ni.op
-        if last and (first is None or op == "Transpose"):
+        if op == "Transpose" or (last and first is None):
             turned = _channels_last_step(nodes[index], ni, graph, first, last)
             if turned is not None:
                 where, rf = turned

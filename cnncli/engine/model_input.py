@@ -79,11 +79,12 @@ def open_for_images(loaded, size: tuple[int, int] | None = None, input_name: str
         use_array = "; pass a .npy array shaped like it instead" if arrays else ""
         if len(declared) != 4:
             raise CnnError(f"input '{name}' is not an image tensor [N, C, H, W] or [C, H, W]{use_array}")
+        from cnncli.costs.receptive import channels_last
+
+        if channels_last(declared):  # [N, H, W, C] (Keras through tf2onnx): it takes images channels-first
+            model = with_channels_first(model, name)
+            declared = (declared[0], declared[3], declared[1], declared[2])
         channels, h, w = declared[1], declared[2], declared[3]
-        if channels not in IMAGE_CHANNELS and declared[3] in IMAGE_CHANNELS:
-            raise CnnError(
-                f"input '{name}' is {_dims(declared)}, which looks channels-last (NHWC); cnn feeds images "
-                f"channels-first [N, C, H, W]: export the model with a channels-first input{use_array.replace('; ', ', or ')}")
         if channels is None:
             raise CnnError(f"input '{name}' has no fixed channel count{use_array}")
         if channels not in IMAGE_CHANNELS:
@@ -147,6 +148,28 @@ def with_batch_axis(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     else:
         squeeze = helper.make_node("Squeeze", [name], [inner], name=f"{inner}_squeeze", axes=[0])
     out.graph.node.insert(0, squeeze)
+    return out
+
+
+def with_channels_first(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """A copy of ``model`` whose channels-last input ``name`` ([N, H, W, C]) takes [N, C, H, W] and
+    turns it channels-last at once (a Transpose into the name its nodes read), so images go in,
+    and projections come back, channels-first as for any image model; the exporter's own
+    Transpose to channels-first follows. The model given is left as it is."""
+    from onnx import helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {n for node in out.graph.node for n in (*node.input, *node.output)}
+    inner = next(f"{name}_nhwc{i or ''}" for i in range(len(taken) + 1) if f"{name}_nhwc{i or ''}" not in taken)
+    _rename_reads(out.graph, name, inner)
+    shape = next(v for v in out.graph.input if v.name == name).type.tensor_type.shape
+    dims = [onnx.TensorShapeProto.Dimension() for _ in range(4)]
+    for d, i in zip(dims, (0, 3, 1, 2)):
+        d.CopyFrom(shape.dim[i])
+    del shape.dim[:]
+    shape.dim.extend(dims)
+    out.graph.node.insert(0, helper.make_node("Transpose", [name], [inner], name=f"{inner}_transpose", perm=[0, 2, 3, 1]))
     return out
 
 
