@@ -181,3 +181,28 @@ def test_heat_map_colours_are_matplotlibs_jet():
     x = np.linspace(0, 1, 1001)[None]
     want = np.round(colormaps["jet"](x)[..., :3] * 255)
     assert np.abs(heat(x).astype(int) - want).max() <= 5  # (matplotlib's jet is a 256-entry table)
+
+
+def test_the_default_layer_is_the_last_conv_with_a_map(tmp_path):
+    """A classifier written as a 1x1 conv after global pooling (Keras' MobileNetV3) has a 1x1 map,
+    where a CAM is one flat value: by default the CAM goes to the last conv whose map is larger."""
+    from onnx import helper
+
+    from helpers import init, make_model, out, save, vi
+
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["c1"], name="features", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("GlobalAveragePool", ["r1"], ["g"]),
+             helper.make_node("Conv", ["g", "W2"], ["logits"], name="classifier"),
+             helper.make_node("Flatten", ["logits"], ["y"])]
+    inits = [init("W1", [4, 3, 3, 3], value=np.linspace(-1, 1, 108)),
+             init("W2", [5, 4, 1, 1], value=np.linspace(-1, 1, 20))]
+    model = save(make_model(nodes, [vi("x", [1, 3, 16, 16])], [out("y")], inits), tmp_path / "m.onnx")
+    img = tmp_path / "i.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(img)
+    r = _cli(str(model), str(img), "--out", str(tmp_path / "o"), "--format", "json", "--quiet")
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["layer"] == 1 and doc["tensor"] == "r1"
+    r = _cli(str(model), str(img), "--layer", "2", "--out", str(tmp_path / "o2"), "--format", "json", "--quiet")
+    assert r.exit_code == 0 and json.loads(r.stdout)["layer"] == 2  # asked for, it is still given

@@ -227,7 +227,7 @@ def cam(model: Any, images: Any, **options: Any) -> CamResult:
     """Class activation maps of a layer for a class of the model (Grad-CAM by default; ``method``
     'gradcam++', 'hirescam', 'xgradcam', 'layercam', 'eigencam', 'scorecam'); the options of
     ``cnn cam``. ``layer``: the N-th Conv as ``cnn stats`` numbers them, or a tensor name (default:
-    the last Conv); ``classes`` (an int or a list) or ``top`` (default: the top class), or
+    the last Conv with a map larger than 1x1); ``classes`` (an int or a list) or ``top`` (default: the top class), or
     ``tensor`` and ``channel`` for any other score. ``images``: one image (a path, a PIL image, an
     array) or several (a folder, glob, list file, or a list of paths). Nothing is written unless
     ``out`` names a folder.

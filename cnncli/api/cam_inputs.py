@@ -26,7 +26,9 @@ def layer_spec(flag_: str, value: Any) -> int | str | None:
 
 
 def resolve_layer(graph, layer: int | str | None):
-    """The layer's Target: the N-th Conv's block output, a named 4-D tensor, or (None) the last Conv."""
+    """The layer's Target: the N-th Conv's block output, a named 4-D tensor, or (None) the last Conv
+    whose map is more than one pixel (a classifier written as a 1x1 conv after global pooling,
+    MobileNetV3's, has a 1x1 map: a CAM there is one flat value)."""
     from cnncli.engine.targets import by_layer, by_tensor, conv_nodes
 
     if isinstance(layer, str):
@@ -34,12 +36,26 @@ def resolve_layer(graph, layer: int | str | None):
             target = by_tensor(graph, layer)
         except BadArgument as exc:
             raise BadArgument("--layer", str(exc)) from None
+    elif layer is None:
+        target = _last_spatial(graph, len(conv_nodes(graph)))
     else:
-        target = by_layer(graph, layer if layer is not None else max(1, len(conv_nodes(graph))),
-                          "name a 4-D tensor with --layer TENSOR")
+        target = by_layer(graph, layer, "name a 4-D tensor with --layer TENSOR")
     if len(target.shape) != 4 or None in target.shape:
         raise BadArgument("--layer", f"'{target.tensor}' has shape {list(target.shape)}; a CAM needs a 4-D feature map")
     return target
+
+
+def _last_spatial(graph, count: int):
+    from cnncli.engine.targets import by_layer
+
+    last = None
+    for n in range(count, 0, -1):
+        target = by_layer(graph, n, "name a 4-D tensor with --layer TENSOR")
+        last = last or target
+        shape = target.shape
+        if len(shape) == 4 and None not in shape and shape[2] * shape[3] > 1:
+            return target
+    return last if last is not None else by_layer(graph, 1, "name a 4-D tensor with --layer TENSOR")
 
 
 @dataclass

@@ -332,7 +332,7 @@ class _Run:
                 for p in shown]
 
     def class_maps(self, paths: list[str], pics: Pictures) -> dict[str, list]:
-        """Each image's class activation maps (`cnn cam`: Grad-CAM at the last conv layer) for its
+        """Each image's class activation maps (`cnn cam`: Grad-CAM at its default layer) for its
         top classes, as overlays: {path: [(class label, score, Picture)]}; none (with a warning)
         where the model has no class scores `cnn cam` can read."""
         if not paths:

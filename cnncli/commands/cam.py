@@ -19,7 +19,7 @@ def command() -> click.Command:
     @click.argument("model")
     @click.argument("images", metavar="IMAGES")
     @click.option("--layer", metavar="N|TENSOR",
-                  help="The N-th Conv, numbered as `cnn stats` numbers them (its block output), or a 4-D tensor's name [default: the last Conv].")
+                  help="The N-th Conv, numbered as `cnn stats` numbers them (its block output), or a 4-D tensor's name [default: the last Conv whose map is larger than 1x1].")
     @click.option("--method", type=click.Choice(METHODS), default=_default(CamOptions, "method"), show_default=True)
     @click.option("--guided", is_flag=True, default=_default(CamOptions, "guided"), help="Also guided Grad-CAM: the upsampled map times the guided-backprop image.")
     @click.option("--output", metavar="NAME", help="The output whose class is scored [default: the first].")
