@@ -572,3 +572,50 @@ def test_no_figure_writes_only_the_projections(tmp_path, models, images):
     doc = run_json(models["tiny"], images["npy32"], "--layer", 2, "--channel", "all", "--no-figure", "--out", tmp_path)
     assert [sorted(r["files"]) for r in doc["results"]] == [["png"]] * 6
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(r["files"]["png"]).name for r in doc["results"])
+
+
+def _activation_after_conv(tail: list, extra_inits: tuple = ()) -> onnx.ModelProto:
+    """x [1,3,8,8] → conv → c, then ``tail`` (nodes reading c); its last node writes y."""
+    w = numpy_helper.from_array(np.linspace(-1, 1, 4 * 3 * 9, dtype=np.float32).reshape(4, 3, 3, 3), "W")
+    consts = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in extra_inits]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv", pads=[1, 1, 1, 1]), *tail]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, *consts])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+THREE, SIXTH, ZERO, SIX = ("three", 3.0), ("sixth", 1 / 6), ("zero", 0.0), ("six", 6.0)
+BLOCKS = {
+    "silu": ([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])], (), "y"),
+    "silu, gate first": ([helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["s", "c"], ["y"])], (), "y"),
+    "hard swish op": ([helper.make_node("HardSwish", ["c"], ["y"])], (), "y"),
+    "x·HardSigmoid(x)": ([helper.make_node("HardSigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])],
+                         (), "y"),
+    "tf2onnx hard swish": ([helper.make_node("Add", ["c", "three"], ["a"]),
+                            helper.make_node("Clip", ["a", "zero", "six"], ["r6"]),
+                            helper.make_node("Mul", ["r6", "sixth"], ["g"]), helper.make_node("Mul", ["c", "g"], ["y"])],
+                           (THREE, ZERO, SIX, SIXTH), "y"),
+    "tanh": ([helper.make_node("Tanh", ["c"], ["y"])], (), "y"),
+    # not activations of c: a gate computed from another tensor (squeeze-excite), a residual
+    "gate of another tensor": ([helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Sigmoid", ["x"], ["s"]),
+                                helper.make_node("Mul", ["c", "s"], ["y"])], (), "c"),
+    "residual": ([helper.make_node("Relu", ["c"], ["r"]), helper.make_node("Add", ["c", "r"], ["y"])], (), "c"),
+    "gate through a second input": ([helper.make_node("Add", ["c", "x2"], ["a"]), helper.make_node("Sigmoid", ["a"], ["s"]),
+                                     helper.make_node("Mul", ["c", "s"], ["y"])], (), "c"),
+}
+
+
+@pytest.mark.parametrize("case", list(BLOCKS))
+def test_block_output_takes_one_activation(case):
+    """Layer N's feature maps: the conv's block output includes one activation written as its own
+    op or as a gated x·g(x) of the conv output (SiLU, hard swish in its three spellings), and
+    nothing that mixes in another tensor."""
+    from cnncli.engine.targets import block_output, conv_nodes
+    from cnncli.frontend.graph import analyse
+
+    tail, inits, want = BLOCKS[case]
+    model = _activation_after_conv(tail, inits)
+    if case == "gate through a second input":
+        model.graph.input.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 4, 8, 8]))
+    graph = analyse(model, batch=1)
+    assert block_output(graph, conv_nodes(graph)[0]) == want

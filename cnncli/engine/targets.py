@@ -32,10 +32,43 @@ def _consumers(graph: Graph) -> dict[str, list]:
     return out
 
 
+# activations of one input that end a conv block as a ReLU does (their own ONNX ops)
+SMOOTH = frozenset({"Elu", "Selu", "Celu", "Gelu", "HardSwish", "Mish", "Softplus", "Tanh", "ThresholdedRelu"})
+# the steps from x to the gate g of a gated activation x·g(x): SiLU's Sigmoid, hard swish's HardSigmoid,
+# or hard swish as tf2onnx writes it, Add 3 → Clip 0..6 → Mul 1/6 (each with a constant)
+GATE_STEPS = frozenset({"Sigmoid", "HardSigmoid", "Clip", "Relu", "Add", "Sub", "Mul", "Div", "Min", "Max"})
+
+
+def _gated(graph: Graph, t: str, users: list, consumers: dict) -> str | None:
+    """The output of a gated activation x·g(x) of ``t`` (SiLU, hard swish): ``t`` read by the
+    final Mul and by the first of at most four elementwise steps to g, each the only reader of the
+    one before and taking nothing else but constants. None when ``t``'s readers are not that."""
+    if len(users) != 2:
+        return None
+    for m in users:
+        other = users[1] if m is users[0] else users[0]
+        if m.op_type != "Mul" or len(m.input) != 2 or t not in m.input or other is m:
+            continue
+        gate = m.input[1] if m.input[0] == t else m.input[0]
+        n, prev = other, t
+        for _ in range(4):
+            if n.op_type not in GATE_STEPS or not n.input or n.input[0] != prev \
+                    or any(i and i not in graph.consts for i in n.input[1:]):
+                break
+            if n.output[0] == gate:
+                return m.output[0]
+            nxt = consumers.get(n.output[0], [])
+            if len(nxt) != 1:
+                break
+            n, prev = nxt[0], n.output[0]
+    return None
+
+
 def block_output(graph: Graph, conv) -> str:
     """Follow a single-consumer BatchNormalization, per-channel Add/Mul of a constant and one
-    ReLU-family activation when they come next: the conv block's output, what people mean by
-    "layer N's feature maps"."""
+    activation when they come next (the ReLU family, a smooth one such as Tanh or HardSwish, or
+    a gated x·g(x) such as SiLU and hard swish written as ops): the conv block's output, what
+    people mean by "layer N's feature maps"."""
     consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.model.graph.output}
     t = conv.output[0]
@@ -43,7 +76,11 @@ def block_output(graph: Graph, conv) -> str:
     seen_bn = False
     while True:
         users = consumers.get(t, [])
-        if len(users) != 1 or t in graph_outputs:
+        if t in graph_outputs:
+            return t
+        if len(users) == 2:
+            return _gated(graph, t, users, consumers) or t
+        if len(users) != 1:
             return t
         n = users[0]
         if n.op_type == "BatchNormalization" and not seen_bn and n.input[0] == t:
@@ -53,7 +90,7 @@ def block_output(graph: Graph, conv) -> str:
             ref = graph.consts.get(other)
             if ref is None or ref.numel not in (1, channels):
                 return t
-        elif n.op_type in RELU_FAMILY and n.input[0] == t:
+        elif (n.op_type in RELU_FAMILY or n.op_type in SMOOTH) and n.input[0] == t:
             return n.output[0]
         else:
             return t
