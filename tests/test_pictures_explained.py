@@ -261,3 +261,23 @@ def test_progress_moves_with_each_small_batch(monkeypatch, tmp_path):
     assert len(res.rows) == 128
     assert runs == [3] * 42 + [2]
     assert ticks[0] == (0, 128) and ticks[1:] == [(1, None)] * 128
+
+
+def test_top_tiles_take_norm_as_project_does(tmp_path):
+    """`cnn top --norm`: percentile by default (as `cnn project`), so a deep layer's projections
+    are not faint; --norm grey keeps files of its own beside the default's."""
+    args = ["top", MINI, IMAGES, "--layer", 5, "--channel", "108", "-k", 4, "--quiet", "--out", tmp_path,
+            "--format", "json"]
+    default = json.loads(invoke(*args).stdout)
+    grey = json.loads(invoke(*args, "--norm", "grey").stdout)
+    a, b = default["channels"][0]["files"]["grid"], grey["channels"][0]["files"]["grid"]
+    assert a != b and b.endswith("_norm-grey.png") and Path(a).is_file() and Path(b).is_file()
+    assert default["overview"] != grey["overview"] and Path(default["overview"]).is_file()
+    def contrast(path) -> float:
+        """Mean distance from mid-grey (0) of the projection tiles: the grid's left half, below
+        its title, white gaps left out."""
+        px = rgb(path)[30:, : rgb(path).shape[1] // 2].astype(float)
+        tiles = px[~np.all(px == 255, axis=2)]
+        return float(np.abs(tiles - 128).mean())
+
+    assert contrast(a) > 1.5 * contrast(b)

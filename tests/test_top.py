@@ -453,7 +453,7 @@ def test_crops_and_projections(setup, tmp_path, monkeypatch):
         proj_tile, patch_tile = grids[2 * row_i][j], grids[2 * row_i + 1][j]
         assert proj_tile.shape[:2] == patch_tile.shape[:2] == (y1 - y0, x1 - x0)
         np.testing.assert_array_equal(patch_tile, raw_pixels(e.image)[y0:y1, x0:x1])
-        expected_tile = to_display(alone[:, y0:y1, x0:x1], "grey")
+        expected_tile = to_display(alone[:, y0:y1, x0:x1], options.norm)  # percentile, the default
         assert np.abs(proj_tile.astype(int) - expected_tile.astype(int)).max() <= 1
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from cnncli.api.options import ImageOptions, channel_list, choice, integer, opt, path, text
 from cnncli.api.result import Hear, Result, Warnings
-from cnncli.choices import ENGINES, MODES
+from cnncli.choices import ENGINES, MODES, NORMS
 from cnncli.columns import col
 from cnncli.errors import BadArgument, CnnError
 
@@ -28,6 +28,7 @@ class TopOptions(ImageOptions):
     seed: int = opt(0, "--seed", integer(0))
     k: int = opt(9, "-k", integer(1))
     mode: str = opt("deconvnet", "--mode", choice(MODES))
+    norm: str = opt("percentile", "--norm", choice(NORMS))  # as `cnn project --norm` (grey left deep layers faint)
     batch_size: int = opt(16, "--batch-size", integer(1))
     out: str | None = opt(None, "--out", path(), cli_default="cnn-top")  # None: write nothing
     engine: str = opt("local", "--engine", choice(ENGINES))
@@ -77,11 +78,11 @@ class TopChannel:
     def best(self) -> float | None:
         return self.entries[0].activation if self.entries else None
 
-    def tiles(self, norm: str = "grey") -> list:
-        """The projection crops as shown by ``cnn top``: uint8 [h, w, 3] (or [h, w])."""
+    def tiles(self, norm: str = "percentile") -> list:
+        """The projection crops as shown by ``cnn top --norm``: uint8 [h, w, 3] (or [h, w])."""
         from cnncli.imaging.pictures import to_display
 
-        return [to_display(p, norm, self.bgr) for p in self.projections]
+        return [to_display(p, choice(NORMS)("--norm", norm), self.bgr) for p in self.projections]
 
 
 class TopResult(Result, list):

@@ -79,6 +79,13 @@ class GridWriter:
             self._prefix = f"{stem_of(self.job.model.name, 'model')}_{images}_layer{self.job.options.layer}"
         return self._prefix
 
+    @property
+    def norm_tag(self) -> str:
+        """'_norm-grey' where --norm is not the default (as `cnn project` names it), so the two
+        renderings of one scan keep their own files."""
+        o = self.job.options
+        return "" if o.norm == type(o).default("norm") else f"_norm-{o.norm}"
+
     def channel(self, ch: "TopChannel") -> dict[str, str]:
         import numpy as np
 
@@ -90,10 +97,10 @@ class GridWriter:
         rf = self.job.rf
         tile = int(min(128, max(64, rf[0].size if rf else 64)))
         cols = max(1, int(np.ceil(np.sqrt(len(ch.entries)))))  # what there is: a -k past the images adds no room
-        figure = titled(side_by_side(grid(ch.tiles("grey"), cols, tile), grid(ch.patches, cols, tile)),
+        figure = titled(side_by_side(grid(ch.tiles(o.norm), cols, tile), grid(ch.patches, cols, tile)),
                              f"layer {o.layer} channel {ch.channel}: top {len(ch.entries)} (projection | patch)")
         ensure_dir(self.out)
-        path = save_png(figure, self.out / f"{self.prefix}_c{ch.channel}_top{o.k}_{o.mode}.png")
+        path = save_png(figure, self.out / f"{self.prefix}_c{ch.channel}_top{o.k}_{o.mode}{self.norm_tag}.png")
         self.tiles.append(figure)
         return {"grid": str(path)}
 
@@ -104,7 +111,7 @@ class GridWriter:
 
         o = self.job.options
         chosen = short_hash(",".join(map(str, self.job.channels)))  # another set of channels: another overview
-        name = f"{self.prefix}_top{o.k}_{o.mode}_overview-{chosen}.png"
+        name = f"{self.prefix}_top{o.k}_{o.mode}{self.norm_tag}_overview-{chosen}.png"
         # each channel's grid at its own size and aspect (no square cells), as many to a row as
         # make the whole about 16:10; their 16-pixel titles stay legible
         return str(save_png(packed(self.tiles, gap=16), self.out / name))

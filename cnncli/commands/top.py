@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cnncli.choices import ENGINES, MODES
+from cnncli.choices import ENGINES, MODES, NORMS
 from cnncli.cli_options import Output, default as _default, format_option, image_options, warn as _warn
 from cnncli.render.progress import progress_bar
 
@@ -26,6 +26,8 @@ def command() -> click.Command:
     @click.option("-k", "k", type=click.IntRange(min=1), default=_default(TopOptions, "k"), show_default=True,
                   help="Top activations per channel.")
     @click.option("--mode", type=click.Choice(MODES), default=_default(TopOptions, "mode"), show_default=True)
+    @click.option("--norm", type=click.Choice(NORMS), default=_default(TopOptions, "norm"), show_default=True,
+                  help="How projections become pixels, as `cnn project --norm` (percentile: 0 at mid-grey, scaled by the 99.5th percentile of |x|; grey: by the largest |x|, fainter on deep layers).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=_default(TopOptions, "batch_size"), show_default=True,
                   help="Images per forward run.")
     @click.option("--out", default=_default(TopOptions, "out"), show_default=True, help="Output folder.")
