@@ -263,6 +263,13 @@ def test_channels_last_stretches_are_followed():
     assert rf["c1"] == (AxisRF(3, 2, -2), AxisRF(3, 2, -1))
     assert rf["c2"] == (AxisRF(7, 2, -4), AxisRF(7, 2, -3))
     assert not {"x", "p1", "h1", "a1", "p2"} & set(rf)  # channels-last tensors: followed, not returned
+    last: dict = {}
+    receptive_fields(graph, None, last)
+    assert last["a1"] == (AxisRF(3, 2, -2), AxisRF(3, 2, -1)) and last["p2"] == (AxisRF(3, 2, -4), AxisRF(3, 2, -3))
+    import cnncli  # the stats RF column shows them
+
+    by_op = {r.op: r for r in cnncli.stats(model).layers}
+    assert by_op["Add"].rf == [3, 3]
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(7)
     for tensor, (y, xx) in (("c1", (0, 0)), ("c1", (8, 5)), ("c2", (0, 16)), ("c2", (9, 4))):

@@ -82,14 +82,16 @@ def _pad_begins(node, graph: Graph, rank: int) -> list[int] | None:
     return pads[:rank]
 
 
-def receptive_fields(graph: Graph, windows: dict | None = None) -> dict[str, RF]:
+def receptive_fields(graph: Graph, windows: dict | None = None, last: dict | None = None) -> dict[str, RF]:
     """Walk the graph once, in order, from every 3-D or wider float input.
 
     ``windows``, when given, receives ``window()`` of every node it was worked out for (the
-    node's input shape, and for Conv the kernel of its weight), by the node's index.
+    node's input shape, and for Conv the kernel of its weight), by the node's index; ``last``
+    receives the channels-last tensors' fields (height and width first, as the others), which
+    the returned dict leaves out: a feature map is read channels-first everywhere else.
     """
     fields: dict[str, RF] = {}
-    last: dict[str, RF] = {}  # the channels-last tensors, [N, H, W, C]
+    last = {} if last is None else last  # the channels-last tensors, [N, H, W, C]
     for spec in graph.inputs:
         if len(spec.shape) >= 3:
             (last if channels_last(spec.shape) else fields)[spec.name] = tuple(AxisRF(1, 1, 0) for _ in spec.shape[2:])

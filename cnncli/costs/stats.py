@@ -94,7 +94,9 @@ def compute_stats(graph: Graph) -> StatsResult:
 def _compute_stats(graph: Graph) -> StatsResult:
     consts, types, shapes = graph.consts, graph.types, graph.shapes
     windows: dict[int, Any] = {}  # window() of the nodes the receptive-field walk worked it out for
-    fields = receptive_fields(graph, windows)
+    last: dict = {}
+    fields = receptive_fields(graph, windows, last)
+    fields.update(last)  # the RF column shows channels-last tensors' too (Keras through tf2onnx)
     counted: set[str] = set()  # weight sources already counted (a shared weight counts once)
     source_bytes: dict[str, tuple[int, int]] = {}
     rows: list[LayerRow] = []
