@@ -284,3 +284,18 @@ def test_channels_last_stretches_are_followed():
         x = base.copy()
         x[0, inside] = rng.uniform(-5, 5, (int(inside.sum()), 3)).astype(np.float32)
         assert np.abs(session.run([tensor], {"x": x})[0][0, :, y, xx] - v0).max() > 1e-3
+
+
+def test_a_channels_last_input_leaves_channels_first_merges_alone():
+    """In a model with a channels-last input, a channels-first Add whose first operand is a
+    constant (or untracked) still carries the field of its other operand."""
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["t", "W1"], ["c1"], kernel_shape=[3, 3]),
+             helper.make_node("Add", ["shift", "c1"], ["a"]),
+             helper.make_node("Conv", ["a", "W2"], ["c2"], kernel_shape=[3, 3])]
+    inits = [_f32("W1", rng.normal(0, 0.3, (4, 3, 3, 3))), _f32("shift", rng.normal(0, 0.1, (1, 4, 1, 1))),
+             _f32("W2", rng.normal(0, 0.3, (2, 4, 3, 3)))]
+    rf = receptive_fields(analyse(_model(nodes, [1, 16, 16, 3], ["c2"], inits), batch=1))
+    assert rf["a"] == rf["c1"] == (AxisRF(3, 1, 0), AxisRF(3, 1, 0))
+    assert rf["c2"] == (AxisRF(5, 1, 0), AxisRF(5, 1, 0))

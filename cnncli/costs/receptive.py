@@ -105,7 +105,7 @@ def receptive_fields(graph: Graph, windows: dict | None = None, last: dict | Non
             continue
         first = get(inputs[0])
         op = ni.op
-        if op == "Transpose" or (last and first is None):
+        if op == "Transpose" or (last and first is None and any(i in last for i in inputs)):
             turned = _channels_last_step(nodes[index], ni, graph, first, last)
             if turned is not None:
                 where, rf = turned
