@@ -22,7 +22,7 @@ from cnncli.costs.receptive import receptive_fields
 
 @dataclass(frozen=True)
 class LayerRow:
-    index: int | None = col("#", "int", compact=True, doc="conv number (what --layer N takes)")  # 1-based number of each Conv, as `cnn project --layer` takes
+    index: int | None = col("#", "int", compact=True, doc="conv number (what --layer N takes)")  # 1-based
     name: str = col("name", compact=True, doc="node name in the model")
     op: str = col("op", compact=True, doc="ONNX operator")
     input_shape: list | None = col("input", "shape")
