@@ -35,6 +35,54 @@ def weight_values(model, graph, name: str) -> np.ndarray:
     return session.run([name], {})[0]
 
 
+def conv_weights(model, graph, conv) -> np.ndarray:
+    """A numbered conv's weights as numbers: a Conv's as stored; a quantized conv's dequantized,
+    (w − zero point)·scale, per output channel where the zero point or scale is (QLinearConv's
+    own inputs; ConvInteger's zero point, and the weight scale onnxruntime's dynamic
+    quantization multiplies its output by; without it, the integers less their zero point)."""
+    import numpy as np
+
+    from cnncli.frontend.layers import weight_input
+
+    w = weight_values(model, graph, weight_input(conv))
+    if conv.op_type == "Conv":
+        return w
+
+    def per_channel(name):
+        if not name:
+            return None
+        v = np.asarray(weight_values(model, graph, name), dtype=np.float64)
+        return v.reshape(-1, *([1] * (w.ndim - 1))) if v.size > 1 else v.reshape(())
+
+    slot = (lambda k: conv.input[k] if len(conv.input) > k else None)  # noqa: E731
+    zp_name, scale_name = ((slot(3), _integer_conv_weight_scale(graph, conv)) if conv.op_type == "ConvInteger"
+                           else (slot(5), slot(4)))
+    out = w.astype(np.float64)
+    zp, scale = per_channel(zp_name), per_channel(scale_name)
+    if zp is not None:
+        out = out - zp
+    if scale is not None:
+        out = out * scale
+    return out.astype(np.float32)
+
+
+def _integer_conv_weight_scale(graph, conv) -> str | None:
+    """The weight scale of a ConvInteger, which onnxruntime's dynamic quantization applies after
+    it: Cast → Mul by (input scale × weight scale), the weight scale a stored constant."""
+    by_output = {o: n for n in graph.nodes for o in n.output}
+    readers = [n for n in graph.nodes if conv.output[0] in n.input]
+    if len(readers) != 1 or readers[0].op_type != "Cast":
+        return None
+    muls = [n for n in graph.nodes if readers[0].output[0] in n.input and n.op_type == "Mul"]
+    if len(muls) != 1:
+        return None
+    other = next((i for i in muls[0].input if i != readers[0].output[0]), None)
+    scales = by_output.get(other)
+    if scales is None or scales.op_type != "Mul":
+        return None
+    return next((i for i in scales.input if i in graph.consts), None)
+
+
 def filter_tiles(w: np.ndarray, rgb: bool) -> tuple[list[np.ndarray], list[FilterRow], float]:
     """w [Cout, Cin, kh, kw] → one uint8 tile per filter on one shared symmetric scale: 0 at
     mid-grey, the largest magnitude shown of any filter white (or black), so that tiles compare
@@ -115,7 +163,7 @@ def run(model: Any, options: FiltersOptions, *, on_warning: Hear | None = None) 
         graph = analyse(loaded.model)
         by_layer(graph, o.layer)  # range check with the usual message
         conv = conv_nodes(graph)[o.layer - 1]
-        w = weight_values(loaded.model, graph, conv.input[1])
+        w = conv_weights(loaded.model, graph, conv)
         if w.ndim != 4:
             raise CnnError(f"layer {o.layer} is a {w.ndim - 2}-D convolution; only 2-D kernels can be drawn")
         rgb = o.layer == 1 and w.shape[1] == 3  # a deeper conv reading 3 channels is not looking at colours

@@ -60,12 +60,14 @@ def connectivity_row(index, name, in_shape, out_shape, weight_shape) -> Connecti
 
 
 def model_connectivity(graph: Graph) -> list[ConnectivityRow]:
-    """One row per Conv (ConvTranspose, Gemm and MatMul are not local or shared windows); a model
-    without any Conv is an error, not an empty table."""
+    """One row per numbered conv (a Conv, ConvInteger or QLinearConv; ConvTranspose, Gemm and
+    MatMul are not local or shared windows); a model without any is an error, not an empty table."""
+    from cnncli.frontend.layers import is_numbered, weight_input
+
     rows = []
     index = 0
     for i, node in enumerate(graph.nodes):
-        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+        if not is_numbered(node.op_type, node.domain):
             continue
         index += 1
         rows.append(
@@ -74,7 +76,7 @@ def model_connectivity(graph: Graph) -> list[ConnectivityRow]:
                 node.name or node.output[0],
                 graph.shape(node.input[0]),
                 graph.shape(node.output[0]),
-                graph.shape(node.input[1]),
+                graph.shape(weight_input(node)),
             )
         )
     if not rows:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from cnncli.costs.rules import UNARY
 from cnncli.frontend.geometry import window
 from cnncli.frontend.graph import Graph, NodeInfo
+from cnncli.frontend.layers import CONV_WEIGHT_SLOT
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,9 @@ class AxisRF:
 
 RF = tuple  # of AxisRF, one per spatial axis
 
-WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
-PASS_OPS = frozenset(UNARY) | {"BatchNormalization", "InstanceNormalization", "LRN", "Dropout", "Identity", "Split"}
+WINDOW_OPS = frozenset({"Conv", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool"})
+PASS_OPS = frozenset(UNARY) | {"BatchNormalization", "InstanceNormalization", "LRN", "Dropout", "Identity", "Split",
+                                "Cast", "DynamicQuantizeLinear"}  # a quantized model's steps: values, not places
 MERGE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min", "Mean", "Concat", "PRelu"})
 
 
@@ -47,8 +49,9 @@ def _through_window(rf: RF, node, ni: NodeInfo, graph: Graph, windows: dict | No
     under which its Window is kept in ``windows`` when given)."""
     inputs = ni.inputs
     x = graph.shapes.get(inputs[0])
-    if ni.op == "Conv":
-        w = graph.shapes.get(inputs[1]) if len(inputs) > 1 else None
+    if ni.op in CONV_WEIGHT_SLOT:
+        slot = CONV_WEIGHT_SLOT[ni.op]
+        w = graph.shapes.get(inputs[slot]) if len(inputs) > slot else None
         if w is None or None in w:
             return None
         kernel = tuple(w[2:])

@@ -106,12 +106,16 @@ def open_for_images(loaded, size: tuple[int, int] | None = None, input_name: str
         if size is not None and array is None:
             raise BadArgument("--size", str(exc)) from None
         raise CnnError(f"the model does not fit its own input shape: {exc}") from None
-    batchable = bool(declared) and declared[0] is None and not batchless
+    # an op whose result mixes the images of a batch (DynamicQuantizeLinear's scale is the whole
+    # batch's range) would make each image's values depend on the others: one image a run
+    coupled = any(n.op_type in BATCH_COUPLING for n in graph.nodes)
+    batchable = bool(declared) and declared[0] is None and not batchless and not coupled
     labels = {p.key: p.value for p in model.metadata_props}
     return RunnableModel(loaded.name, model, graph, name, shape, batchable, labels)
 
 
 IMAGE_CHANNELS = (1, 3, 4)
+BATCH_COUPLING = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul"})
 
 
 def unbatched(declared: tuple, array: tuple | None) -> bool:

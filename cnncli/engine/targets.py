@@ -68,12 +68,15 @@ def block_output(graph: Graph, conv) -> str:
     """Follow a single-consumer BatchNormalization, per-channel Add/Mul of a constant and one
     activation when they come next (the ReLU family, a smooth one such as Tanh or HardSwish, or
     a gated x·g(x) such as SiLU and hard swish written as ops): the conv block's output, what
-    people mean by "layer N's feature maps"."""
+    people mean by "layer N's feature maps". A quantized conv's integer output is followed to its
+    float values first: ConvInteger's Cast and its Mul by the scales (computed at run time),
+    QLinearConv's DequantizeLinear."""
     consumers = _consumers(graph)
     graph_outputs = {o.name for o in graph.model.graph.output}
     t = conv.output[0]
     channels = (graph.shape(t) or (None, None))[1]
     seen_bn = False
+    quantized = conv.op_type != "Conv"
     while True:
         users = consumers.get(t, [])
         if t in graph_outputs:
@@ -85,10 +88,14 @@ def block_output(graph: Graph, conv) -> str:
         n = users[0]
         if n.op_type == "BatchNormalization" and not seen_bn and n.input[0] == t:
             seen_bn = True
+        elif quantized and n.op_type in ("Cast", "DequantizeLinear") and n.input[0] == t:
+            pass
         elif n.op_type in ("Add", "Mul") and len(n.input) == 2:
             other = n.input[1] if n.input[0] == t else n.input[0]
             ref = graph.consts.get(other)
-            if ref is None or ref.numel not in (1, channels):
+            shape = graph.shape(other) if ref is None and quantized else None  # a scale computed at run time
+            size = ref.numel if ref is not None else (numel(shape) if shape is not None else None)
+            if size not in (1, channels):
                 return t
         elif (n.op_type in RELU_FAMILY or n.op_type in SMOOTH) and n.input[0] == t:
             return n.output[0]

@@ -233,6 +233,19 @@ _NO_SIGNAL_OPS = frozenset({"Shape", "Size", "EyeLike", "RandomNormalLike", "Ran
 _STRAIGHT_THROUGH = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"})
 
 
+def _no_signal(graph: Graph, target: str, start: str, signal: set[str], dynamic: set[str], stop_at) -> str:
+    """Why no signal reaches ``start`` from ``target``: it does not depend on it, or only through
+    ops with integer outputs that carry none (a QLinearConv's uint8 codes), named."""
+    what = f"{'tensor' if stop_at else 'input'} '{start}'"
+    if target in dynamic and not stop_at:
+        stops = sorted({n.op_type for n in path_nodes(graph, target, dynamic)
+                        if any(i in signal for i in n.input if i) and not any(o in signal for o in n.output if o)})
+        if stops:
+            return (f"tensor '{target}' depends on {what} only through {', '.join(stops)}, whose integer outputs "
+                    "carry no reverse signal; name a float tensor before it with --tensor")
+    return f"tensor '{target}' does not depend on the values of {what}"
+
+
 def path_nodes(graph: Graph, target: str, dynamic: set[str], stop: str | None = None) -> list[onnx.NodeProto]:
     """Nodes between the input (or the tensor ``stop``) and ``target``, in graph order."""
     producer = {o: n for n in graph.nodes for o in n.output if o}
@@ -304,7 +317,7 @@ def build_reverse(
     start = stop_at or input_name
     signal = signal_tensors(graph, start)
     if target not in signal:
-        raise UnsupportedError(f"tensor '{target}' does not depend on the values of {'tensor' if stop_at else 'input'} '{start}'")
+        raise UnsupportedError(_no_signal(graph, target, start, signal, dynamic, stop_at))
     nodes = path_nodes(graph, target, signal, stop_at)
     b = Builder(graph, mode, dynamic=dynamic, signal=signal, const_values=const_values if const_values is not None else {},
                 batch_one=(graph.shape(input_name) or (None,))[:1] == (1,))
