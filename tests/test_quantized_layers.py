@@ -129,3 +129,23 @@ def test_a_projection_through_qlinearconv_is_refused_with_its_reason(qoperator, 
     assert "QLinearConv" in line and "no reverse signal" in line
     r = invoke("features", qoperator[1], STAR, "--layer", 1, "--out", tmp_path / "f", "--format", "json")
     assert r.exit_code == 0, r.stderr  # forward only: its maps (uint8 codes) are there
+
+
+def test_report_shows_what_it_can_where_nothing_projects(qoperator, tmp_path):
+    """`cnn report` on a QOperator model: costs, filters and each channel's top-k patches, with a
+    warning and a note per layer instead of projections (the whole report failed)."""
+    r = invoke("report", qoperator[1], IMAGES, "-k", 2, "--channels", 2, "--out", tmp_path / "r", "--format", "json")
+    assert r.exit_code == 0, r.stderr
+    assert "layer 2 is not projected" in r.stderr and "QLinearConv" in r.stderr
+    doc = json.loads(r.stdout)
+    assert [row["tiles"] for row in doc["layers"]] == [0, 0]
+    page = (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+    assert "Not projected: " in page and "_patch.png" in page and "_projection.png" not in page
+    # the filters' scale line is read whole under a montage narrower than it
+    from PIL import Image, ImageDraw
+
+    from cnncli.imaging.figure import font
+
+    montage = cnncli.filters(qoperator[1], layer=2).montage
+    note = "one scale for all: mid-grey 0, white +0.78, black -0.78"
+    assert montage.shape[1] >= ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(note, font=font(12)) * 0.9

@@ -21,7 +21,7 @@ from cnncli.api.report_files import MANIFEST, Pictures, chosen_layers
 from cnncli.api.result import Hear, Result, Warnings
 from cnncli.choices import MODES
 from cnncli.columns import col
-from cnncli.errors import BadArgument, CnnError
+from cnncli.errors import BadArgument, CnnError, UnsupportedError
 
 NORM = "percentile"  # how the page's projections are scaled (a deep layer's are faint with 'grey')
 TILE = 64  # displayed width of a top-k tile, CSS px (the crops are the receptive field's own size)
@@ -283,7 +283,12 @@ class _Run:
         order = [int(c) for c in np.argsort(-best, kind="stable") if np.isfinite(best[c])]
         chosen = order if o.channels == "all" else order[:o.channels]
         rf = receptive_fields(m.graph).get(t.tensor)
-        projector = Projector(m.model, m.graph, m.input_name, t.tensor, o.mode, self.provider, o.verbose, self.batch)
+        try:
+            projector, why = Projector(m.model, m.graph, m.input_name, t.tensor, o.mode, self.provider, o.verbose,
+                                       self.batch), ""
+        except UnsupportedError as exc:  # the layer's costs, filters and top-k patches are still shown
+            projector, why = None, str(exc).split("; name a")[0]
+            self.warnings.add(f"layer {L} is not projected: {why}")
         load = self.loader()
         channels, by_image = [], {}
         for c in chosen:
@@ -292,19 +297,20 @@ class _Run:
             for i, (entry, proj, patch) in enumerate(zip(ch.entries, ch.projections, ch.patches)):
                 name = _label(entry.image)
                 stem, alt = f"l{L}_c{c}_top{i + 1}", f"layer {L} channel {c}, #{i + 1}: {name}"
-                units.append(Unit(name, entry.activation, entry.location, entry.box,
-                                  pics.save(to_display(proj, NORM, self.prep.bgr), f"{stem}_projection.png", alt, TILE),
+                shown = None if proj is None else pics.save(to_display(proj, NORM, self.prep.bgr),
+                                                            f"{stem}_projection.png", alt, TILE)
+                units.append(Unit(name, entry.activation, entry.location, entry.box, shown,
                                   pics.save(patch, f"{stem}_patch.png", alt + " (image)", TILE)))
             channels.append(ChannelView(c, ch.best, units))
             by_image.setdefault(ch.entries[0].image, []).append(channels[-1])
-        for path, views in by_image.items():  # each channel's whole map on its best image, one run per image
+        for path, views in by_image.items() if projector is not None else ():  # each channel's whole map on its best image
             x = load(path)[1]
             for view, r in zip(views, projector.project(x, [v.channel for v in views], "map")):
                 view.map_input = self.input_picture(path, pics)
                 view.map = pics.save(to_display(r.projection, NORM, self.prep.bgr), f"l{L}_c{r.channel}_map.png",
                                      f"layer {L} channel {r.channel}: whole map on {_label(path)}", SHOWN)
         count = 0
-        if o.top:
+        if o.top and projector is not None:
             for path in self.good[:o.per_image]:
                 cells = []
                 for r in projector.project(load(path)[1], "top", "map", min(o.top, n)):
@@ -316,9 +322,9 @@ class _Run:
                 count += len(cells)
         stat = next((r for r in stats.layers if r.index == L), None)
         view = LayerView(L, t.conv_node, t.tensor, list(t.shape), [a.size for a in rf] if rf else None,
-                         stat.macs if stat else None, stat.params if stat else None, filters, note, channels, n)
+                         stat.macs if stat else None, stat.params if stat else None, filters, note, channels, n, why)
         row = ReportRow(L, t.conv_node, t.tensor, list(t.shape), view.rf, len(channels),
-                        sum(len(v.units) for v in channels), count)
+                        sum(u.projection is not None for v in channels for u in v.units), count)
         return view, row
 
     def image_views(self, galleries: dict, pics: Pictures) -> list:

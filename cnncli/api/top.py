@@ -228,11 +228,12 @@ def project_entries(projector, load, channel: int, found: list[tuple[float, str,
         chunk = found[start:start + batch]
         loaded = [load(path) for _, path, _ in chunk]
         x = np.concatenate([t for _, t in loaded], axis=0)
-        proj = projector.project_units(x, [(channel, tuple(loc)) for _, _, loc in chunk])
+        proj = (projector.project_units(x, [(channel, tuple(loc)) for _, _, loc in chunk]) if projector is not None
+                else [None] * len(chunk))  # (`cnn report` where nothing can be projected: the patches alone)
         for (value, path, loc), (raw, _), p in zip(chunk, loaded, proj):
             (y0, y1), (x0, x1) = (rf[0].box(loc[0], h), rf[1].box(loc[1], w)) if rf else ((0, h), (0, w))
             entries.append(TopEntry(path, value, loc, [y0, x0, y1, x1]))
-            projections.append(np.ascontiguousarray(p[:, y0:y1, x0:x1]))
+            projections.append(None if p is None else np.ascontiguousarray(p[:, y0:y1, x0:x1]))
             patches.append(np.ascontiguousarray(display_pixels(raw)[y0:y1, x0:x1]))
     return TopChannel(channel, entries, projections, patches, bgr)
 

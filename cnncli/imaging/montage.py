@@ -113,15 +113,17 @@ def packed(pictures: Sequence[np.ndarray], gap: int = 16, bg: int = 255, aspect:
 
 
 def scale_note(img: np.ndarray, text: str, size: int = LABEL_SIZE, bg: int = 255) -> np.ndarray:
-    """The picture with one line of text under it (a legend: what mid-grey, white and black are)."""
+    """The picture with one line of text under it (a legend: what mid-grey, white and black are),
+    the canvas widened (background on the right) where the line is wider than a small picture."""
     from PIL import Image, ImageDraw
 
     from cnncli.imaging.figure import fit_text, font
 
     f = font(size)
     height = _label_height(size) + 4
-    canvas = Image.new("RGB", (img.shape[1], img.shape[0] + height), (bg, bg, bg))
+    width = max(img.shape[1], min(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=f)) + 4, 640))
+    canvas = Image.new("RGB", (width, img.shape[0] + height), (bg, bg, bg))
     canvas.paste(Image.fromarray(img), (0, 0))
     draw = ImageDraw.Draw(canvas)
-    draw.text((2, img.shape[0] + 3), fit_text(draw, text, f, img.shape[1] - 4), font=f, fill=_ink_for(bg))
+    draw.text((2, img.shape[0] + 3), fit_text(draw, text, f, width - 4), font=f, fill=_ink_for(bg))
     return np.asarray(canvas)

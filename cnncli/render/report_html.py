@@ -34,7 +34,7 @@ class Unit:
     activation: float
     location: list[int]
     box: list[int]  # [y0, x0, y1, x1) in input pixels
-    projection: Picture
+    projection: Picture | None  # None where no projection can be made (a QLinearConv on the way back)
     patch: Picture
 
 
@@ -60,6 +60,7 @@ class LayerView:
     filters_note: str
     channels: list[ChannelView]
     n_channels: int
+    no_projection: str = ""  # why the layer's units are not projected (empty: they are)
 
 
 @dataclass
@@ -172,12 +173,12 @@ def _toc(v: PageView) -> str:
 
 def _channel(lv: LayerView, ch: ChannelView, k: int, mode: str) -> str:
     head = f"<h4>channel {ch.channel} · best activation {ch.best:.4g}</h4>"
-    cells_p = "".join(f"<td>{img(u.projection)}</td>" for u in ch.units)
+    cells_p = "".join(f"<td>{img(u.projection)}</td>" for u in ch.units if u.projection is not None)
     cells_i = "".join(f"<td>{img(u.patch)}</td>" for u in ch.units)
     labels = "".join(f"<td>#{i + 1} {e(u.image)}<br>act {u.activation:.3g}<br>at [{u.location[0]},{u.location[1]}]</td>"
                      for i, u in enumerate(ch.units))
-    grid = (f"<table><tr><th>{e(mode)}</th>{cells_p}</tr><tr><th>image RF</th>{cells_i}</tr>"
-            f"<tr><th></th>{labels}</tr></table>")
+    row_p = f"<tr><th>{e(mode)}</th>{cells_p}</tr>" if cells_p else ""
+    grid = f"<table>{row_p}<tr><th>image RF</th>{cells_i}</tr><tr><th></th>{labels}</tr></table>"
     pair = ""
     if ch.map is not None and ch.map_input is not None:
         pair = (f"<div class='pair'><figure>{img(ch.map_input)}best image: {e(ch.units[0].image)}</figure>"
@@ -203,6 +204,8 @@ def _layer(lv: LayerView, v: PageView) -> str:
                  "value, no unit), <i>at [y,x]</i> its position in the feature map. Below, the channel's whole feature "
                  "map on its best image projected back to pixels. Grey is zero; light and dark the signed pattern that "
                  "drives the channel (scaled to the 99.5th percentile of its magnitude).</p>")
+    if lv.no_projection:
+        parts.append(f"<p class='note'>Not projected: {e(lv.no_projection)}.</p>")
     parts.append("<div class='channels'>" + "".join(_channel(lv, ch, v.k, v.mode) for ch in lv.channels) + "</div>")
     parts.append("</section>")
     return "\n".join(parts)
