@@ -69,15 +69,15 @@ def conv_weights(model, graph, conv) -> np.ndarray:
 def _integer_conv_weight_scale(graph, conv) -> str | None:
     """The weight scale of a ConvInteger, which onnxruntime's dynamic quantization applies after
     it: Cast → Mul by (input scale × weight scale), the weight scale a stored constant."""
-    by_output = {o: n for n in graph.nodes for o in n.output}
-    readers = [n for n in graph.nodes if conv.output[0] in n.input]
-    if len(readers) != 1 or readers[0].op_type != "Cast":
+    from cnncli.engine.targets import consumers_of
+
+    readers = consumers_of(graph)
+    casts = readers.get(conv.output[0], [])
+    if len(casts) != 1 or casts[0].op_type != "Cast":
         return None
-    muls = [n for n in graph.nodes if readers[0].output[0] in n.input and n.op_type == "Mul"]
-    if len(muls) != 1:
-        return None
-    other = next((i for i in muls[0].input if i != readers[0].output[0]), None)
-    scales = by_output.get(other)
+    muls = [n for n in readers.get(casts[0].output[0], []) if n.op_type == "Mul"]
+    other = next((i for i in muls[0].input if i != casts[0].output[0]), None) if len(muls) == 1 else None
+    scales = next((n for n in graph.nodes if other in n.output), None) if other else None
     if scales is None or scales.op_type != "Mul":
         return None
     return next((i for i in scales.input if i in graph.consts), None)

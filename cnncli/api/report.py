@@ -287,7 +287,7 @@ class _Run:
             projector, why = Projector(m.model, m.graph, m.input_name, t.tensor, o.mode, self.provider, o.verbose,
                                        self.batch), ""
         except UnsupportedError as exc:  # the layer's costs, filters and top-k patches are still shown
-            projector, why = None, str(exc).split("; name a")[0]
+            projector, why = None, str(exc)
             self.warnings.add(f"layer {L} is not projected: {why}")
         load = self.loader()
         channels, by_image = [], {}

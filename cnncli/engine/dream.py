@@ -19,6 +19,7 @@ from cnncli.engine.dream_transforms import Chain, IDENTITY, draw
 from cnncli.engine.project import Projector
 from cnncli.errors import CnnError
 
+
 def centre(shape: tuple) -> tuple[int, ...]:
     """The centre unit as lucent.optvis.objectives_util._extract_act_pos picks it: row shape[3] // 2,
     column shape[2] // 2 (the bottom-right one of the centre 2×2 for even sizes); () for 2-D."""

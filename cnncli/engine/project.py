@@ -235,12 +235,8 @@ class Projector:
         ``units[i] = (channel, value_index...)`` picks the unit (channel, y, x) of image i, seeded
         with its own activation. Returns [len(units), C, H, W]."""
         fwd = self.last_forward = self.forward(x)
-        if len(x) > 1 and any(np.ndim(fwd[n]) == 0 or np.shape(fwd[n])[0] != len(x) for n in self._dynamic_needed):
-            # a value the batch shares (DynamicQuantizeLinear's scale: the whole batch's range) is
-            # not each image's own: each unit on its image alone
-            return np.concatenate([self.project_units(x[i:i + 1], [u]) for i, u in enumerate(units)], axis=0)
         act = fwd[self.target]
         seeds = np.zeros((len(units), *act.shape[1:]), dtype=np.float32)
         for i, (c, pos) in enumerate(units):
             seeds[(i, c, *pos)] = act[(i, c, *pos)]
-        return self.run_reverse(seeds, fwd, paired=len(x) > 1)  # one image: its values serve its one row
+        return self.run_reverse(seeds, fwd, paired=True)

@@ -23,7 +23,7 @@ def conv_nodes(graph: Graph) -> list:
     return numbered_nodes(graph.nodes)
 
 
-def _consumers(graph: Graph) -> dict[str, list]:
+def consumers_of(graph: Graph) -> dict[str, list]:
     out: dict[str, list] = {}
     for n in graph.nodes:
         for i in n.input:
@@ -71,7 +71,7 @@ def block_output(graph: Graph, conv) -> str:
     people mean by "layer N's feature maps". A quantized conv's integer output is followed to its
     float values first: ConvInteger's Cast and its Mul by the scales (computed at run time),
     QLinearConv's DequantizeLinear."""
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     graph_outputs = {o.name for o in graph.model.graph.output}
     t = conv.output[0]
     channels = (graph.shape(t) or (None, None))[1]

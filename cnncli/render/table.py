@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from cnncli.escaping import visible
-from cnncli.render.document import Document, cells, column_names, headers, kinds, summary_lines
+from cnncli.render.document import Document, cell_parts, cells, column_names, headers, kinds, summary_lines
 from cnncli.render.text import encodable, human, is_unicode, shorten_distinct, shorten_middle, width
 
 Write = Callable[[str], Any]
@@ -322,7 +322,7 @@ def paths_below(doc: Document, g: Grid, names: list[str], prep: Callable[[str], 
     for r, row in zip(doc.rows, g.rows):
         for name in names:
             value = getattr(r, name)
-            paths = value.values() if isinstance(value, dict) else [value]
+            paths = cell_parts(value, "files") or [value]  # a row's files, or one path
             lines.extend(f"{g.heads[0]} {row[0]}: {prep(str(p))}" if named else prep(str(p)) for p in paths if p)
     return lines
 

@@ -242,7 +242,7 @@ def _no_signal(graph: Graph, target: str, start: str, signal: set[str], dynamic:
                         if any(i in signal for i in n.input if i) and not any(o in signal for o in n.output if o)})
         if stops:
             return (f"tensor '{target}' depends on {what} only through {', '.join(stops)}, whose integer outputs "
-                    "carry no reverse signal; name a float tensor before it with --tensor")
+                    "carry no reverse signal (a float tensor before it can be projected)")
     return f"tensor '{target}' does not depend on the values of {what}"
 
 
